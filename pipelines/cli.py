@@ -1,0 +1,71 @@
+"""The ``mssr`` command.
+
+    mssr run configs/demo.yaml                       # the demo: 5 tasks, SmolLM2 + LoRA, MSSR, 2 workers
+    mssr run configs/demo.yaml replay.strategy=none seed=1 --summary-json out/none.json
+    mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
+    mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
+
+User errors (bad config, bad data, missing model) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mssr.errors import UserError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mssr.config import load_config
+    from pipelines.run import run_stream
+
+    cfg = load_config(args.config, args.overrides)
+    if args.tracking_uri:
+        cfg.mlflow.tracking_uri = args.tracking_uri
+    run_stream(cfg, dry_run=args.dry_run, summary_json=Path(args.summary_json) if args.summary_json else None)
+    return 0
+
+
+def _cmd_prepare_model(args: argparse.Namespace) -> int:
+    from mssr.models import prepare_default_model
+
+    path = prepare_default_model(force=args.force)
+    print(f"model ready: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="fine-tune a model on a task stream",
+                         description="Fine-tune a model on a stream of tasks and print the accuracy matrix.")
+    run.add_argument("config", help="YAML config (see configs/demo.yaml)")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. train.lr=3e-4")
+    run.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
+    run.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
+    run.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite store in output dir)")
+    run.set_defaults(func=_cmd_run)
+
+    prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
+    prep.add_argument("--force", action="store_true", help="convert again even if cached")
+    prep.set_defaults(func=_cmd_prepare_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"mssr: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mssr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The memory-strength actor: one per run, shared by every training worker.
+
+It wraps ``mssr.replay.ReplayPlanner``. Workers send per-sample losses without waiting
+(``observe.remote``); the actor buffers them per step and applies a step only when all ranks
+have sent it, in rank order, so its state never depends on arrival timing. ``plan(step)``
+waits for every rank's observations of earlier steps, computes the plan once and answers
+the same ids to every rank.
+
+    actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True).remote(replay_cfg, seed, ...)
+    ids = ray.get(actor.plan.remote(step))
+    actor.observe.remote(step, rank, new_ids, new_losses, replay_ids, replay_losses)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ray
+
+from mssr.replay import ReplayPlanner
+
+
+@ray.remote(num_cpus=0)
+class MemoryActor:
+    def __init__(self, replay_cfg, seed: int, world_size: int, total_new_samples: int):
+        self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples)
+        self.world_size = world_size
+        self.pending: dict[int, dict[int, tuple]] = {}  # step -> rank -> observation
+        self.applied_through = -1  # every step <= this has been applied
+        self.plans: dict[int, list[int]] = {}
+        self.started: set[int] = set()
+        self.ended: dict[int, list[int]] = {}
+        self.changed = asyncio.Condition()
+        self.bookkeeping_seconds = 0.0
+
+    async def _wait_applied(self, step: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.applied_through >= step)
+
+    def start_task(self, task_index: int, step: int) -> None:
+        """Idempotent: the first rank to arrive starts the task for all."""
+        if task_index not in self.started:
+            self.started.add(task_index)
+            self.planner.start_task(task_index, step)
+            self.applied_through = max(self.applied_through, step - 1)
+
+    async def plan(self, step: int) -> list[int]:
+        await self._wait_applied(step - 1)
+        if step not in self.plans:
+            t = time.perf_counter()
+            self.plans[step] = self.planner.plan(step)
+            self.bookkeeping_seconds += time.perf_counter() - t
+            self.plans.pop(step - 64, None)  # bounded cache; ranks never lag that far
+        return self.plans[step]
+
+    async def observe(self, step: int, rank: int, new_ids, new_losses, replay_ids, replay_losses) -> None:
+        self.pending.setdefault(step, {})[rank] = (new_ids, new_losses, replay_ids, replay_losses)
+        advanced = False
+        while len(self.pending.get(self.applied_through + 1, {})) == self.world_size:
+            s = self.applied_through + 1
+            t = time.perf_counter()
+            for r in range(self.world_size):
+                self.planner.observe(s, *self.pending[s][r])
+            self.bookkeeping_seconds += time.perf_counter() - t
+            del self.pending[s]
+            self.applied_through = s
+            advanced = True
+        if advanced:
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def end_task(self, task_index: int, end_step: int) -> list[int]:
+        """After every rank's last step of the task: the reservoir joins the pool (once)."""
+        await self._wait_applied(end_step - 1)
+        if task_index not in self.ended:
+            self.ended[task_index] = self.planner.end_task(task_index, end_step)
+        return self.ended[task_index]
+
+    def stats(self) -> dict:
+        return {"replay_samples": self.planner.replayed, "replay_events": self.planner.events,
+                "pool_size": len(self.planner.memory), "bookkeeping_seconds": self.bookkeeping_seconds,
+                "mean_retention": self.planner.memory.mean_retention(self.applied_through + 1)}
+
+    def state_dict(self) -> dict:
+        return {"planner": self.planner.state_dict(), "applied_through": self.applied_through,
+                "started": sorted(self.started), "ended": self.ended}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.planner.load_state_dict(state["planner"])
+        self.applied_through = state["applied_through"]
+        self.started = set(state["started"])
+        self.ended = {int(k): v for k, v in state["ended"].items()}
+        self.pending.clear()
+        self.plans.clear()

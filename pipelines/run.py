@@ -1,0 +1,225 @@
+"""The driver of ``mssr run``: validate, prepare data with Ray Data, train with Ray Train, log.
+
+    from pipelines.run import run_stream
+    summary = run_stream(load_config("configs/demo.yaml"))
+
+Order of work: everything that can be wrong in the input is checked before a run directory
+or an MLflow run exists; then the run directory, the MLflow run, the memory actor and the
+``TorchTrainer`` are created; at the end the accuracy matrix and metrics are printed, logged
+and written to ``summary.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from mssr.config import Config, config_to_dict, flatten
+from mssr.errors import ConfigError
+from mssr.metrics import all_metrics, format_matrix
+from mssr.models import TINY_MODEL, resolve_model_path
+from mssr.replay import resolve_budget
+from mssr.strategies import build_strategy
+from mssr.tasks import Task, load_stream
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # workers print their own progress; Ray's per-process log prefix is enough
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    # a local Ray: its processes inherit this environment (HF_HUB_OFFLINE, MSSR_CACHE, ...)
+    cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _validate(cfg: Config) -> None:
+    """Checks that need more than one field: done before anything is created."""
+    if cfg.train.batch_size % cfg.train.num_workers:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
+                          f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
+    build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy -> ConfigError with suggestion
+    if cfg.train.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("train.use_gpu=true but this machine has no CUDA GPU; set train.use_gpu=false")
+
+
+def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
+    """The resolved plan: tasks and sizes, steps, strategy, workers, replay budget."""
+    world, per_rank = cfg.train.num_workers, cfg.train.batch_size // cfg.train.num_workers
+    rows = []
+    for t, s in zip(tasks, stats):
+        usable = (s["rows"] // world) * world  # the streaming split gives every rank the same rows
+        steps = cfg.train.epochs_per_task * math.ceil((usable // world) / per_rank)
+        rows.append({"name": t.name, "train": len(t.train), "used": usable, "test": len(t.test), "scorer": t.scorer,
+                     "steps": steps, "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
+                     "max_tokens": s["max_length"]})
+    new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
+    budget = cfg.replay.budget
+    resolved_budget = resolve_budget(budget, new_samples)
+    if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and cfg.replay.strategy != "none":
+        raise ConfigError(f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
+                          f"event (replay.samples_per_event={cfg.replay.samples_per_event})")
+    return {"tasks": rows, "total_steps": sum(r["steps"] for r in rows), "new_samples": new_samples,
+            "strategy": cfg.replay.strategy, "workers": world, "batch_per_worker": per_rank,
+            "use_gpu": cfg.train.use_gpu, "replay_budget": resolved_budget,
+            "pool_per_task": cfg.replay.pool_per_task, "samples_per_event": cfg.replay.samples_per_event,
+            "model": cfg.model.name, "finetune": cfg.model.finetune}
+
+
+def format_plan(plan: dict) -> str:
+    lines = [f"model {plan['model']} ({plan['finetune']}), strategy {plan['strategy']}, "
+             f"{plan['workers']} worker(s) x {plan['batch_per_worker']} samples/step, "
+             f"{'GPU' if plan['use_gpu'] else 'CPU'}",
+             f"replay: pool {plan['pool_per_task']}/task, {plan['samples_per_event']} samples/event, "
+             f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}",
+             f"{'task':<22} {'train':>6} {'used':>6} {'test':>5} {'steps':>6} {'tok/row':>8} {'max':>5}  scorer"]
+    for r in plan["tasks"]:
+        lines.append(f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
+                     f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}")
+    lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
+    return "\n".join(lines)
+
+
+def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None,
+               tracking_uri: Optional[str] = None, log=print) -> dict:
+    """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream."""
+    _quiet_env()
+    started = time.time()
+    _validate(cfg)
+    tasks = load_stream(cfg.stream)
+    tokenizer_path = resolve_model_path(cfg.model.name)
+    if cfg.model.name != TINY_MODEL:
+        from mssr.models import load_tokenizer
+
+        load_tokenizer(cfg.model)  # fail early on a broken model folder
+
+    init_ray(cfg)
+    import ray
+
+    from pipelines.data import tokenise_tasks
+
+    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream.prompt_format, cfg.stream.max_length, cfg.seed)
+    plan = build_plan(cfg, tasks, stats)
+    log(format_plan(plan))
+    if dry_run:
+        return {"plan": plan}
+
+    output_dir = Path(cfg.run.output_dir)
+    name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = (output_dir / name).resolve()
+    if run_dir.exists():
+        raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name")
+    run_dir.mkdir(parents=True)
+    resolved = config_to_dict(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    from pipelines.data import write_tokens
+    from pipelines.tracking import finish_run, resolve_tracking_uri, start_run
+
+    write_tokens(datasets, run_dir)
+    uri = resolve_tracking_uri(tracking_uri or cfg.mlflow.tracking_uri, output_dir)
+    run_id = start_run(uri, cfg.mlflow.experiment, name, flatten(resolved), tags={"strategy": cfg.replay.strategy})
+    log(f"run directory {run_dir}\nMLflow run {run_id} in {uri}")
+    status = "FAILED"
+    try:
+        summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log)
+        status = "FINISHED"
+    finally:
+        if status == "FAILED":
+            from pipelines.tracking import _client
+
+            _client(uri).set_terminated(run_id, status="FAILED")
+    if summary_json:
+        Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_json).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, uri: str, run_id: str,
+         started: float, log) -> dict:
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.artifacts import write_matrix_artifacts
+    from pipelines.memory_actor import MemoryActor
+    from pipelines.tracking import finish_run
+    from pipelines.train_loop import train_loop
+
+    actor_name = f"mssr-memory-{run_id}"
+    actor = MemoryActor.options(name=actor_name, get_if_exists=True).remote(
+        cfg.replay, cfg.seed, cfg.train.num_workers, plan["new_samples"])
+    loop_config = {
+        "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
+        "actor_name": actor_name, "tracking_uri": uri, "mlflow_run_id": run_id,
+        "tasks": [{"name": t.name, "scorer": t.scorer, "steps": p["steps"],
+                   "test": [[e.prompt, e.answer] for e in t.test]} for t, p in zip(tasks, plan["tasks"])],
+    }
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
+        dataset_config=DataConfig(datasets_to_split="all"),
+    )
+    trainer.fit()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    stats = ray.get(actor.stats.remote())
+    ray.kill(actor)
+
+    matrix = progress["matrix"]
+    names = [t.name for t in tasks]
+    metrics = all_metrics(matrix)
+    wall = time.time() - started
+    summary = {
+        "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, **metrics,
+        "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
+        "tokens": {k: int(v) for k, v in progress["tokens"].items()},
+        "wall_seconds": round(wall, 1), "train_seconds": round(progress["train_seconds"], 1),
+        "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
+        "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    artifacts = write_matrix_artifacts(run_dir, matrix, names) + [run_dir / "config.yaml", run_dir / "summary.json"]
+    final = {**metrics, "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
+             "tokens_train_new": summary["tokens"]["train_new"], "tokens_train_replay": summary["tokens"]["train_replay"],
+             "tokens_eval": summary["tokens"]["eval"], "wall_seconds": wall}
+    finish_run(uri, run_id, final, artifacts)
+    log("\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(matrix, names))
+    log("  ".join(f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
+                  for k in ("ap", "bwt", "fwt", "forgetting", "avg")))
+    log(f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
+        f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
+        f"{summary['tokens']['eval']} eval; wall {wall:.0f}s")
+    return summary

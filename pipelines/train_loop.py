@@ -1,0 +1,245 @@
+"""The per-worker training loop run by Ray Train (one process per worker, DDP between them).
+
+For each task: stream the worker's shard of the task's train split; at every step ask the
+memory actor for the step's replay plan (the same for every rank), add this rank's share of
+the replayed samples to the batch, compute per-sample losses from the one forward pass,
+step, and send the losses to the actor without waiting. At the task boundary: the task's
+reservoir joins the replay pool, every task's test split is evaluated (split across
+workers), one accuracy-matrix row is added, and a checkpoint is reported.
+
+The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_loop``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from mssr.config import Config
+from mssr.evaluation import evaluate_examples
+from mssr.losses import per_sample_loss
+from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
+from mssr.optim import build_optimizer
+from mssr.scoring import get_scorer
+from mssr.tasks import Example
+from mssr.tokenize import PromptEncoder, collate
+from pipelines.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.data import read_pool, write_pool_part
+from pipelines.tracking import StepLogger
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+class Worker:
+    """State of one training worker; ``run()`` trains the whole stream."""
+
+    def __init__(self, config: dict):
+        self.cfg = Config.model_validate(config["cfg"])
+        self.run_dir = Path(config["run_dir"])
+        self.tasks = config["tasks"]  # [{"name", "scorer", "test": [[prompt, answer], ...], "steps"}]
+        self.total_steps = config["total_steps"]
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        torch.set_num_threads(max(1, int(round(self.cfg.train.cpus_per_worker))))
+        self.device = ray.train.torch.get_device()
+        model, self.tok = load_model(self.cfg.model, seed=self.cfg.seed)
+        self.model = ray.train.torch.prepare_model(model)
+        self.core = self.model.module if hasattr(self.model, "module") else self.model
+        torch.manual_seed(self.cfg.seed * 1000 + self.rank)
+        self.encoder = PromptEncoder(self.tok, self.cfg.stream.prompt_format, self.cfg.stream.max_length)
+        self.opt, self.sched = build_optimizer(self.core, self.cfg.train, self.total_steps)
+        self.actor = ray.get_actor(config["actor_name"])
+        self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
+        self.plan_file = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
+        self.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        self.per_rank_batch = self.cfg.train.batch_size // self.world
+        # progress, restored from the checkpoint when Ray Train restarts the workers
+        self.next_task = 0
+        self.step = 0
+        self.matrix: list[list[float]] = []
+        self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0}
+        self.train_seconds = 0.0
+        self.pool: dict[int, tuple[list[int], int]] = {}
+
+    # -- checkpoints -----------------------------------------------------------------
+    def restore(self) -> None:
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return
+        with ckpt.as_directory() as d:
+            trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
+        load_trainable_state_dict(self.core, trainable)
+        self.opt.load_state_dict(trainer_state["optimizer"])
+        self.sched.load_state_dict(trainer_state["scheduler"])
+        torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
+        self.next_task, self.step = progress["next_task"], progress["step"]
+        self.matrix, self.tokens = progress["matrix"], progress["tokens"]
+        self.train_seconds = progress["train_seconds"]
+        if self.rank == 0:  # roll the actor back to the checkpoint (it may have run ahead)
+            ray.get(self.actor.load_state_dict.remote(actor_state))
+        _barrier()
+        self.pool = read_pool(self.run_dir, self.next_task - 1)
+        self._say(f"resumed from checkpoint: next task {self.next_task + 1}, step {self.step}")
+
+    def checkpoint_and_report(self, task_index: int, metrics: dict) -> None:
+        rng_states = [None] * self.world
+        if dist.is_initialized():
+            dist.all_gather_object(rng_states, torch.get_rng_state())
+        else:
+            rng_states = [torch.get_rng_state()]
+        progress = {"next_task": task_index + 1, "step": self.step, "matrix": self.matrix, "tokens": self.tokens,
+                    "train_seconds": self.train_seconds, "task_names": [t["name"] for t in self.tasks]}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                actor_state = ray.get(self.actor.state_dict.remote())
+                save_checkpoint(Path(tmp), trainable_state_dict(self.core),
+                                {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                                 "torch_rng": rng_states}, actor_state, progress)
+                (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"task_{task_index:02d}")
+
+    # -- evaluation ------------------------------------------------------------------
+    def evaluate(self) -> list[float]:
+        """Score every task's test split; rows are split across ranks and summed."""
+        sums = []
+        for t in self.tasks:
+            mine = [Example(p, a) for p, a in t["test"][self.rank::self.world]]
+            scores, tokens = evaluate_examples(self.core, self.encoder, mine, get_scorer(t["scorer"]),
+                                               self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
+            sums += [sum(scores), len(scores), tokens]
+        totals = _all_sum(sums)
+        row = [totals[3 * j] / max(1.0, totals[3 * j + 1]) for j in range(len(self.tasks))]
+        self.tokens["eval"] += sum(totals[3 * j + 2] for j in range(len(self.tasks)))
+        return row
+
+    # -- training --------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    def train_step(self, batch: dict) -> tuple[float, int, int]:
+        plan = ray.get(self.actor.plan.remote(self.step))
+        with self.plan_file.open("a") as f:
+            f.write(json.dumps({"step": self.step, "ids": plan}) + "\n")
+        mine = plan[self.rank::self.world]
+        new_ids = [int(i) for i in batch["sample_id"]]
+        rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
+        plens = [int(p) for p in batch["prompt_len"]] + [self.pool[i][1] for i in mine]
+        b = {k: v.to(self.device) for k, v in collate(rows, plens, self.tok.pad_token_id).items()}
+        logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        losses = per_sample_loss(logits, b["labels"])
+        losses.mean().backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.core.parameters() if p.requires_grad],
+                                           self.cfg.train.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        values = losses.detach().float().cpu().numpy()
+        n_new = len(new_ids)
+        self.actor.observe.remote(self.step, self.rank, new_ids, values[:n_new].tolist(), mine,
+                                  values[n_new:].tolist())
+        real_tokens = b["attention_mask"].sum(dim=1).cpu().numpy()
+        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum())
+
+    def train_task(self, k: int) -> None:
+        task = self.tasks[k]
+        ray.get(self.actor.start_task.remote(k, self.step))
+        shard = ray.train.get_dataset_shard(f"train_{k}")
+        window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "t": time.perf_counter()}
+        task_step = 0
+        for _ in range(self.cfg.train.epochs_per_task):
+            for batch in shard.iter_batches(batch_size=self.per_rank_batch, batch_format="numpy", prefetch_batches=2):
+                t0 = time.perf_counter()
+                loss, new_tok, replay_tok = self.train_step(batch)
+                self.train_seconds += time.perf_counter() - t0
+                window["loss"] += loss
+                window["n"] += 1
+                window["new"] += new_tok
+                window["replay"] += replay_tok
+                self.step += 1
+                task_step += 1
+                if self.step % self.cfg.train.log_every == 0:
+                    self._log_window(k, task, task_step, window)
+        if window["n"]:
+            self._log_window(k, task, task_step, window)
+
+    def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
+        loss_sum, n, new, replay = _all_sum([w["loss"], w["n"], w["new"], w["replay"]])
+        elapsed = time.perf_counter() - w["t"]
+        self.tokens["train_new"] += new
+        self.tokens["train_replay"] += replay
+        tps = (new + replay) / max(elapsed, 1e-9)
+        loss = loss_sum / max(n, 1)
+        if self.rank == 0:
+            eta = self.train_seconds / max(1, self.step) * (self.total_steps - self.step)
+            print(f"[task {k + 1}/{len(self.tasks)} {task['name']}] step {task_step}/{task['steps']} "
+                  f"(total {self.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
+                  f"replayed {int(replay)} tok  train ETA {_fmt_seconds(eta)}", flush=True)
+            self.log.log({"train/loss": loss, "train/tokens_per_s": tps,
+                          "train/replay_tokens": replay, "train/new_tokens": new}, step=self.step)
+        w.update(loss=0.0, n=0, new=0, replay=0, t=time.perf_counter())
+
+    def end_task(self, k: int) -> None:
+        ids = ray.get(self.actor.end_task.remote(k, self.step))
+        if self.rank == 0:
+            write_pool_part(self.run_dir, k, ids)
+        _barrier()
+        self.pool = read_pool(self.run_dir, k)
+
+    def run(self) -> None:
+        self.restore()
+        if not self.matrix:
+            self._say("evaluating the model before training (row 0 of the accuracy matrix)")
+            self.matrix.append(self.evaluate())
+        for k in range(self.next_task, len(self.tasks)):
+            self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} "
+                      f"({self.tasks[k]['steps']} steps)")
+            self.train_task(k)
+            self.end_task(k)
+            t = time.perf_counter()
+            row = self.evaluate()
+            self.matrix.append(row)
+            stats = ray.get(self.actor.stats.remote())
+            if self.rank == 0:
+                names = [t_["name"] for t_ in self.tasks]
+                scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row))
+                print(f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
+                      f"pool {stats['pool_size']}, replayed {stats['replay_samples']})", flush=True)
+                self.log.log({**{f"score/{n}": v for n, v in zip(names, row)},
+                              "score/mean_seen": float(np.mean(row[:k + 1])),
+                              "replay/samples": stats["replay_samples"], "replay/events": stats["replay_events"],
+                              "replay/pool_size": stats["pool_size"]}, step=k + 1)
+                self.log.flush()
+            self.checkpoint_and_report(k, {"task_index": k, "ap_so_far": float(np.mean(row[:k + 1]))})
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config=...)``)."""
+    Worker(config).run()

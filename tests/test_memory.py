@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mssr.config import MSSRConfig
+from mssr.memory import MemoryState
+
+
+def make(n=8, loss=0.5, now=0.0, **params):
+    mem = MemoryState(MSSRConfig(**params))
+    mem.add(np.arange(n) + 100, task=0, losses=np.full(n, loss), now=now)
+    return mem
+
+
+@settings(max_examples=50, deadline=None)
+@given(losses=st.lists(st.floats(0.0, 20.0), min_size=1, max_size=30),
+       t1=st.floats(0.0, 500.0), dt=st.floats(0.0, 500.0))
+def test_retention_in_unit_interval_and_non_increasing(losses, t1, dt):
+    mem = MemoryState(MSSRConfig())
+    mem.add(np.arange(len(losses)), task=0, losses=losses, now=0.0)
+    r1, r2 = mem.retention(t1), mem.retention(t1 + dt)
+    assert np.all(r1 > 0) and np.all(r1 <= 1) and np.all(r2 <= r1)
+
+
+def test_well_learned_samples_start_stronger():
+    mem = MemoryState(MSSRConfig())
+    mem.add([1, 2], task=0, losses=[0.1, 3.0], now=0)
+    assert mem.strength[0] > mem.strength[1]
+    assert mem.strength[0] == pytest.approx(50.0 / (1 + 0.1))  # S0 = 1/decay = 50
+
+
+def test_recalled_replay_grows_strength_failed_replay_shrinks_it():
+    mem = make()
+    before = mem.strength.copy()
+    mem.update([100, 101], losses=[0.1, 5.0], now=30.0)  # 100 recalled, 101 failed
+    assert mem.strength[0] > before[0]
+    assert mem.strength[1] == pytest.approx(max(1.0, 0.5 * before[1]))
+    assert mem.tau[0] == mem.tau[1] == 30.0 and mem.tau[2] == 0.0
+    assert mem.retention(30.0)[0] == pytest.approx(1.0)
+
+
+def test_spacing_effect_rewards_reviewing_later():
+    early, late = make(), make()
+    early.update([100], [0.1], now=2.0)
+    late.update([100], [0.1], now=60.0)
+    assert late.strength[0] > early.strength[0]
+
+
+def test_unknown_ids_and_duplicates_are_rejected():
+    mem = make()
+    with pytest.raises(KeyError):
+        mem.update([5], [0.1], now=1.0)
+    with pytest.raises(ValueError):
+        mem.add([100], task=1, losses=[0.1], now=1.0)
+
+
+def test_state_roundtrip_is_exact():
+    mem = make(n=5)
+    mem.update([101], [0.2], now=7.0)
+    other = MemoryState(MSSRConfig())
+    other.load_state_dict(mem.state_dict())
+    for k, v in mem.state_dict().items():
+        np.testing.assert_array_equal(v, other.state_dict()[k])

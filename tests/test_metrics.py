@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from mssr.metrics import all_metrics, format_matrix
+
+# 3 tasks; row 0 before training. Hand-computed values below.
+A = [
+    [0.1, 0.2, 0.0],  # before training
+    [0.9, 0.3, 0.1],  # after task 1
+    [0.6, 0.8, 0.2],  # after task 2
+    [0.5, 0.7, 0.9],  # after task 3
+]
+
+
+def test_metrics_match_hand_computation():
+    m = all_metrics(A)
+    assert m["ap"] == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    # BWT: (a[3][1]-a[1][1] + a[3][2]-a[2][2]) / 2 = (0.5-0.9 + 0.7-0.8)/2
+    assert m["bwt"] == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
+    # FWT: (a[1][2]-a[0][2] + a[2][3]-a[0][3]) / 2 = (0.3-0.2 + 0.2-0.0)/2
+    assert m["fwt"] == pytest.approx(((0.3 - 0.2) + (0.2 - 0.0)) / 2)
+    # forgetting: task1 max(0.9,0.6)-0.5=0.4 ; task2 max(0.8)-0.7=0.1
+    assert m["forgetting"] == pytest.approx((0.4 + 0.1) / 2)
+    # Avg: (0.9 + (0.6+0.8)/2 + (0.5+0.7+0.9)/3) / 3
+    assert m["avg"] == pytest.approx((0.9 + 0.7 + 0.7) / 3)
+
+
+def test_single_task_has_no_transfer():
+    m = all_metrics([[0.0], [0.8]])
+    assert m["ap"] == pytest.approx(0.8)
+    assert m["bwt"] == m["fwt"] == m["forgetting"] == 0.0
+
+
+def test_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match="T\\+1"):
+        all_metrics(np.zeros((3, 3)))
+
+
+def test_format_matrix_lists_every_row():
+    text = format_matrix(A, ["a", "b", "c"])
+    assert len(text.splitlines()) == 5 and "(start)" in text and "0.900" in text

@@ -1,0 +1,67 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mssr.errors import DataError
+from mssr.tasks import load_task, read_rows
+
+
+def test_trace_and_alpaca_rows(write_jsonl):
+    p = write_jsonl("t.jsonl", [{"prompt": "2+2?", "answer": "4"},
+                                {"instruction": "Add", "input": "2 and 3", "output": "5"},
+                                {"instruction": "Say hi", "input": "", "output": "hi"}])
+    rows = read_rows(p)
+    assert [(r.prompt, r.answer) for r in rows] == [("2+2?", "4"), ("Add\n\n2 and 3", "5"), ("Say hi", "hi")]
+    assert [r.line for r in rows] == [1, 2, 3]
+
+
+def test_numeric_answers_become_strings(write_jsonl):
+    assert read_rows(write_jsonl("t.jsonl", [{"prompt": "1+1", "answer": 2}]))[0].answer == "2"
+
+
+def test_parquet_rows(tmp_path):
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b"], "answer": ["1", "2"]}), p)
+    assert [r.answer for r in read_rows(p)] == ["1", "2"]
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ('{"prompt": "a", "answer": "b"}\n{"prompt": "a", "answer": \n', ":2: malformed JSON"),
+    ('{"prompt": "a"}\n', ":1: missing field 'answer'"),
+    ('{"prompt": "  ", "answer": "b"}\n', ":1: field 'prompt' is empty"),
+    ('{"question": "a", "answer": "b"}\n', ":1: missing field 'prompt'"),
+    ('{"text": "a"}\n', ":1: expected fields 'prompt' and 'answer'"),
+    ('[1, 2]\n', ":1: expected a JSON object"),
+    ('{"prompt": ["a"], "answer": "b"}\n', ":1: field 'prompt' must be a string"),
+    ("\n\n", ": no rows"),
+])
+def test_bad_rows_name_file_and_line(write_jsonl, content, fragment):
+    p = write_jsonl("bad.jsonl", content)
+    with pytest.raises(DataError) as e:
+        read_rows(p)
+    assert str(e.value).startswith(str(p)) and fragment in str(e.value)
+
+
+def test_non_utf8_file(write_jsonl):
+    p = write_jsonl("latin.jsonl", '{"prompt": "caf\xe9", "answer": "x"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_rows(p)
+
+
+def test_missing_file_and_bad_extension(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_rows(tmp_path / "nope.jsonl")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="unsupported file type"):
+        read_rows(tmp_path / "x.csv")
+
+
+def test_load_task_caps_sizes_and_checks_scorer(write_jsonl):
+    tr = write_jsonl("tr.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(10)])
+    te = write_jsonl("te.jsonl", [{"prompt": f"t{i}", "answer": "a"} for i in range(5)])
+    t = load_task("x", str(tr), str(te), None, "token_f1", max_train=4, max_test=2)
+    assert len(t.train) == 4 and len(t.test) == 2
+    from mssr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown scorer"):
+        load_task("x", str(tr), str(te), None, "f1_score")
