@@ -36,8 +36,11 @@ def _quiet_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # workers print their own progress; Ray's per-process log prefix is enough
+    # workers print their own progress: keep every line once (Ray Train's print patch would
+    # echo each print through its logger a second time)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
 
 
 def init_ray(cfg: Config) -> None:
@@ -48,10 +51,22 @@ def init_ray(cfg: Config) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
+        _quiet_ray_data()
         return
     # a local Ray: its processes inherit this environment (HF_HUB_OFFLINE, MSSR_CACHE, ...)
     cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    # no dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
+    # Ray Train's placement-group cleaner warns every second that the State API is absent)
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+    _quiet_ray_data()
+
+
+def _quiet_ray_data() -> None:
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _validate(cfg: Config) -> None:
@@ -162,7 +177,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
 def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, uri: str, run_id: str,
          started: float, log) -> dict:
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.artifacts import write_matrix_artifacts
@@ -189,7 +204,8 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
                                      resources_per_worker=resources),
         run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="WARNING")),
         datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
         dataset_config=DataConfig(datasets_to_split="all"),
     )

@@ -13,8 +13,10 @@ The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_lo
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +242,16 @@ class Worker:
             self.checkpoint_and_report(k, {"task_index": k, "ap_so_far": float(np.mean(row[:k + 1]))})
 
 
+def _quiet_worker() -> None:
+    """Keep the console to our progress lines: Ray Train's per-report INFO lines and two
+    library deprecation notices (peft calling a renamed transformers helper, Ray Data's own
+    use of a deprecated option) say nothing a user can act on."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+
+
 def train_loop(config: dict) -> None:
     """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config=...)``)."""
+    _quiet_worker()
     Worker(config).run()
