@@ -21,11 +21,11 @@ from mssr.errors import ConfigError
 # name -> reasoning-gym dataset and its difficulty settings (kept small: a 135M model on a
 # CPU has a few dozen optimizer steps per task)
 BUILTIN_TASKS: dict[str, tuple[str, dict]] = {
-    "chain_sum": ("chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1}),
-    "spell_backward": ("spell_backward", {"min_word_len": 3, "max_word_len": 4}),
-    "aiw": ("aiw", {}),
-    "syllogism": ("syllogism", {}),
-    "color_cube_rotation": ("color_cube_rotation", {"max_rotations": 1}),
+    "chain_sum": ("chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1}),  # "4 + 7 =" -> 11
+    "family_relationships": ("family_relationships", {"max_family_size": 4}),  # -> "mother-in-law"
+    "gcd": ("gcd", {"max_value": 30}),  # GCD of two numbers <= 30
+    "syllogism": ("syllogism", {}),  # -> "Yes" / "No"
+    "aiw": ("aiw", {}),  # "Alice has 3 sisters and 2 brothers. How many sisters does her brother have?"
 }
 BUILTIN_STREAMS = {"reasoning-gym": list(BUILTIN_TASKS)}
 
@@ -45,21 +45,22 @@ def builtin_task_specs(stream_cfg, cache: Optional[Path] = None) -> list[TaskSpe
         raise ConfigError(f"stream.builtin: unknown built-in stream {stream_cfg.builtin!r} "
                           f"(known: {', '.join(BUILTIN_STREAMS)})")
     n_train, n_test, seed = stream_cfg.train_size, stream_cfg.test_size, stream_cfg.data_seed
-    root = (cache or cache_dir()) / "streams" / f"{stream_cfg.builtin}-seed{seed}-{n_train}-{n_test}"
+    # bump the version whenever the generation below changes, so stale files are not reused
+    root = (cache or cache_dir()) / "streams" / f"{stream_cfg.builtin}-v2-seed{seed}-{n_train}-{n_test}"
     specs = []
     for k, name in enumerate(BUILTIN_STREAMS[stream_cfg.builtin]):
         dataset, settings = BUILTIN_TASKS[name]
         train, test = root / f"{name}.train.jsonl", root / f"{name}.test.jsonl"
         if not (train.is_file() and test.is_file()):
-            rows = _generate(dataset, settings, n_train + n_test, seed + k)
-            # de-duplicate prompts so no test prompt also appears in train
-            seen, unique = set(), []
+            # oversample, then keep distinct prompts only, so no test prompt is also a train prompt;
+            # a task with few distinct prompts (chain_sum has ~200) yields fewer train rows
+            rows = _generate(dataset, settings, 2 * (n_train + n_test), seed + k)
+            first: dict[str, dict] = {}
             for r in rows:
-                if r["prompt"] not in seen:
-                    seen.add(r["prompt"])
-                    unique.append(r)
+                first.setdefault(r["prompt"], r)
+            unique = list(first.values())
             root.mkdir(parents=True, exist_ok=True)
-            for path, part in ((test, unique[:n_test]), (train, unique[n_test:])):
+            for path, part in ((test, unique[:n_test]), (train, unique[n_test:n_test + n_train])):
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
                 tmp.replace(path)

@@ -61,7 +61,7 @@ def prepare_default_model(force: bool = False, log=print) -> Path:
     gguf = _packaged_gguf()
     log(f"preparing {DEFAULT_MODEL}: converting {gguf.name} into {target} (once, ~30 s)")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -137,7 +137,7 @@ def load_model(model_cfg, seed: int = 0):
     else:
         path = resolve_model_path(model_cfg.name)
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype,
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
                                                          trust_remote_code=model_cfg.trust_remote_code)
         except ValueError as e:
             raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None

@@ -2,9 +2,10 @@
 
 A sample is ``prompt_ids + answer_ids + [eos]``; the loss covers the answer and eos only.
 
-    enc = PromptEncoder(tokenizer, "chat", max_length=192)
-    row = enc.encode(prompt, answer)          # {"input_ids": [...], "prompt_len": n}
-    batch = collate([row, ...], pad_id)       # tensors: input_ids, attention_mask, labels
+    enc = PromptEncoder(tokenizer, **encoder_options(cfg.stream))
+    rows = enc.encode_many(prompts, answers)  # {"input_ids": [[...], ...], "prompt_len": [n, ...]}
+    batch = collate(rows["input_ids"], rows["prompt_len"], tokenizer.pad_token_id)
+    # -> tensors input_ids, attention_mask, labels
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ import torch
 IGNORE = -100
 
 
+def encoder_options(stream_cfg) -> dict:
+    """The stream settings a ``PromptEncoder`` needs, as plain keyword arguments."""
+    return {"prompt_format": stream_cfg.prompt_format, "system_prompt": stream_cfg.system_prompt}
+
+
 class PromptEncoder:
-    def __init__(self, tokenizer, prompt_format: str, max_length: int):
+    def __init__(self, tokenizer, prompt_format: str = "chat", system_prompt: str | None = None):
         self.tok = tokenizer
-        self.max_length = max_length
+        self.system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         self.use_chat = prompt_format == "chat" and bool(getattr(tokenizer, "chat_template", None))
         self.eos_id = tokenizer.eos_token_id
 
     def prompt_text(self, prompt: str) -> str:
         if self.use_chat:
-            return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+            return self.tok.apply_chat_template(self.system + [{"role": "user", "content": prompt}], tokenize=False,
                                                 add_generation_prompt=True)
         return f"Question: {prompt}\nAnswer: "
 

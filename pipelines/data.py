@@ -8,7 +8,7 @@ workers receive the materialised blocks through Ray Train's streaming split.
 The tokenised rows are also written as Parquet into the run directory; the replay pool of
 each finished task is a subset of them (``pool/task_KK.parquet``), read whole by every worker.
 
-    datasets = tokenise_tasks(tasks, tokenizer_path, "chat", max_length=192, seed=0)
+    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, seed=0)
 """
 
 from __future__ import annotations
@@ -34,18 +34,19 @@ def sample_id(task_index: int, row: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _encoder(tokenizer_path: str, prompt_format: str, max_length: int):
+def _tokenizer(tokenizer_path: str):
     """One tokenizer per Ray worker process, reused by every batch it tokenises."""
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(tokenizer_path)
+
+
+def tokenize_batch(batch: dict, tokenizer_path: str, options: dict) -> pa.Table:
+    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length."""
     from mssr.tokenize import PromptEncoder
 
-    return PromptEncoder(AutoTokenizer.from_pretrained(tokenizer_path), prompt_format, max_length)
-
-
-def tokenize_batch(batch: dict, tokenizer_path: str, prompt_format: str, max_length: int) -> pa.Table:
-    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length."""
-    enc = _encoder(tokenizer_path, prompt_format, max_length).encode_many(list(batch["prompt"]), list(batch["answer"]))
+    encoder = PromptEncoder(_tokenizer(tokenizer_path), **options)
+    enc = encoder.encode_many(list(batch["prompt"]), list(batch["answer"]))
     return pa.table({
         "sample_id": pa.array(batch["sample_id"], type=pa.int64()),
         "source_row": pa.array(batch["source_row"], type=pa.int64()),
@@ -66,17 +67,18 @@ def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
     })
 
 
-def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, prompt_format: str, max_length: int,
-                   seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
+def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
     """Tokenise every task's train split with Ray Data (materialised) and reject over-long rows.
 
     Returns the datasets and per-task token statistics ``{"rows", "tokens", "max_length"}``.
     """
+    from mssr.tokenize import encoder_options
+
+    options, max_length = encoder_options(stream_cfg), stream_cfg.max_length
     datasets, stats = [], []
     for k, task in enumerate(tasks):
         ds = ray.data.from_arrow(_rows_table(k, task, seed)).map_batches(
-            tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, prompt_format=prompt_format,
-                                           max_length=max_length),
+            tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options),
             batch_format="numpy", batch_size=256,
         ).materialize()
         lengths = ds.select_columns(["source_row", "length"]).to_arrow_refs()

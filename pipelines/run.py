@@ -137,7 +137,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
 
     from pipelines.data import tokenise_tasks
 
-    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream.prompt_format, cfg.stream.max_length, cfg.seed)
+    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
     plan = build_plan(cfg, tasks, stats)
     log(format_plan(plan))
     if dry_run:

@@ -33,7 +33,7 @@ from mssr.models import load_model, load_trainable_state_dict, trainable_state_d
 from mssr.optim import build_optimizer
 from mssr.scoring import get_scorer
 from mssr.tasks import Example
-from mssr.tokenize import PromptEncoder, collate
+from mssr.tokenize import PromptEncoder, collate, encoder_options
 from pipelines.checkpoint import load_checkpoint, save_checkpoint
 from pipelines.data import read_pool, write_pool_part
 from pipelines.tracking import StepLogger
@@ -72,7 +72,7 @@ class Worker:
         self.model = ray.train.torch.prepare_model(model)
         self.core = self.model.module if hasattr(self.model, "module") else self.model
         torch.manual_seed(self.cfg.seed * 1000 + self.rank)
-        self.encoder = PromptEncoder(self.tok, self.cfg.stream.prompt_format, self.cfg.stream.max_length)
+        self.encoder = PromptEncoder(self.tok, **encoder_options(self.cfg.stream))
         self.opt, self.sched = build_optimizer(self.core, self.cfg.train, self.total_steps)
         self.actor = ray.get_actor(config["actor_name"])
         self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
@@ -246,7 +246,10 @@ def _quiet_worker() -> None:
     """Keep the console to our progress lines: Ray Train's per-report INFO lines and two
     library deprecation notices (peft calling a renamed transformers helper, Ray Data's own
     use of a deprecated option) say nothing a user can act on."""
+    import transformers
+
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
 

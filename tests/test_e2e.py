@@ -1,0 +1,92 @@
+"""End to end: the real ``mssr`` command, real Ray (2 workers), the tiny model, a real MLflow store."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MSSR = [sys.executable, "-m", "pipelines.cli"]
+
+
+def run_cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([*MSSR, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e")
+    proc = run_cli("run", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "run.name=tiny",
+                   "--summary-json", str(out / "summary.json"), cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "summary.json").read_text()), proc.stdout
+
+
+@pytest.mark.e2e
+def test_summary_has_every_field_and_a_full_matrix(tiny_run):
+    _, s, stdout = tiny_run
+    T = len(s["tasks"])
+    assert T == 5
+    m = np.asarray(s["accuracy_matrix"])
+    assert m.shape == (T + 1, T) and np.all((m >= 0) & (m <= 1))
+    for key in ("strategy", "ap", "bwt", "fwt", "forgetting", "avg", "replay_samples", "wall_seconds",
+                "mlflow_run_id"):
+        assert key in s
+    assert s["strategy"] == "mssr"
+    assert s["tokens"]["train_new"] > 0 and s["tokens"]["eval"] > 0 and s["tokens"]["train_replay"] > 0
+    assert s["replay_samples"] > 0
+    assert "accuracy matrix" in stdout and "AP " in stdout
+
+
+@pytest.mark.e2e
+def test_every_rank_saw_the_same_replay_plan(tiny_run):
+    out, s, _ = tiny_run
+    plans = out / "tiny" / "plans"
+    ranks = sorted(plans.glob("rank_*.jsonl"))
+    assert len(ranks) == 2
+    seqs = [[json.loads(line) for line in p.read_text().splitlines()] for p in ranks]
+    assert seqs[0] == seqs[1]
+    assert [p["step"] for p in seqs[0]] == list(range(len(seqs[0])))
+    assert sum(len(p["ids"]) for p in seqs[0]) == s["replay_samples"]
+
+
+@pytest.mark.e2e
+def test_checkpoints_hold_model_optimizer_and_memory_state(tiny_run):
+    out, s, _ = tiny_run
+    ckpts = sorted((out / "tiny" / "ray" / "train").glob("task_*"))
+    assert ckpts, "no checkpoint written"
+    last = ckpts[-1]
+    for name in ("trainable.safetensors", "trainer.pt", "memory.npz", "memory.json", "progress.json"):
+        assert (last / name).is_file(), name
+    with np.load(last / "memory.npz") as z:
+        # the pool holds pool_per_task (8) samples of each of the 5 tasks, with positive strengths
+        assert z["ids"].size == 8 * 5 and np.all(z["strength"] > 0)
+        assert sorted(set(z["task"].tolist())) == [0, 1, 2, 3, 4]
+    progress = json.loads((last / "progress.json").read_text())
+    assert progress["next_task"] == 5 and progress["matrix"] == s["accuracy_matrix"]
+    memory = json.loads((last / "memory.json").read_text())
+    assert memory["planner"]["replayed"] == s["replay_samples"]
+
+
+@pytest.mark.e2e
+def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
+    from mlflow import MlflowClient
+
+    out, s, _ = tiny_run
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    run = client.get_run(s["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["replay.strategy"] == "mssr" and run.data.params["model.name"] == "tiny"
+    for key in ("ap", "bwt", "fwt", "forgetting", "avg"):
+        assert run.data.metrics[key] == pytest.approx(s[key])
+    assert run.data.metrics["replay_samples"] == s["replay_samples"]
+    assert run.data.metrics["tokens_eval"] == s["tokens"]["eval"]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 5
+    assert len(client.get_metric_history(run.info.run_id, "score/aiw")) == 5
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"accuracy_matrix.csv", "accuracy_matrix.json", "accuracy_matrix.png", "config.yaml"} <= artifacts
