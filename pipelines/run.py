@@ -44,28 +44,34 @@ def _quiet_env() -> None:
 
 
 def init_ray(cfg: Config) -> None:
+    """Connect to ``$RAY_ADDRESS`` if set, else start a local Ray sized for the workers."""
     import ray
 
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        _quiet_ray_data()
-        return
-    # a local Ray: its processes inherit this environment (HF_HUB_OFFLINE, MSSR_CACHE, ...)
-    cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
-    # no dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
-    # Ray Train's placement-group cleaner warns every second that the State API is absent)
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
-             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
-    _quiet_ray_data()
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+        else:
+            # its processes inherit this environment (HF_HUB_OFFLINE, MSSR_CACHE, ...); no
+            # dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
+            # Ray Train's placement-group cleaner warns every second that the State API is absent)
+            cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
+            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+    _configure_ray_data()
 
 
-def _quiet_ray_data() -> None:
+def _configure_ray_data() -> None:
+    """Deterministic ingest and a quiet console.
+
+    ``preserve_order`` makes the streaming split hand the same rows to the same rank in the
+    same order on every run (Ray Train copies it from this context); without it the split
+    may follow locality and timing, and the same seed would not give the same run.
+    """
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
