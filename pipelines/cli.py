@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. train.lr=3e-4")
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
     run.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
-    run.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite store in output dir)")
+    run.add_argument("--tracking-uri", metavar="URI",
+                     help="MLflow tracking URI (same as mlflow.tracking_uri=URI; default: sqlite store in output dir)")
     run.set_defaults(func=_cmd_run)
 
     prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")

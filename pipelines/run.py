@@ -25,7 +25,7 @@ import yaml
 from mssr.config import Config, config_to_dict, flatten
 from mssr.errors import ConfigError
 from mssr.metrics import all_metrics, format_matrix
-from mssr.models import TINY_MODEL, resolve_model_path
+from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
 from mssr.replay import resolve_budget
 from mssr.strategies import build_strategy
 from mssr.tasks import Task, load_stream
@@ -125,23 +125,24 @@ def format_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
-def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None,
-               tracking_uri: Optional[str] = None, log=print) -> dict:
+def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print) -> dict:
     """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream."""
     _quiet_env()
     started = time.time()
     _validate(cfg)
+    output_dir = Path(cfg.run.output_dir)
+    name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = (output_dir / name).resolve()
+    if run_dir.exists():
+        raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name")
     tasks = load_stream(cfg.stream)
     tokenizer_path = resolve_model_path(cfg.model.name)
     if cfg.model.name != TINY_MODEL:
-        from mssr.models import load_tokenizer
-
         load_tokenizer(cfg.model)  # fail early on a broken model folder
 
     init_ray(cfg)
-    import ray
-
-    from pipelines.data import tokenise_tasks
+    from pipelines.data import tokenise_tasks, write_tokens
+    from pipelines.tracking import fail_run, resolve_tracking_uri, start_run
 
     datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
     plan = build_plan(cfg, tasks, stats)
@@ -149,31 +150,19 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     if dry_run:
         return {"plan": plan}
 
-    output_dir = Path(cfg.run.output_dir)
-    name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = (output_dir / name).resolve()
-    if run_dir.exists():
-        raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name")
+    # the input is valid: from here on, the run directory and the MLflow run exist
     run_dir.mkdir(parents=True)
     resolved = config_to_dict(cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-
-    from pipelines.data import write_tokens
-    from pipelines.tracking import finish_run, resolve_tracking_uri, start_run
-
     write_tokens(datasets, run_dir)
-    uri = resolve_tracking_uri(tracking_uri or cfg.mlflow.tracking_uri, output_dir)
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
     run_id = start_run(uri, cfg.mlflow.experiment, name, flatten(resolved), tags={"strategy": cfg.replay.strategy})
     log(f"run directory {run_dir}\nMLflow run {run_id} in {uri}")
-    status = "FAILED"
     try:
         summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log)
-        status = "FINISHED"
-    finally:
-        if status == "FAILED":
-            from pipelines.tracking import _client
-
-            _client(uri).set_terminated(run_id, status="FAILED")
+    except BaseException:
+        fail_run(uri, run_id)
+        raise
     if summary_json:
         Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_json).write_text(json.dumps(summary, indent=1))

@@ -63,6 +63,11 @@ def finish_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list
     client.set_terminated(run_id, status=status)
 
 
+def fail_run(uri: str, run_id: str) -> None:
+    """Mark the run FAILED; what it logged so far stays."""
+    _client(uri).set_terminated(run_id, status="FAILED")
+
+
 def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
     log_metric_batches(client, run_id, [(metrics, step)])
 
