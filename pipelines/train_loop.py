@@ -145,7 +145,8 @@ class Worker:
         if self.rank == 0:
             print(text, flush=True)
 
-    def train_step(self, batch: dict) -> tuple[float, int, int]:
+    def train_step(self, batch: dict) -> tuple[float, int, int, int]:
+        """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
         plan = ray.get(self.actor.plan.remote(self.step))
         with self.plan_file.open("a") as f:
             f.write(json.dumps({"step": self.step, "ids": plan}) + "\n")
@@ -168,23 +169,25 @@ class Worker:
         self.actor.observe.remote(self.step, self.rank, new_ids, values[:n_new].tolist(), mine,
                                   values[n_new:].tolist())
         real_tokens = b["attention_mask"].sum(dim=1).cpu().numpy()
-        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum())
+        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan)
 
     def train_task(self, k: int) -> None:
         task = self.tasks[k]
         ray.get(self.actor.start_task.remote(k, self.step))
         shard = ray.train.get_dataset_shard(f"train_{k}")
-        window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "t": time.perf_counter()}
+        window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
         task_step = 0
         for _ in range(self.cfg.train.epochs_per_task):
             for batch in shard.iter_batches(batch_size=self.per_rank_batch, batch_format="numpy", prefetch_batches=2):
                 t0 = time.perf_counter()
-                loss, new_tok, replay_tok = self.train_step(batch)
+                loss, new_tok, replay_tok, replayed = self.train_step(batch)
                 self.train_seconds += time.perf_counter() - t0
                 window["loss"] += loss
                 window["n"] += 1
                 window["new"] += new_tok
                 window["replay"] += replay_tok
+                window["samples"] += replayed  # the plan is the same on every rank: no reduction
+                window["events"] += int(replayed > 0)
                 self.step += 1
                 task_step += 1
                 if self.step % self.cfg.train.log_every == 0:
@@ -203,10 +206,11 @@ class Worker:
             eta = self.train_seconds / max(1, self.step) * (self.total_steps - self.step)
             print(f"[task {k + 1}/{len(self.tasks)} {task['name']}] step {task_step}/{task['steps']} "
                   f"(total {self.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
-                  f"replayed {int(replay)} tok  train ETA {_fmt_seconds(eta)}", flush=True)
-            self.log.log({"train/loss": loss, "train/tokens_per_s": tps,
-                          "train/replay_tokens": replay, "train/new_tokens": new}, step=self.step)
-        w.update(loss=0.0, n=0, new=0, replay=0, t=time.perf_counter())
+                  f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}", flush=True)
+            self.log.log({"train/loss": loss, "train/tokens_per_s": tps, "train/new_tokens": new,
+                          "train/replay_tokens": replay, "train/replay_samples": w["samples"],
+                          "train/replay_events": w["events"]}, step=self.step)
+        w.update(loss=0.0, n=0, new=0, replay=0, samples=0, events=0, t=time.perf_counter())
 
     def end_task(self, k: int) -> None:
         ids = ray.get(self.actor.end_task.remote(k, self.step))

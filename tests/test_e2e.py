@@ -87,6 +87,8 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     assert run.data.metrics["replay_samples"] == s["replay_samples"]
     assert run.data.metrics["tokens_eval"] == s["tokens"]["eval"]
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 5
+    replayed = client.get_metric_history(run.info.run_id, "train/replay_samples")
+    assert sum(m.value for m in replayed) == s["replay_samples"]
     assert len(client.get_metric_history(run.info.run_id, "score/aiw")) == 5
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"accuracy_matrix.csv", "accuracy_matrix.json", "accuracy_matrix.png", "config.yaml"} <= artifacts
