@@ -95,9 +95,7 @@ def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed:
 
 def write_tokens(datasets: Sequence[ray.data.Dataset], run_dir: Path) -> None:
     for k, ds in enumerate(datasets):
-        out = run_dir / "tokens" / f"task_{k:02d}"
-        if not out.exists():
-            ds.write_parquet(str(out))
+        ds.write_parquet(str(run_dir / "tokens" / f"task_{k:02d}"))
 
 
 def write_pool_part(run_dir: Path, task_index: int, ids: Sequence[int]) -> Path:

@@ -43,7 +43,6 @@ class MemoryActor:
         if task_index not in self.started:
             self.started.add(task_index)
             self.planner.start_task(task_index, step)
-            self.applied_through = max(self.applied_through, step - 1)
 
     async def plan(self, step: int) -> list[int]:
         await self._wait_applied(step - 1)

@@ -76,8 +76,9 @@ class Worker:
         self.opt, self.sched = build_optimizer(self.core, self.cfg.train, self.total_steps)
         self.actor = ray.get_actor(config["actor_name"])
         self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
-        self.plan_file = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
-        self.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        self.plan_log = plan_path.open("a", buffering=1)  # one line per step, flushed per line
         self.per_rank_batch = self.cfg.train.batch_size // self.world
         # progress, restored from the checkpoint when Ray Train restarts the workers
         self.next_task = 0
@@ -148,8 +149,7 @@ class Worker:
     def train_step(self, batch: dict) -> tuple[float, int, int, int]:
         """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
         plan = ray.get(self.actor.plan.remote(self.step))
-        with self.plan_file.open("a") as f:
-            f.write(json.dumps({"step": self.step, "ids": plan}) + "\n")
+        self.plan_log.write(json.dumps({"step": self.step, "ids": plan}) + "\n")
         mine = plan[self.rank::self.world]
         new_ids = [int(i) for i in batch["sample_id"]]
         rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
