@@ -114,13 +114,42 @@ class MSSRConfig(_Strict):
     retention_threshold: float = Field(0.3, ge=0, le=1)  # replay early when mean retention drops below
 
 
+class LossTriggerConfig(_Strict):
+    """The loss-triggered baseline (DESIGN §3.2)."""
+
+    signal: Literal["train", "probe"] = "train"  # the training loss costs nothing extra
+    z: float = Field(1.0, ge=0)  # trigger above mean + 1 std: about one step in six on noise alone
+    window: int = Field(20, gt=1)  # running statistics over the last 20 values (a few tasks' worth of steps)
+    min_history: int = Field(5, gt=1)  # no trigger before 5 values: a std from fewer is meaningless
+    probe_every: int = Field(4, gt=0)  # signal=probe: steps between probes
+    probe_size: int = Field(16, gt=0)  # signal=probe: pool samples in the probe (two batches' worth)
+
+
+class AccuracyTriggerConfig(_Strict):
+    """The accuracy-triggered baseline (DESIGN §3.2)."""
+
+    every: int = Field(8, gt=0)  # steps between accuracy probes of the past tasks
+    probe_per_task: int = Field(8, gt=0)  # validation slice per past task, taken from its pool samples
+    delta: float = Field(0.15, ge=0, le=1)  # replay a task whose accuracy fell by more (2 of 8 samples)
+    events: int = Field(2, gt=0)  # replay events after a probe that found a drop
+
+
 class ReplayConfig(_Strict):
     strategy: str = "mssr"  # a registered name (none, fixed, mssr, ...) or "package.module:Class"
+    sampler: Optional[str] = None  # replaces the strategy's sampler: a name or "package.module:Class"
+    scheduler: Optional[str] = None  # replaces the strategy's scheduler: a name or "package.module:Class"
+    balance_tasks: bool = False  # split each draw evenly over tasks; off: the sampler alone decides
+    # what "time" is for the memory model and the schedulers: optimizer steps, or "model
+    # time", the cumulative update norm in units of a typical step (see mssr/clock.py)
+    clock: Literal["steps", "update_norm"] = "steps"
+    clock_calibration_steps: int = Field(8, gt=0)  # update_norm: steps averaged into the unit of time
     pool_per_task: int = Field(32, gt=0)  # samples each finished task leaves in the replay pool
     samples_per_event: int = Field(4, gt=0)  # replayed samples mixed into a step's batch on replay
     # total replayed samples allowed: an int, a ratio of new samples (float < 1), or null (no cap)
     budget: Optional[Union[int, float]] = None
     fixed: FixedConfig = FixedConfig()
+    loss: LossTriggerConfig = LossTriggerConfig()
+    accuracy: AccuracyTriggerConfig = AccuracyTriggerConfig()
     mssr: MSSRConfig = MSSRConfig()
 
     @model_validator(mode="after")

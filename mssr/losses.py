@@ -21,3 +21,12 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                                  ignore_index=IGNORE, reduction="none").view(shift_labels.shape)
     counts = (shift_labels != IGNORE).sum(dim=1).clamp(min=1)
     return token_loss.sum(dim=1) / counts
+
+
+def answer_reproduced(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row: is every labelled token the argmax given the true prefix? That is exactly when
+    greedy decoding would generate the answer (and its eos), so one forward pass gives greedy
+    exact-match accuracy without a generation loop. Shape (batch,), bool."""
+    shift_labels = labels[:, 1:]
+    hit = (logits[:, :-1, :].argmax(dim=-1) == shift_labels) | (shift_labels == IGNORE)
+    return hit.all(dim=1)

@@ -86,6 +86,13 @@ class MemoryState:
         self.tau[pos] = float(now)
         self.loss[pos] = losses
 
+    def subset(self, mask: np.ndarray) -> "MemoryState":
+        """A copy holding the samples where ``mask`` is true (e.g. one task's samples)."""
+        out = MemoryState(self.p)
+        for k in ("ids", "task", "tau", "strength", "loss"):
+            setattr(out, k, getattr(self, k)[mask])
+        return out
+
     def state_dict(self) -> dict:
         return {k: getattr(self, k).copy() for k in ("ids", "task", "tau", "strength", "loss")}
 

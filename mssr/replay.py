@@ -1,21 +1,26 @@
-"""The replay planner: memory state + strategy + budget -> one replay plan per step.
+"""The replay planner: memory state + strategy + clock + budget -> one plan per step.
 
-It is the single source of replay decisions. The planner consumes per-sample losses in a
-fixed order (step, then rank), so the same seed gives the same plan sequence whatever the
-timing of the workers. It also runs the reservoir that picks which samples of the current
-task join the pool at the task's end (the storage policy, separate from the strategy).
+It is the single source of replay decisions. The planner consumes each step's
+observations from all ranks at once, in rank order, so the same seed gives the same plan
+sequence whatever the timing of the workers. It also runs the reservoir that picks which
+samples of the current task join the pool at the task's end (the storage policy, separate
+from the strategy). Time is the replay clock's (``mssr.clock``): optimizer steps by default.
 
     planner = ReplayPlanner(cfg.replay, seed=0)
-    planner.start_task(0, now=0)
-    ids = planner.plan(now=0)                 # [] : nothing to replay yet
-    planner.observe(now=0, new_ids=..., new_losses=..., replay_ids=ids, replay_losses=...)
-    pool_ids = planner.end_task(0, now=36)    # reservoir sample of task 0 joins the pool
+    planner.start_task(0)
+    plan = planner.plan()        # {"replay": [], "probe": []}: nothing to replay yet
+    planner.observe_step([StepObservation(new_ids=..., new_losses=...)])  # one per rank
+    pool_ids = planner.end_task(0)   # reservoir sample of task 0 joins the pool
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import numpy as np
 
+from mssr.clock import build_clock
 from mssr.memory import MemoryState
 from mssr.strategies import build_strategy
 
@@ -68,66 +73,121 @@ class Reservoir:
         self.last_loss = {int(k): float(v) for k, v in s["last_loss"].items()}
 
 
+@dataclass
+class StepObservation:
+    """What one rank saw at one step: losses of its new and replayed samples, its share of
+    the step's probe, and (rank 0, when the clock needs it) the norm of the step's update."""
+
+    new_ids: Sequence[int]
+    new_losses: Sequence[float]
+    replay_ids: Sequence[int] = ()
+    replay_losses: Sequence[float] = ()
+    probe_ids: Sequence[int] = ()
+    probe_losses: Sequence[float] = ()
+    probe_correct: Sequence[bool] = ()
+    update_norm: float = 0.0
+
+
 class ReplayPlanner:
     def __init__(self, replay_cfg, seed: int, total_new_samples: int | None = None):
         self.cfg = replay_cfg
         self.strategy = build_strategy(replay_cfg.strategy, replay_cfg)
         self.memory = MemoryState(replay_cfg.mssr)
+        self.clock = build_clock(replay_cfg)
         self.rng = np.random.default_rng(seed)
         self.reservoir = Reservoir(replay_cfg.pool_per_task, self.rng)
         self.budget = resolve_budget(replay_cfg.budget, total_new_samples)
         self.replayed = 0
         self.events = 0
+        self.probed = 0
         self.task_index = -1
 
-    def start_task(self, task_index: int, now: float) -> None:
+    @property
+    def now(self) -> float:
+        return self.clock.time
+
+    def start_task(self, task_index: int) -> None:
         self.task_index = task_index
         self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
-        self.strategy.scheduler.on_task_start(task_index, now)
+        self.strategy.scheduler.on_task_start(task_index, self.now)
 
-    def plan(self, now: float) -> list[int]:
-        """Sample ids to replay at step ``now`` (empty: no replay)."""
-        if len(self.memory) == 0 or not self.strategy.scheduler.is_due(now, self.memory):
+    def plan(self) -> dict[str, list[int]]:
+        """This step's plan: pool ids to replay, and pool ids to probe (both may be empty)."""
+        if len(self.memory) == 0:
+            return {"replay": [], "probe": []}
+        scheduler = self.strategy.scheduler
+        probe = getattr(scheduler, "probe", None)  # optional hooks: see mssr.schedulers.BaseScheduler
+        probe_ids = probe(self.now, self.memory, self.rng) if probe else None
+        probe_ids = [] if probe_ids is None else [int(i) for i in probe_ids]
+        self.probed += len(probe_ids)
+        return {"replay": self._replay_ids(), "probe": probe_ids}
+
+    def _replay_ids(self) -> list[int]:
+        scheduler = self.strategy.scheduler
+        if not scheduler.is_due(self.now, self.memory):
             return []
         n = self.cfg.samples_per_event
         if self.budget is not None:
             n = min(n, self.budget - self.replayed)
         if n <= 0:
             return []
-        ids = self.strategy.sampler.sample(self.memory, now, n, self.rng)
-        self.strategy.scheduler.on_replay(now)
+        focus = getattr(scheduler, "focus_tasks", lambda: None)()
+        candidates = self.memory if not focus else self.memory.subset(np.isin(self.memory.task, focus))
+        if len(candidates) == 0:
+            return []
+        ids = self.strategy.sampler.sample(candidates, self.now, n, self.rng)
+        scheduler.on_replay(self.now)
         self.replayed += len(ids)
         self.events += 1
         return [int(i) for i in ids]
 
-    def observe(self, now: float, new_ids, new_losses, replay_ids, replay_losses) -> None:
-        """Losses seen at step ``now``: new samples feed the reservoir, replayed ones the memory."""
-        self.reservoir.offer(new_ids, new_losses)
-        if len(replay_ids):
-            self.memory.update(replay_ids, replay_losses, now)
+    def observe_step(self, observations: Sequence[StepObservation]) -> None:
+        """Every rank's observations of one step, in rank order; then the clock ticks."""
+        now = self.now
+        new_losses: list[float] = []
+        probe_ids, probe_losses, probe_correct = [], [], []
+        for o in observations:
+            self.reservoir.offer(o.new_ids, o.new_losses)
+            if len(o.replay_ids):
+                self.memory.update(o.replay_ids, o.replay_losses, now)
+            new_losses.extend(o.new_losses)
+            probe_ids.extend(o.probe_ids)
+            probe_losses.extend(o.probe_losses)
+            probe_correct.extend(o.probe_correct)
+        scheduler = self.strategy.scheduler
+        if probe_ids and hasattr(scheduler, "on_probe"):
+            scheduler.on_probe(now, np.asarray(probe_ids, dtype=np.int64), np.asarray(probe_losses, dtype=float),
+                               np.asarray(probe_correct, dtype=bool), self.memory)
+        if new_losses and hasattr(scheduler, "on_step"):
+            scheduler.on_step(now, float(np.mean(new_losses)))
+        self.clock.tick(observations[0].update_norm if observations else 0.0)
 
-    def end_task(self, task_index: int, now: float) -> list[int]:
+    def end_task(self, task_index: int) -> list[int]:
         """The reservoir's samples join the pool with strength from their last loss."""
         ids = sorted(self.reservoir.ids)
         losses = [self.reservoir.last_loss.get(i, self.cfg.mssr.loss_ref) for i in ids]
-        self.memory.add(ids, task=task_index, losses=losses, now=now)
+        self.memory.add(ids, task=task_index, losses=losses, now=self.now)
         return ids
 
     def state_dict(self) -> dict:
         return {
             "memory": self.memory.state_dict(),
             "scheduler": self.strategy.scheduler.state_dict(),
+            "clock": self.clock.state_dict(),
             "rng": self.rng.bit_generator.state,
             "reservoir": self.reservoir.state_dict(),
             "replayed": self.replayed,
             "events": self.events,
+            "probed": self.probed,
             "task_index": self.task_index,
         }
 
     def load_state_dict(self, s: dict) -> None:
         self.memory.load_state_dict(s["memory"])
         self.strategy.scheduler.load_state_dict(s["scheduler"])
+        self.clock.load_state_dict(s["clock"])
         self.rng.bit_generator.state = s["rng"]
         self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
         self.reservoir.load_state_dict(s["reservoir"])
         self.replayed, self.events, self.task_index = s["replayed"], s["events"], s["task_index"]
+        self.probed = s["probed"]

@@ -60,3 +60,23 @@ class StrengthSampler:
         risk = (1.0 - memory.retention(now)) ** self.kappa + self.epsilon
         weights = np.maximum(risk, 1e-12)  # epsilon = 0 with R = 1 everywhere: stay defined
         return memory.ids[np.sort(weighted_without_replacement(weights, n, rng))]
+
+
+class TaskBalancedSampler:
+    """Wraps a sampler: split each draw evenly over the pool's tasks (the remainder goes to
+    randomly chosen tasks), then let the wrapped sampler pick within each task.
+    Enabled for any strategy with ``replay.balance_tasks: true``."""
+
+    def __init__(self, inner: ReplaySampler):
+        self.inner = inner
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        tasks, sizes = np.unique(memory.task, return_counts=True)
+        if tasks.size <= 1 or n <= 0:
+            return self.inner.sample(memory, now, n, rng)
+        share = np.full(tasks.size, n // tasks.size)
+        share[rng.choice(tasks.size, size=n % tasks.size, replace=False)] += 1
+        share = np.minimum(share, sizes)  # a task smaller than its share gives what it has
+        picks = [self.inner.sample(memory.subset(memory.task == t), now, int(k), rng)
+                 for t, k in zip(tasks, share) if k > 0]
+        return np.sort(np.concatenate(picks)) if picks else memory.ids[:0]

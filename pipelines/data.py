@@ -93,16 +93,32 @@ def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed:
     return datasets, stats
 
 
+def mix_tasks(datasets: Sequence[ray.data.Dataset], seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
+    """The ``joint`` reference: every task's tokenised rows shuffled together (seeded) and cut
+    into segments of the original tasks' sizes, so it trains the same steps on the same data."""
+    tables = [pa.concat_tables(ray.get(ds.to_arrow_refs())) for ds in datasets]
+    union = pa.concat_tables(tables)
+    mixed = union.take(np.random.default_rng([seed, len(tables)]).permutation(union.num_rows))
+    segments, stats, start = [], [], 0
+    for table in tables:
+        part = mixed.slice(start, table.num_rows)
+        start += table.num_rows
+        length = part.column("length").to_numpy()
+        segments.append(ray.data.from_arrow([part.slice(i, 256) for i in range(0, part.num_rows, 256)]))
+        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max())})
+    return segments, stats
+
+
 def write_tokens(datasets: Sequence[ray.data.Dataset], run_dir: Path) -> None:
     for k, ds in enumerate(datasets):
         ds.write_parquet(str(run_dir / "tokens" / f"task_{k:02d}"))
 
 
 def write_pool_part(run_dir: Path, task_index: int, ids: Sequence[int]) -> Path:
-    """Select the pool's rows of task ``task_index`` from its tokenised Parquet files."""
+    """Select the pool's rows (``ids``) of task ``task_index`` from the tokenised Parquet files."""
     import pyarrow.dataset as pads
 
-    table = pads.dataset(str(run_dir / "tokens" / f"task_{task_index:02d}"), format="parquet").to_table(
+    table = pads.dataset(str(run_dir / "tokens"), format="parquet").to_table(
         filter=pads.field("sample_id").isin(pa.array(list(ids), type=pa.int64())),
         columns=["sample_id", "input_ids", "prompt_len"])
     table = table.sort_by("sample_id")

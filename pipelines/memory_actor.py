@@ -4,11 +4,11 @@ It wraps ``mssr.replay.ReplayPlanner``. Workers send per-sample losses without w
 (``observe.remote``); the actor buffers them per step and applies a step only when all ranks
 have sent it, in rank order, so its state never depends on arrival timing. ``plan(step)``
 waits for every rank's observations of earlier steps, computes the plan once and answers
-the same ids to every rank.
+the same plan to every rank.
 
     actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True).remote(replay_cfg, seed, ...)
-    ids = ray.get(actor.plan.remote(step))
-    actor.observe.remote(step, rank, new_ids, new_losses, replay_ids, replay_losses)
+    plan = ray.get(actor.plan.remote(step))        # {"replay": [ids], "probe": [ids]}
+    actor.observe.remote(step, rank, StepObservation(new_ids, new_losses, ...))
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 
 import ray
 
-from mssr.replay import ReplayPlanner
+from mssr.replay import ReplayPlanner, StepObservation
 
 
 @ray.remote(num_cpus=0)
@@ -28,7 +28,7 @@ class MemoryActor:
         self.world_size = world_size
         self.pending: dict[int, dict[int, tuple]] = {}  # step -> rank -> observation
         self.applied_through = -1  # every step <= this has been applied
-        self.plans: dict[int, list[int]] = {}
+        self.plans: dict[int, dict] = {}
         self.started: set[int] = set()
         self.ended: dict[int, list[int]] = {}
         self.changed = asyncio.Condition()
@@ -38,29 +38,29 @@ class MemoryActor:
         async with self.changed:
             await self.changed.wait_for(lambda: self.applied_through >= step)
 
-    def start_task(self, task_index: int, step: int) -> None:
+    async def start_task(self, task_index: int, step: int) -> None:
         """Idempotent: the first rank to arrive starts the task for all."""
+        await self._wait_applied(step - 1)
         if task_index not in self.started:
             self.started.add(task_index)
-            self.planner.start_task(task_index, step)
+            self.planner.start_task(task_index)
 
-    async def plan(self, step: int) -> list[int]:
+    async def plan(self, step: int) -> dict:
         await self._wait_applied(step - 1)
         if step not in self.plans:
             t = time.perf_counter()
-            self.plans[step] = self.planner.plan(step)
+            self.plans[step] = self.planner.plan()
             self.bookkeeping_seconds += time.perf_counter() - t
             self.plans.pop(step - 64, None)  # bounded cache; ranks never lag that far
         return self.plans[step]
 
-    async def observe(self, step: int, rank: int, new_ids, new_losses, replay_ids, replay_losses) -> None:
-        self.pending.setdefault(step, {})[rank] = (new_ids, new_losses, replay_ids, replay_losses)
+    async def observe(self, step: int, rank: int, observation: StepObservation) -> None:
+        self.pending.setdefault(step, {})[rank] = observation
         advanced = False
         while len(self.pending.get(self.applied_through + 1, {})) == self.world_size:
             s = self.applied_through + 1
             t = time.perf_counter()
-            for r in range(self.world_size):
-                self.planner.observe(s, *self.pending[s][r])
+            self.planner.observe_step([self.pending[s][r] for r in range(self.world_size)])
             self.bookkeeping_seconds += time.perf_counter() - t
             del self.pending[s]
             self.applied_through = s
@@ -73,13 +73,14 @@ class MemoryActor:
         """After every rank's last step of the task: the reservoir joins the pool (once)."""
         await self._wait_applied(end_step - 1)
         if task_index not in self.ended:
-            self.ended[task_index] = self.planner.end_task(task_index, end_step)
+            self.ended[task_index] = self.planner.end_task(task_index)
         return self.ended[task_index]
 
     def stats(self) -> dict:
         return {"replay_samples": self.planner.replayed, "replay_events": self.planner.events,
-                "pool_size": len(self.planner.memory), "bookkeeping_seconds": self.bookkeeping_seconds,
-                "mean_retention": self.planner.memory.mean_retention(self.applied_through + 1)}
+                "probe_samples": self.planner.probed, "pool_size": len(self.planner.memory),
+                "bookkeeping_seconds": self.bookkeeping_seconds, "clock": self.planner.now,
+                "mean_retention": self.planner.memory.mean_retention(self.planner.now)}
 
     def state_dict(self) -> dict:
         return {"planner": self.planner.state_dict(), "applied_through": self.applied_through,

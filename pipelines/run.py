@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import time
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from mssr.errors import ConfigError
 from mssr.metrics import all_metrics, format_matrix
 from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
 from mssr.replay import resolve_budget
+from mssr.schedulers import NeverScheduler
 from mssr.strategies import build_strategy
 from mssr.tasks import Task, load_stream
 
@@ -80,7 +82,7 @@ def _validate(cfg: Config) -> None:
     if cfg.train.batch_size % cfg.train.num_workers:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
                           f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
-    build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy -> ConfigError with suggestion
+    build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
     if cfg.train.use_gpu:
         import torch
 
@@ -101,11 +103,13 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
     new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
     budget = cfg.replay.budget
     resolved_budget = resolve_budget(budget, new_samples)
-    if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and cfg.replay.strategy != "none":
+    strategy = build_strategy(cfg.replay.strategy, cfg.replay)
+    replays = not isinstance(strategy.scheduler, NeverScheduler)
+    if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and replays:
         raise ConfigError(f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
                           f"event (replay.samples_per_event={cfg.replay.samples_per_event})")
     return {"tasks": rows, "total_steps": sum(r["steps"] for r in rows), "new_samples": new_samples,
-            "strategy": cfg.replay.strategy, "workers": world, "batch_per_worker": per_rank,
+            "strategy": cfg.replay.strategy, "mixes_tasks": strategy.mixes_tasks, "workers": world, "batch_per_worker": per_rank,
             "use_gpu": cfg.train.use_gpu, "replay_budget": resolved_budget,
             "pool_per_task": cfg.replay.pool_per_task, "samples_per_event": cfg.replay.samples_per_event,
             "model": cfg.model.name, "finetune": cfg.model.finetune}
@@ -122,11 +126,16 @@ def format_plan(plan: dict) -> str:
         lines.append(f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
                      f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}")
     lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
+    if plan["mixes_tasks"]:
+        lines.append("joint: every task's rows are shuffled together and trained in segments of these sizes; "
+                     "row k of the matrix is after segment k")
     return "\n".join(lines)
 
 
-def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print) -> dict:
-    """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream."""
+def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print,
+               tags: Optional[dict] = None) -> dict:
+    """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream.
+    ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id)."""
     _quiet_env()
     started = time.time()
     _validate(cfg)
@@ -141,10 +150,12 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
         load_tokenizer(cfg.model)  # fail early on a broken model folder
 
     init_ray(cfg)
-    from pipelines.data import tokenise_tasks, write_tokens
+    from pipelines.data import mix_tasks, tokenise_tasks, write_tokens
     from pipelines.tracking import fail_run, resolve_tracking_uri, start_run
 
     datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
+    if build_strategy(cfg.replay.strategy, cfg.replay).mixes_tasks:
+        datasets, stats = mix_tasks(datasets, cfg.seed)
     plan = build_plan(cfg, tasks, stats)
     log(format_plan(plan))
     if dry_run:
@@ -156,7 +167,8 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     write_tokens(datasets, run_dir)
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
-    run_id = start_run(uri, cfg.mlflow.experiment, name, flatten(resolved), tags={"strategy": cfg.replay.strategy})
+    run_id = start_run(uri, cfg.mlflow.experiment, name, flatten(resolved),
+                       tags={"strategy": cfg.replay.strategy, **(tags or {})})
     log(f"run directory {run_dir}\nMLflow run {run_id} in {uri}")
     try:
         summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log)
@@ -186,6 +198,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     loop_config = {
         "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
         "actor_name": actor_name, "tracking_uri": uri, "mlflow_run_id": run_id,
+        "needs_update_norm": cfg.replay.clock == "update_norm",
         "tasks": [{"name": t.name, "scorer": t.scorer, "steps": p["steps"],
                    "test": [[e.prompt, e.answer] for e in t.test]} for t, p in zip(tasks, plan["tasks"])],
     }
@@ -215,9 +228,12 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     wall = time.time() - started
     summary = {
         "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, **metrics,
-        "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
+        "replay_budget": plan["replay_budget"], "replay_samples": stats["replay_samples"],
+        "replay_events": stats["replay_events"], "probe_samples": stats["probe_samples"],
         "tokens": {k: int(v) for k, v in progress["tokens"].items()},
         "wall_seconds": round(wall, 1), "train_seconds": round(progress["train_seconds"], 1),
+        "median_step_seconds": round(statistics.median(progress["step_seconds"]), 4),
+        "probe_seconds": round(progress["probe_seconds"], 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
         "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
     }
@@ -225,12 +241,14 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     artifacts = write_matrix_artifacts(run_dir, matrix, names) + [run_dir / "config.yaml", run_dir / "summary.json"]
     final = {**metrics, "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
              "tokens_train_new": summary["tokens"]["train_new"], "tokens_train_replay": summary["tokens"]["train_replay"],
-             "tokens_eval": summary["tokens"]["eval"], "wall_seconds": wall}
+             "tokens_eval": summary["tokens"]["eval"], "tokens_probe": summary["tokens"]["probe"],
+             "probe_samples": stats["probe_samples"], "median_step_seconds": summary["median_step_seconds"],
+             "bookkeeping_seconds": stats["bookkeeping_seconds"], "wall_seconds": wall}
     finish_run(uri, run_id, final, artifacts)
     log("\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(matrix, names))
     log("  ".join(f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
                   for k in ("ap", "bwt", "fwt", "forgetting", "avg")))
     log(f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
         f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
-        f"{summary['tokens']['eval']} eval; wall {wall:.0f}s")
+        f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s")
     return summary

@@ -1,9 +1,10 @@
 """The per-worker training loop run by Ray Train (one process per worker, DDP between them).
 
 For each task: stream the worker's shard of the task's train split; at every step ask the
-memory actor for the step's replay plan (the same for every rank), add this rank's share of
-the replayed samples to the batch, compute per-sample losses from the one forward pass,
-step, and send the losses to the actor without waiting. At the task boundary: the task's
+memory actor for the step's plan (the same for every rank); run this rank's share of the
+plan's probe, if any (a no-grad forward pass: the loss and accuracy triggers' evaluation);
+add this rank's share of the replayed samples to the batch, compute per-sample losses from
+the one forward pass, step, and send the losses to the actor without waiting. At the task boundary: the task's
 reservoir joins the replay pool, every task's test split is evaluated (split across
 workers), one accuracy-matrix row is added, and a checkpoint is reported.
 
@@ -28,9 +29,10 @@ import torch.distributed as dist
 
 from mssr.config import Config
 from mssr.evaluation import evaluate_examples
-from mssr.losses import per_sample_loss
+from mssr.losses import answer_reproduced, per_sample_loss
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
 from mssr.optim import build_optimizer
+from mssr.replay import StepObservation
 from mssr.scoring import get_scorer
 from mssr.tasks import Example
 from mssr.tokenize import PromptEncoder, collate, encoder_options
@@ -84,8 +86,13 @@ class Worker:
         self.next_task = 0
         self.step = 0
         self.matrix: list[list[float]] = []
-        self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0}
+        self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0, "probe": 0.0}
         self.train_seconds = 0.0
+        self.probe_seconds = 0.0  # worker-seconds spent in the strategy's probes, all ranks
+        self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
+        self.step_seconds: list[float] = []  # rank 0's wall time of every step (for the median)
+        self.trainable = [p for p in self.core.parameters() if p.requires_grad]
+        self.needs_update_norm = config["needs_update_norm"] and self.rank == 0
         self.pool: dict[int, tuple[list[int], int]] = {}
 
     # -- checkpoints -----------------------------------------------------------------
@@ -101,7 +108,8 @@ class Worker:
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
         self.next_task, self.step = progress["next_task"], progress["step"]
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
-        self.train_seconds = progress["train_seconds"]
+        self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
+        self.step_seconds = progress["step_seconds"]
         if self.rank == 0:  # roll the actor back to the checkpoint (it may have run ahead)
             ray.get(self.actor.load_state_dict.remote(actor_state))
         _barrier()
@@ -115,7 +123,8 @@ class Worker:
         else:
             rng_states = [torch.get_rng_state()]
         progress = {"next_task": task_index + 1, "step": self.step, "matrix": self.matrix, "tokens": self.tokens,
-                    "train_seconds": self.train_seconds, "task_names": [t["name"] for t in self.tasks]}
+                    "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
+                    "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks]}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
@@ -146,11 +155,33 @@ class Worker:
         if self.rank == 0:
             print(text, flush=True)
 
+    def _pool_batch(self, ids: list[int]) -> dict:
+        rows, plens = [self.pool[i][0] for i in ids], [self.pool[i][1] for i in ids]
+        return {k: v.to(self.device) for k, v in collate(rows, plens, self.tok.pad_token_id).items()}
+
+    @torch.no_grad()
+    def probe(self, ids: list[int]) -> tuple[list[float], list[bool]]:
+        """Loss and greedy exact match of pool samples, one no-grad forward pass (this rank's share)."""
+        if not ids:
+            return [], []
+        t = time.perf_counter()
+        self.core.eval()
+        b = self._pool_batch(ids)
+        logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        losses = per_sample_loss(logits, b["labels"]).float().cpu().tolist()
+        correct = answer_reproduced(logits, b["labels"]).cpu().tolist()
+        self.core.train()
+        self.probe_window[0] += float(b["attention_mask"].sum())  # summed over ranks in _log_window
+        self.probe_window[1] += time.perf_counter() - t
+        return losses, correct
+
     def train_step(self, batch: dict) -> tuple[float, int, int, int]:
         """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
         plan = ray.get(self.actor.plan.remote(self.step))
-        self.plan_log.write(json.dumps({"step": self.step, "ids": plan}) + "\n")
-        mine = plan[self.rank::self.world]
+        self.plan_log.write(json.dumps({"step": self.step, **plan}) + "\n")
+        probe_ids = plan["probe"][self.rank::self.world]
+        probe_losses, probe_correct = self.probe(probe_ids)
+        mine = plan["replay"][self.rank::self.world]
         new_ids = [int(i) for i in batch["sample_id"]]
         rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
         plens = [int(p) for p in batch["prompt_len"]] + [self.pool[i][1] for i in mine]
@@ -159,17 +190,21 @@ class Worker:
         losses = per_sample_loss(logits, b["labels"])
         losses.mean().backward()
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.core.parameters() if p.requires_grad],
-                                           self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
+        before = [p.detach().clone() for p in self.trainable] if self.needs_update_norm else None
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
+        update_norm = 0.0
+        if before is not None:  # the replay clock's "model time": how far this step moved the weights
+            update_norm = float(torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before))))
         values = losses.detach().float().cpu().numpy()
         n_new = len(new_ids)
-        self.actor.observe.remote(self.step, self.rank, new_ids, values[:n_new].tolist(), mine,
-                                  values[n_new:].tolist())
+        self.actor.observe.remote(self.step, self.rank, StepObservation(
+            new_ids, values[:n_new].tolist(), mine, values[n_new:].tolist(),
+            probe_ids, probe_losses, probe_correct, update_norm))
         real_tokens = b["attention_mask"].sum(dim=1).cpu().numpy()
-        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan)
+        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan["replay"])
 
     def train_task(self, k: int) -> None:
         task = self.tasks[k]
@@ -181,7 +216,8 @@ class Worker:
             for batch in shard.iter_batches(batch_size=self.per_rank_batch, batch_format="numpy", prefetch_batches=2):
                 t0 = time.perf_counter()
                 loss, new_tok, replay_tok, replayed = self.train_step(batch)
-                self.train_seconds += time.perf_counter() - t0
+                self.step_seconds.append(round(time.perf_counter() - t0, 4))
+                self.train_seconds += self.step_seconds[-1]
                 window["loss"] += loss
                 window["n"] += 1
                 window["new"] += new_tok
@@ -196,10 +232,14 @@ class Worker:
             self._log_window(k, task, task_step, window)
 
     def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
-        loss_sum, n, new, replay = _all_sum([w["loss"], w["n"], w["new"], w["replay"]])
+        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum([w["loss"], w["n"], w["new"], w["replay"],
+                                                                 *self.probe_window])
+        self.probe_window = [0.0, 0.0]
         elapsed = time.perf_counter() - w["t"]
         self.tokens["train_new"] += new
         self.tokens["train_replay"] += replay
+        self.tokens["probe"] += probe_tok
+        self.probe_seconds += probe_s
         tps = (new + replay) / max(elapsed, 1e-9)
         loss = loss_sum / max(n, 1)
         if self.rank == 0:
@@ -209,7 +249,7 @@ class Worker:
                   f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}", flush=True)
             self.log.log({"train/loss": loss, "train/tokens_per_s": tps, "train/new_tokens": new,
                           "train/replay_tokens": replay, "train/replay_samples": w["samples"],
-                          "train/replay_events": w["events"]}, step=self.step)
+                          "train/replay_events": w["events"], "train/probe_tokens": probe_tok}, step=self.step)
         w.update(loss=0.0, n=0, new=0, replay=0, samples=0, events=0, t=time.perf_counter())
 
     def end_task(self, k: int) -> None:

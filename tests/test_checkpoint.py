@@ -1,31 +1,28 @@
 """Checkpoint files round-trip exactly: weights, trainer state and the memory actor's state."""
 
 import numpy as np
+import pytest
 import torch
 
 from mssr.config import ReplayConfig
-from mssr.replay import ReplayPlanner
+from mssr.replay import ReplayPlanner, StepObservation
+from tests.planner_sim import simulate
 from pipelines.checkpoint import load_checkpoint, save_checkpoint
 
 
-def _planner_after_two_tasks():
-    cfg = ReplayConfig(strategy="mssr", pool_per_task=8, samples_per_event=3)
+def _planner_after_two_tasks(strategy="mssr", **extra):
+    cfg = ReplayConfig(strategy=strategy, pool_per_task=8, samples_per_event=3, **extra)
     p = ReplayPlanner(cfg, seed=5)
-    now = 0
-    for k in range(2):
-        p.start_task(k, now)
-        for i in range(20):
-            ids = p.plan(now)
-            p.observe(now, [k * 100 + 2 * i, k * 100 + 2 * i + 1], [0.2, 1.5], ids, np.full(len(ids), 0.4))
-            now += 1
-        p.end_task(k, now)
-    p.start_task(2, now)
-    p.observe(now, [500, 501], [0.3, 0.9], [], [])  # a reservoir in progress is saved too
-    return p, now + 1
+    simulate(p, tasks=2, steps=20, batch=2)
+    p.start_task(2)
+    p.observe_step([StepObservation([2500, 2501], [0.3, 0.9], update_norm=0.02)])  # a reservoir in progress is saved too
+    return p, int(p.clock.time)
 
 
-def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path):
-    planner, now = _planner_after_two_tasks()
+@pytest.mark.parametrize("strategy,extra", [("mssr", {}), ("accuracy", {}), ("loss", {"loss": {"signal": "probe"}}),
+                                            ("mssr", {"clock": "update_norm", "balance_tasks": True})])
+def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path, strategy, extra):
+    planner, now = _planner_after_two_tasks(strategy, **extra)
     actor_state = {"planner": planner.state_dict(), "applied_through": now - 1, "started": [0, 1, 2],
                    "ended": {0: [1, 2], 1: [3]}}
     trainable = {"layer.lora_A.weight": torch.randn(4, 8), "layer.lora_B.weight": torch.zeros(8, 4)}
@@ -45,4 +42,4 @@ def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path):
     for key, arr in planner.memory.state_dict().items():
         np.testing.assert_array_equal(arr, restored.memory.state_dict()[key])
     assert restored.reservoir.last_loss == planner.reservoir.last_loss
-    assert [planner.plan(s) for s in range(now, now + 30)] == [restored.plan(s) for s in range(now, now + 30)]
+    assert simulate(planner, tasks=1, first_task=3) == simulate(restored, tasks=1, first_task=3)

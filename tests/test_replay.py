@@ -5,10 +5,13 @@ from hypothesis import strategies as st
 
 from mssr.config import ReplayConfig
 from mssr.memory import MemoryState
-from mssr.replay import ReplayPlanner, Reservoir
-from mssr.samplers import StrengthSampler, UniformSampler
-from mssr.schedulers import AdaptiveScheduler, FixedIntervalScheduler
+from mssr.clock import StepClock, UpdateNormClock
+from mssr.errors import ConfigError
+from mssr.replay import ReplayPlanner, Reservoir, StepObservation
+from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
+from mssr.schedulers import AdaptiveScheduler, FixedIntervalScheduler, LossTriggerScheduler
 from mssr.strategies import STRATEGIES, build_strategy
+from tests.planner_sim import replayed, simulate
 
 
 def test_strength_sampler_favours_low_retention():
@@ -62,55 +65,162 @@ def test_fixed_interval():
     assert due == [13, 16, 19, 22, 25, 28]
 
 
-def _run_planner(strategy, budget=None, seed=0, tasks=3, steps=40, batch=4):
+def _run_planner(strategy, budget=None, seed=0, tasks=3, steps=40, batch=4, **extra):
     cfg = ReplayConfig(strategy=strategy, budget=budget, pool_per_task=16, samples_per_event=4,
-                       fixed={"interval": 2})
+                       fixed={"interval": 2}, **extra)
     planner = ReplayPlanner(cfg, seed=seed, total_new_samples=tasks * steps * batch)
-    plans, now = [], 0
-    for k in range(tasks):
-        planner.start_task(k, now)
-        for i in range(steps):
-            ids = planner.plan(now)
-            plans.append(ids)
-            new = [k * 1000 + i * batch + j for j in range(batch)]
-            planner.observe(now, new, np.linspace(0.1, 2.0, batch), ids, np.full(len(ids), 0.3))
-            now += 1
-        planner.end_task(k, now)
-    return planner, plans
+    return planner, simulate(planner, tasks=tasks, steps=steps, batch=batch)
 
 
-@pytest.mark.parametrize("strategy", ["none", "fixed", "mssr", "mssr-sampler", "mssr-scheduler"])
+VARIANTS = [(name, {}) for name in STRATEGIES.names()] + [
+    ("loss", {"loss": {"signal": "probe"}}), ("mssr", {"clock": "update_norm"}), ("fixed", {"balance_tasks": True})]
+
+
+@pytest.mark.parametrize("strategy,extra", VARIANTS)
 @pytest.mark.parametrize("budget", [None, 10, 0.05])
-def test_no_strategy_exceeds_its_budget(strategy, budget):
-    planner, plans = _run_planner(strategy, budget)
-    total = sum(len(p) for p in plans)
+def test_no_strategy_exceeds_its_budget(strategy, extra, budget):
+    planner, plans = _run_planner(strategy, budget, **extra)
+    total = replayed(plans)
     assert total == planner.replayed
     if budget is not None:
         assert total <= (budget if isinstance(budget, int) else int(budget * 3 * 40 * 4))
-    if strategy == "none":
+    if strategy in ("none", "joint"):
         assert total == 0
     else:
         assert total > 0
 
 
-@pytest.mark.parametrize("strategy", ["fixed", "mssr"])
-def test_same_seed_same_plan_sequence(strategy):
-    assert _run_planner(strategy, seed=3)[1] == _run_planner(strategy, seed=3)[1]
-    assert _run_planner(strategy, seed=3)[1] != _run_planner(strategy, seed=4)[1]
+@pytest.mark.parametrize("strategy,extra", VARIANTS)
+def test_same_seed_same_plan_sequence(strategy, extra):
+    first = _run_planner(strategy, seed=3, **extra)[1]
+    assert first == _run_planner(strategy, seed=3, **extra)[1]
+    if strategy not in ("none", "joint"):
+        assert first != _run_planner(strategy, seed=4, **extra)[1]
+
+
+def test_plans_do_not_depend_on_how_a_step_is_split_over_ranks():
+    one = simulate(ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=16), seed=0), ranks=1)
+    two = simulate(ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=16), seed=0), ranks=2)
+    assert replayed(one) > 0
+    # the reservoir sees the same samples in a different order, so only the pool may differ;
+    # the number of events and their timing must not
+    assert [bool(p["replay"]) for p in one] == [bool(p["replay"]) for p in two]
 
 
 def test_no_replay_before_the_pool_has_samples():
     _, plans = _run_planner("fixed")
-    assert all(p == [] for p in plans[:40]) and any(plans[40:])
+    assert all(p["replay"] == [] for p in plans[:40]) and any(p["replay"] for p in plans[40:])
 
 
 def test_planner_state_roundtrip_continues_identically():
     a, _ = _run_planner("mssr", tasks=2)
     b = ReplayPlanner(a.cfg, seed=99)
     b.load_state_dict(a.state_dict())
-    b.start_task(2, 80)
-    a.start_task(2, 80)
-    assert [a.plan(t) for t in range(80, 120)] == [b.plan(t) for t in range(80, 120)]
+    assert simulate(a, tasks=1, first_task=2) == simulate(b, tasks=1, first_task=2)
+
+
+def test_loss_trigger_fires_on_a_spike_only():
+    s = LossTriggerScheduler(ReplayConfig(loss={"z": 2.0, "window": 10, "min_history": 5}))
+    mem = MemoryState(ReplayConfig().mssr)
+    for t in range(30):
+        s.on_step(t, 1.0 + 0.01 * (-1) ** t)  # ups and downs within 1 std
+    assert not s.is_due(30, mem)
+    s.on_step(30, 2.0)  # a jump far above mean + 2 std
+    assert s.is_due(31, mem)
+    s.on_replay(31)
+    assert not s.is_due(32, mem)
+
+
+def test_loss_probe_measures_a_fixed_slice_every_k_steps():
+    cfg = ReplayConfig(loss={"signal": "probe", "probe_every": 4, "probe_size": 3})
+    s = LossTriggerScheduler(cfg)
+    mem = MemoryState(cfg.mssr)
+    mem.add(np.arange(10), task=0, losses=np.zeros(10), now=0)
+    rng = np.random.default_rng(0)
+    s.on_task_start(1, now=10)
+    probes = {t: s.probe(t, mem, rng) for t in range(10, 20)}
+    assert [t for t, p in probes.items() if p is not None] == [10, 14, 18]
+    assert len({tuple(p) for p in probes.values() if p is not None}) == 1 and len(probes[10]) == 3
+
+
+def test_accuracy_trigger_replays_only_the_task_that_dropped():
+    cfg = ReplayConfig(strategy="accuracy", samples_per_event=4, accuracy={"every": 5, "probe_per_task": 4,
+                                                                             "delta": 0.2, "events": 2})
+    planner = ReplayPlanner(cfg, seed=0)
+    mem = planner.memory
+    mem.add(np.arange(0, 10), task=0, losses=np.zeros(10), now=0)
+    mem.add(np.arange(100, 110), task=1, losses=np.zeros(10), now=0)
+    planner.start_task(2)
+    first = planner.plan()
+    assert first["replay"] == [] and len(first["probe"]) == 8  # the baseline probe: 4 per past task
+    ids = np.asarray(first["probe"])
+    planner.observe_step([StepObservation([], [], probe_ids=ids, probe_losses=np.zeros(8),
+                                          probe_correct=np.ones(8, bool))])
+    for _ in range(4):  # no probe and no replay until the next probe is due
+        p = planner.plan()
+        assert p == {"replay": [], "probe": []}
+        planner.observe_step([StepObservation([], [])])
+    second = planner.plan()
+    assert second["probe"] == first["probe"]  # the same validation slices each time
+    correct = np.asarray(second["probe"]) >= 100  # task 0 forgot everything, task 1 nothing
+    planner.observe_step([StepObservation([], [], probe_ids=second["probe"], probe_losses=np.zeros(8),
+                                          probe_correct=correct)])
+    events = []
+    for _ in range(4):
+        events.append(planner.plan()["replay"])
+        planner.observe_step([StepObservation([], [])])
+    assert [len(e) for e in events] == [4, 4, 0, 0]  # `events` = 2 replay events
+    assert all(i < 10 for e in events for i in e)  # drawn from task 0 only
+
+
+def test_task_balanced_sampler_splits_draws_evenly():
+    cfg = ReplayConfig()
+    mem = MemoryState(cfg.mssr)
+    mem.add(np.arange(0, 90), task=0, losses=np.zeros(90), now=0)  # task 0 dominates the pool
+    mem.add(np.arange(100, 105), task=1, losses=np.zeros(5), now=0)
+    mem.add(np.arange(200, 205), task=2, losses=np.zeros(5), now=0)
+    rng = np.random.default_rng(0)
+    for inner in (UniformSampler(), StrengthSampler(cfg.mssr)):
+        draws = [TaskBalancedSampler(inner).sample(mem, 10, 6, rng) for _ in range(50)]
+        assert all(len(set(d)) == 6 for d in draws)
+        assert all(np.bincount(np.asarray(d) // 100, minlength=3).tolist() == [2, 2, 2] for d in draws)
+
+
+def test_update_norm_clock_runs_slower_when_the_model_moves_less():
+    clock = UpdateNormClock(calibration_steps=4)
+    for _ in range(4):
+        clock.tick(0.02)
+    assert clock.time == pytest.approx(4.0)
+    for _ in range(10):
+        clock.tick(0.005)  # a quarter of the calibrated step
+    assert clock.time == pytest.approx(6.5)
+    steps = StepClock()
+    steps.tick(123.0)
+    assert steps.time == 1.0
+
+
+def test_model_time_stretches_the_schedule():
+    def events(norm_after_calibration):
+        planner = ReplayPlanner(ReplayConfig(strategy="fixed", fixed={"interval": 4}, clock="update_norm",
+                                             clock_calibration_steps=4), seed=0)
+        planner.memory.add(np.arange(10), task=0, losses=np.zeros(10), now=0)
+        planner.start_task(1)
+        n = 0
+        for t in range(40):
+            n += bool(planner.plan()["replay"])
+            planner.observe_step([StepObservation([], [], update_norm=1.0 if t < 4 else norm_after_calibration)])
+        return n
+
+    # every 4 steps (at 4, 8, ..., 36); at half the calibrated update norm every 8 steps after the first (4, 12, ..., 36)
+    assert events(1.0) == 9 and events(0.5) == 5
+
+
+def test_user_sampler_and_scheduler_by_import_path():
+    s = build_strategy("fixed", ReplayConfig(scheduler="tests.user_strategy:EveryStep",
+                                             sampler="mssr.samplers:StrengthSampler"))
+    assert type(s.scheduler).__name__ == "EveryStep" and isinstance(s.sampler, StrengthSampler)
+    with pytest.raises(ConfigError, match="did you mean 'strength'"):
+        build_strategy("fixed", ReplayConfig(sampler="strenght"))
 
 
 @settings(max_examples=30, deadline=None)
