@@ -3,6 +3,7 @@
     mssr run configs/demo.yaml                       # the demo: 5 tasks, SmolLM2 + LoRA, MSSR, 2 workers
     mssr run configs/demo.yaml replay.strategy=none seed=1 --summary-json out/none.json
     mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
+    mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
 User errors (bad config, bad data, missing model) print one line and exit with code 2.
@@ -28,6 +29,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pipelines.compare import compare
+
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"mlflow.tracking_uri={args.tracking_uri}")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
+    result = compare(args.config, overrides, strategies, seeds=args.seeds, name=args.name)
+    failed = [r for r in result["runs"] if "error" in r]
+    if failed:
+        print(f"mssr: {len(failed)} of {len(result['runs'])} runs failed (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_prepare_model(args: argparse.Namespace) -> int:
     from mssr.models import prepare_default_model
 
@@ -49,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", metavar="URI",
                      help="MLflow tracking URI (same as mlflow.tracking_uri=URI; default: sqlite store in output dir)")
     run.set_defaults(func=_cmd_run)
+
+    cmp = sub.add_parser("compare", help="run several strategies on the same stream and seeds, print one table",
+                         description="Run each strategy on each seed (an ordinary run each, tagged with a common "
+                                     "comparison id in MLflow) and write the table as Markdown and CSV.")
+    cmp.add_argument("config", help="YAML config shared by every run")
+    cmp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every run")
+    cmp.add_argument("--strategies", metavar="A,B,...",
+                     help="comma-separated strategy names or import paths (default: all eight built-in)")
+    cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
+    cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
+    cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
+    cmp.set_defaults(func=_cmd_compare)
 
     prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")

@@ -77,7 +77,7 @@ def _configure_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _validate(cfg: Config) -> None:
+def validate(cfg: Config) -> None:
     """Checks that need more than one field: done before anything is created."""
     if cfg.train.batch_size % cfg.train.num_workers:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
@@ -138,7 +138,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id)."""
     _quiet_env()
     started = time.time()
-    _validate(cfg)
+    validate(cfg)
     output_dir = Path(cfg.run.output_dir)
     name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = (output_dir / name).resolve()
