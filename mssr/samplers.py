@@ -23,15 +23,54 @@ class ReplaySampler(Protocol):
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray: ...
 
 
+_BLOCK = 1024
+
+
+def _draw_with_replacement(weights: np.ndarray, k: int, rng: np.random.Generator,
+                           block_cum: np.ndarray) -> np.ndarray:
+    """k positions drawn with replacement in proportion to ``weights``: pick a block of
+    ``_BLOCK`` positions by its weight, then a position inside it (no O(N) cumulative sum)."""
+    u = rng.random(k) * block_cum[-1]
+    blocks = np.minimum(np.searchsorted(block_cum, u, side="right"), block_cum.size - 1)
+    out = np.empty(k, dtype=np.int64)
+    for j, (b, x) in enumerate(zip(blocks.tolist(), u.tolist())):
+        x -= block_cum[b - 1] if b else 0.0
+        local = np.cumsum(weights[b * _BLOCK:(b + 1) * _BLOCK], dtype=np.float64)
+        out[j] = b * _BLOCK + min(int(np.searchsorted(local, x, side="right")), local.size - 1)
+    return out
+
+
 def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Positions drawn without replacement with probability proportional to ``weights``.
 
-    Gumbel-top-k: equivalent to sequential weighted draws, O(N) instead of O(N * n).
+    Successive sampling: draw with replacement and drop repeats (rejecting a repeat is the
+    same as drawing from the weights that remain). A draw of n from N costs one pass of block
+    sums plus O(n * 1024), not O(N) random numbers. When a few positions hold nearly all the
+    weight, repeats keep coming; after a few rounds the rest is drawn with Gumbel-top-k over
+    the remaining positions (the same distribution).
     """
     n = min(n, weights.size)
-    keys = np.log(weights) + rng.gumbel(size=weights.size)
-    top = np.argpartition(-keys, n - 1)[:n] if n < weights.size else np.arange(weights.size)
-    return top[np.argsort(-keys[top], kind="stable")]
+    full = weights.size // _BLOCK * _BLOCK
+    block_sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)
+    if full < weights.size:
+        block_sums = np.append(block_sums, weights[full:].sum(dtype=np.float64))
+    block_cum = np.cumsum(block_sums)
+    picked: dict[int, None] = {}  # an insertion-ordered set
+    for _ in range(8):
+        need = n - len(picked)
+        if need == 0:
+            break
+        for d in _draw_with_replacement(weights, 2 * need, rng, block_cum).tolist():
+            picked.setdefault(d)
+            if len(picked) == n:
+                break
+    need = n - len(picked)
+    if need:
+        keys = np.log(weights) + rng.gumbel(size=weights.size)
+        keys[list(picked)] = -np.inf
+        rest = np.argpartition(-keys, need - 1)[:need]
+        picked.update(dict.fromkeys(rest[np.argsort(-keys[rest], kind="stable")].tolist()))
+    return np.fromiter(picked, dtype=np.int64, count=n)
 
 
 @SAMPLERS.register("uniform")
@@ -57,8 +96,10 @@ class StrengthSampler:
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
         if len(memory) == 0 or n <= 0:
             return memory.ids[:0]
-        risk = (1.0 - memory.retention(now)) ** self.kappa + self.epsilon
-        weights = np.maximum(risk, 1e-12)  # epsilon = 0 with R = 1 everywhere: stay defined
+        # float32 is plenty for sampling weights and takes a quarter of the time of float64 exp
+        r = memory.retention(now, dtype=np.float32)
+        risk = np.square(1.0 - r) if self.kappa == 2 else np.power(1.0 - r, np.float32(self.kappa))
+        weights = np.maximum(risk + np.float32(self.epsilon), np.float32(1e-12))  # epsilon = 0, R = 1: stay defined
         return memory.ids[np.sort(weighted_without_replacement(weights, n, rng))]
 
 
