@@ -86,6 +86,9 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(1.0, ge=0)  # 0 disables; 1.0 guards against loss spikes at task switches
     log_every: int = Field(5, gt=0)  # steps between progress lines and MLflow step metrics
     max_failures: int = Field(1, ge=0)  # worker crashes survived by restarting from the last checkpoint
+    # steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a
+    # second for a LoRA adapter, and a crash then redoes at most this many steps
+    checkpoint_every: int = Field(25, ge=0)
 
 
 class EvalConfig(_Strict):

@@ -12,6 +12,7 @@ checkpoint can execute code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 _MEMORY_ARRAYS = ("ids", "task", "tau", "strength", "loss")
+
+
+def memory_digest(memory: dict) -> str:
+    """SHA-256 of the memory-strength arrays: equal digests, bit-identical memory states."""
+    h = hashlib.sha256()
+    for k in _MEMORY_ARRAYS:
+        a = np.ascontiguousarray(memory[k])
+        h.update(k.encode() + str(a.dtype).encode() + a.tobytes())
+    return h.hexdigest()
 
 
 def save_actor_state(directory: Path, state: dict) -> None:

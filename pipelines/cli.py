@@ -3,6 +3,7 @@
     mssr run configs/demo.yaml                       # the demo: 5 tasks, SmolLM2 + LoRA, MSSR, 2 workers
     mssr run configs/demo.yaml replay.strategy=none seed=1 --summary-json out/none.json
     mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
+    mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
@@ -25,7 +26,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.tracking_uri:
         cfg.mlflow.tracking_uri = args.tracking_uri
-    run_stream(cfg, dry_run=args.dry_run, summary_json=Path(args.summary_json) if args.summary_json else None)
+    run_stream(cfg, dry_run=args.dry_run, summary_json=Path(args.summary_json) if args.summary_json else None,
+               resume=args.resume)
     return 0
 
 
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. train.lr=3e-4")
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
     run.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
+    run.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
+                     help="continue an interrupted run from its last checkpoint (default: run.output_dir/run.name)")
     run.add_argument("--tracking-uri", metavar="URI",
                      help="MLflow tracking URI (same as mlflow.tracking_uri=URI; default: sqlite store in output dir)")
     run.set_defaults(func=_cmd_run)

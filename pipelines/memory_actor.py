@@ -6,7 +6,11 @@ have sent it, in rank order, so its state never depends on arrival timing. ``pla
 waits for every rank's observations of earlier steps, computes the plan once and answers
 the same plan to every rank.
 
-    actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True).remote(replay_cfg, seed, ...)
+If the actor process dies, Ray restarts it (``max_restarts=-1``) with a fresh state; the
+workers' next call fails, Ray Train restarts them from the last checkpoint, and rank 0
+loads the checkpointed state into the new actor, so the run continues from that snapshot.
+
+    actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True, max_restarts=-1).remote(...)
     plan = ray.get(actor.plan.remote(step))        # {"replay": [ids], "probe": [ids]}
     actor.observe.remote(step, rank, StepObservation(new_ids, new_losses, ...))
 """
@@ -14,6 +18,7 @@ the same plan to every rank.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import ray
@@ -82,7 +87,12 @@ class MemoryActor:
                 "bookkeeping_seconds": self.bookkeeping_seconds, "clock": self.planner.now,
                 "mean_retention": self.planner.memory.mean_retention(self.planner.now)}
 
-    def state_dict(self) -> dict:
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def state_dict(self, step: int) -> dict:
+        """The state after every step before ``step`` has been applied."""
+        await self._wait_applied(step - 1)
         return {"planner": self.planner.state_dict(), "applied_through": self.applied_through,
                 "started": sorted(self.started), "ended": self.ended}
 

@@ -132,18 +132,49 @@ def format_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
+def _resume_dir(cfg: Config, resume: str) -> Path:
+    """The run directory to resume, checked: it exists, is unfinished, and was started with
+    this config (keys under ``run`` aside)."""
+    if resume:
+        run_dir = Path(resume).resolve()
+    elif cfg.run.name:
+        run_dir = (Path(cfg.run.output_dir) / cfg.run.name).resolve()
+    else:
+        raise ConfigError("--resume: give the run directory (mssr run CONFIG --resume runs/NAME) or set run.name")
+    if not (run_dir / "run.json").is_file():
+        raise ConfigError(f"--resume: {run_dir} is not a run directory (no run.json)")
+    if (run_dir / "summary.json").exists():
+        raise ConfigError(f"--resume: {run_dir} already finished (summary.json exists)")
+    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    given = flatten(config_to_dict(cfg))
+    differ = [k for k in sorted(set(saved) | set(given)) if not k.startswith("run.") and saved.get(k) != given.get(k)]
+    if differ:
+        k = differ[0]
+        raise ConfigError(f"--resume: {run_dir} was started with a different config: {k} was {saved.get(k)!r}, "
+                          f"now {given.get(k)!r}" + (f" (and {len(differ) - 1} more keys)" if len(differ) > 1 else ""))
+    return run_dir
+
+
 def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print,
-               tags: Optional[dict] = None) -> dict:
+               tags: Optional[dict] = None, resume: Optional[str] = None) -> dict:
     """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream.
-    ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id)."""
+
+    ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id).
+    ``resume``: continue an interrupted run from its last checkpoint, in the same run
+    directory and the same MLflow run ("" for ``run.output_dir/run.name``, else the directory).
+    """
     _quiet_env()
     started = time.time()
     validate(cfg)
     output_dir = Path(cfg.run.output_dir)
-    name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = (output_dir / name).resolve()
-    if run_dir.exists():
-        raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name")
+    if resume is not None:
+        run_dir = _resume_dir(cfg, resume)
+    else:
+        name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = (output_dir / name).resolve()
+        if run_dir.exists():
+            raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name "
+                              f"(or continue it with --resume {run_dir})")
     tasks = load_stream(cfg.stream)
     tokenizer_path = resolve_model_path(cfg.model.name)
     if cfg.model.name != TINY_MODEL:
@@ -151,7 +182,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
 
     init_ray(cfg)
     from pipelines.data import mix_tasks, tokenise_tasks, write_tokens
-    from pipelines.tracking import fail_run, resolve_tracking_uri, start_run
+    from pipelines.tracking import fail_run, reopen_run, resolve_tracking_uri, start_run
 
     datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
     if build_strategy(cfg.replay.strategy, cfg.replay).mixes_tasks:
@@ -161,19 +192,26 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     if dry_run:
         return {"plan": plan}
 
-    # the input is valid: from here on, the run directory and the MLflow run exist
-    run_dir.mkdir(parents=True)
-    resolved = config_to_dict(cfg)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    write_tokens(datasets, run_dir)
-    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
-    run_id = start_run(uri, cfg.mlflow.experiment, name, flatten(resolved),
-                       tags={"strategy": cfg.replay.strategy, **(tags or {})})
-    log(f"run directory {run_dir}\nMLflow run {run_id} in {uri}")
+    if resume is not None:  # the same directory, checkpoints and MLflow run
+        record = json.loads((run_dir / "run.json").read_text())
+        uri, run_id = record["tracking_uri"], record["mlflow_run_id"]
+        reopen_run(uri, run_id)
+        log(f"resuming {run_dir}\nMLflow run {run_id} in {uri}")
+    else:  # the input is valid: from here on, the run directory and the MLflow run exist
+        run_dir.mkdir(parents=True)
+        resolved = config_to_dict(cfg)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        write_tokens(datasets, run_dir)
+        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
+        run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved),
+                           tags={"strategy": cfg.replay.strategy, **(tags or {})})
+        (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": uri}))
+        log(f"run directory {run_dir}\nMLflow run {run_id} in {uri}")
     try:
         summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log)
     except BaseException:
         fail_run(uri, run_id)
+        log(f"run stopped; continue it from its last checkpoint with: mssr run CONFIG --resume {run_dir}")
         raise
     if summary_json:
         Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +231,8 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     from pipelines.train_loop import train_loop
 
     actor_name = f"mssr-memory-{run_id}"
-    actor = MemoryActor.options(name=actor_name, get_if_exists=True).remote(
+    # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
+    actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
         cfg.replay, cfg.seed, cfg.train.num_workers, plan["new_samples"])
     loop_config = {
         "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
@@ -217,8 +256,15 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
         dataset_config=DataConfig(datasets_to_split="all"),
     )
-    trainer.fit()
+    try:
+        result = trainer.fit()
+    except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
+        raise KeyboardInterrupt from None
+    if result.error is not None:
+        raise result.error
     progress = json.loads((run_dir / "progress.json").read_text())
+    if progress["next_task"] < len(tasks):  # aborted (Ctrl-C) without an error
+        raise KeyboardInterrupt
     stats = ray.get(actor.stats.remote())
     ray.kill(actor)
 

@@ -63,6 +63,11 @@ def finish_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list
     client.set_terminated(run_id, status=status)
 
 
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark an interrupted run RUNNING again: a resumed run logs into the same MLflow run."""
+    _client(uri).update_run(run_id, status="RUNNING")
+
+
 def fail_run(uri: str, run_id: str) -> None:
     """Mark the run FAILED; what it logged so far stays."""
     _client(uri).set_terminated(run_id, status="FAILED")

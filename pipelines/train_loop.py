@@ -6,7 +6,14 @@ plan's probe, if any (a no-grad forward pass: the loss and accuracy triggers' ev
 add this rank's share of the replayed samples to the batch, compute per-sample losses from
 the one forward pass, step, and send the losses to the actor without waiting. At the task boundary: the task's
 reservoir joins the replay pool, every task's test split is evaluated (split across
-workers), one accuracy-matrix row is added, and a checkpoint is reported.
+workers), one accuracy-matrix row is added, and a checkpoint is reported; a checkpoint is
+also reported every ``train.checkpoint_every`` steps inside a task.
+
+After a failure Ray Train restarts every worker with the last checkpoint: the model,
+optimizer, LR schedule, RNG states, accuracy matrix and counters are restored, the memory
+actor is reset to the checkpointed state, and the current task's data is skipped up to the
+checkpointed position (the streaming split repeats the same order), so the run continues
+as if nothing had happened. ``restores.jsonl`` in the run directory records each restore.
 
 The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_loop``.
 """
@@ -15,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import tempfile
 import time
 import warnings
@@ -36,7 +45,7 @@ from mssr.replay import StepObservation
 from mssr.scoring import get_scorer
 from mssr.tasks import Example
 from mssr.tokenize import PromptEncoder, collate, encoder_options
-from pipelines.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.checkpoint import load_checkpoint, memory_digest, save_checkpoint
 from pipelines.data import read_pool, write_pool_part
 from pipelines.tracking import StepLogger
 
@@ -78,12 +87,13 @@ class Worker:
         self.opt, self.sched = build_optimizer(self.core, self.cfg.train, self.total_steps)
         self.actor = ray.get_actor(config["actor_name"])
         self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
-        plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
-        plan_path.parent.mkdir(parents=True, exist_ok=True)
-        self.plan_log = plan_path.open("a", buffering=1)  # one line per step, flushed per line
+        self.plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
+        self.plan_path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_worker_info()
         self.per_rank_batch = self.cfg.train.batch_size // self.world
         # progress, restored from the checkpoint when Ray Train restarts the workers
         self.next_task = 0
+        self.task_step = 0  # batches of task `next_task` already trained (a mid-task checkpoint)
         self.step = 0
         self.matrix: list[list[float]] = []
         self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0, "probe": 0.0}
@@ -96,9 +106,30 @@ class Worker:
         self.pool: dict[int, tuple[list[int], int]] = {}
 
     # -- checkpoints -----------------------------------------------------------------
+    def _write_worker_info(self) -> None:
+        """Where this rank runs (process id, Ray node): for failure drills and placement checks."""
+        info = {"rank": self.rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "hostname": socket.gethostname()}
+        if self.rank == 0:
+            info["actor_pid"] = ray.get(self.actor.pid.remote())
+        path = self.run_dir / "workers" / f"rank_{self.rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info))
+
+    def _open_plan_log(self) -> None:
+        """One line per step, flushed per line; steps at or after the restored step are dropped
+        (they are trained again)."""
+        kept = []
+        if self.plan_path.exists():
+            kept = [line for line in self.plan_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] < self.step]
+        self.plan_path.write_text("".join(line + "\n" for line in kept))
+        self.plan_log = self.plan_path.open("a", buffering=1)
+
     def restore(self) -> None:
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
+            self._open_plan_log()
             return
         with ckpt.as_directory() as d:
             trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
@@ -106,35 +137,46 @@ class Worker:
         self.opt.load_state_dict(trainer_state["optimizer"])
         self.sched.load_state_dict(trainer_state["scheduler"])
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
-        self.next_task, self.step = progress["next_task"], progress["step"]
+        self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
         self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
         self.step_seconds = progress["step_seconds"]
-        if self.rank == 0:  # roll the actor back to the checkpoint (it may have run ahead)
+        if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
+            restored = ray.get(self.actor.state_dict.remote(self.step))
+            record = {"step": self.step, "next_task": self.next_task, "task_step": self.task_step,
+                      "checkpoint": Path(ckpt.path).name,
+                      "memory_digest": memory_digest(restored["planner"]["memory"]),
+                      "checkpoint_memory_digest": memory_digest(actor_state["planner"]["memory"])}
+            with (self.run_dir / "restores.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
         _barrier()
+        self._open_plan_log()
         self.pool = read_pool(self.run_dir, self.next_task - 1)
-        self._say(f"resumed from checkpoint: next task {self.next_task + 1}, step {self.step}")
+        where = f"task {self.next_task + 1}" + (f", batch {self.task_step + 1}" if self.task_step else "")
+        self._say(f"resumed from checkpoint {Path(ckpt.path).name}: {where}, step {self.step}")
 
-    def checkpoint_and_report(self, task_index: int, metrics: dict) -> None:
+    def checkpoint_and_report(self, next_task: int, task_step: int, metrics: dict, name: str) -> None:
+        """Report a checkpoint (all ranks call this at the same step). ``next_task``/``task_step``:
+        where training continues from it."""
         rng_states = [None] * self.world
         if dist.is_initialized():
             dist.all_gather_object(rng_states, torch.get_rng_state())
         else:
             rng_states = [torch.get_rng_state()]
-        progress = {"next_task": task_index + 1, "step": self.step, "matrix": self.matrix, "tokens": self.tokens,
-                    "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
+        progress = {"next_task": next_task, "task_step": task_step, "step": self.step, "matrix": self.matrix,
+                    "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
                     "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks]}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
-                actor_state = ray.get(self.actor.state_dict.remote())
+                actor_state = ray.get(self.actor.state_dict.remote(self.step))
                 save_checkpoint(Path(tmp), trainable_state_dict(self.core),
                                 {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                                  "torch_rng": rng_states}, actor_state, progress)
                 (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"task_{task_index:02d}")
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self) -> list[float]:
@@ -208,12 +250,17 @@ class Worker:
 
     def train_task(self, k: int) -> None:
         task = self.tasks[k]
-        ray.get(self.actor.start_task.remote(k, self.step))
+        skip, self.task_step = self.task_step, 0  # batches already trained before a restore
+        ray.get(self.actor.start_task.remote(k, self.step - skip))  # idempotent: a restored actor knows it started
         shard = ray.train.get_dataset_shard(f"train_{k}")
         window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
         task_step = 0
+        every = self.cfg.train.checkpoint_every
         for _ in range(self.cfg.train.epochs_per_task):
             for batch in shard.iter_batches(batch_size=self.per_rank_batch, batch_format="numpy", prefetch_batches=2):
+                if task_step < skip:  # the same order as before the failure: skip what was trained
+                    task_step += 1
+                    continue
                 t0 = time.perf_counter()
                 loss, new_tok, replay_tok, replayed = self.train_step(batch)
                 self.step_seconds.append(round(time.perf_counter() - t0, 4))
@@ -228,6 +275,11 @@ class Worker:
                 task_step += 1
                 if self.step % self.cfg.train.log_every == 0:
                     self._log_window(k, task, task_step, window)
+                if every and self.step % every == 0 and task_step < task["steps"]:
+                    if window["n"]:
+                        self._log_window(k, task, task_step, window)
+                    self.checkpoint_and_report(k, task_step, {"task_index": k, "step": self.step},
+                                               name=f"step_{self.step:06d}")
         if window["n"]:
             self._log_window(k, task, task_step, window)
 
@@ -283,7 +335,8 @@ class Worker:
                               "replay/samples": stats["replay_samples"], "replay/events": stats["replay_events"],
                               "replay/pool_size": stats["pool_size"]}, step=k + 1)
                 self.log.flush()
-            self.checkpoint_and_report(k, {"task_index": k, "ap_so_far": float(np.mean(row[:k + 1]))})
+            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "ap_so_far": float(np.mean(row[:k + 1]))},
+                                       name=f"task_{k:02d}")
 
 
 def _quiet_worker() -> None:

@@ -9,7 +9,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipelines.compare import aggregate, format_markdown
-from tests.test_e2e import ROOT, run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def _row(strategy, seed, ap, step=0.1):

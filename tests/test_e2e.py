@@ -1,30 +1,11 @@
 """End to end: the real ``mssr`` command, real Ray (2 workers), the tiny model, a real MLflow store."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MSSR = [sys.executable, "-m", "pipelines.cli"]
-
-
-def run_cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([*MSSR, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e")
-    proc = run_cli("run", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "run.name=tiny",
-                   "--summary-json", str(out / "summary.json"), cwd=out)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, json.loads((out / "summary.json").read_text()), proc.stdout
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.mark.e2e

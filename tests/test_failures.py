@@ -1,0 +1,115 @@
+"""It keeps going: a worker killed with SIGKILL, the memory actor killed, the driver
+interrupted and resumed. Each run must finish with the same accuracy matrix as the
+uninterrupted run of the same config and seed (``tiny_run``), in one MLflow run."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_cli, start_cli
+
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def _last_step(run_dir, rank=0) -> int:
+    path = run_dir / "plans" / f"rank_{rank}.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1])["step"] if lines else -1
+
+
+def _wait_until(condition, proc, what: str, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _mlflow_runs(out, name):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mssr")
+    return client.search_runs(exp.experiment_id, f"attributes.run_name = '{name}'")
+
+
+def _check_finished_like_uninterrupted(out, name, tiny_run):
+    summary = json.loads((out / name / "summary.json").read_text())
+    reference = tiny_run[1]
+    assert summary["accuracy_matrix"] == reference["accuracy_matrix"]
+    assert summary["replay_samples"] == reference["replay_samples"]
+    runs = _mlflow_runs(out, name)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["ap"] == pytest.approx(reference["ap"])
+    return summary
+
+
+def _check_restores(run_dir, expected: int):
+    restores = [json.loads(line) for line in (run_dir / "restores.jsonl").read_text().splitlines()]
+    assert len(restores) == expected
+    for r in restores:  # the actor's state after the restore is the checkpoint's, bit for bit
+        assert r["memory_digest"] == r["checkpoint_memory_digest"]
+    return restores
+
+
+@pytest.mark.e2e
+def test_worker_killed_mid_task_resumes_from_the_checkpoint(tiny_run, tmp_path):
+    proc = start_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=kill", "train.checkpoint_every=6",
+                     cwd=tmp_path, log_path=tmp_path / "log.txt")
+    run_dir = tmp_path / "kill"
+    _wait_until(lambda: _last_step(run_dir, 1) >= 14, proc, "step 14")  # task 2 (8 steps a task), after step 12's checkpoint
+    pid = json.loads((run_dir / "workers" / "rank_1.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    restores = _check_restores(run_dir, 1)
+    assert restores[0]["step"] >= 12 and restores[0]["checkpoint"] in ("step_000012", "task_01")
+    assert "resumed from checkpoint" in (tmp_path / "log.txt").read_text()
+    _check_finished_like_uninterrupted(tmp_path, "kill", tiny_run)
+
+
+@pytest.mark.e2e
+def test_memory_actor_killed_is_recreated_from_the_snapshot(tiny_run, tmp_path):
+    proc = start_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=actor", "train.checkpoint_every=6",
+                     cwd=tmp_path, log_path=tmp_path / "log.txt")
+    run_dir = tmp_path / "actor"
+    _wait_until(lambda: _last_step(run_dir, 0) >= 20, proc, "step 20")
+    actor_pid = json.loads((run_dir / "workers" / "rank_0.json").read_text())["actor_pid"]
+    os.kill(actor_pid, signal.SIGKILL)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    _check_restores(run_dir, 1)
+    new_pid = json.loads((run_dir / "workers" / "rank_0.json").read_text())["actor_pid"]
+    assert new_pid != actor_pid  # a new actor process, loaded with the checkpointed state
+    _check_finished_like_uninterrupted(tmp_path, "actor", tiny_run)
+
+
+@pytest.mark.e2e
+def test_interrupted_run_resumes_into_the_same_run(tiny_run, tmp_path):
+    proc = start_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=intr", cwd=tmp_path,
+                     log_path=tmp_path / "log.txt")
+    run_dir = tmp_path / "intr"
+    progress = run_dir / "progress.json"
+    _wait_until(lambda: progress.exists() and json.loads(progress.read_text())["next_task"] >= 2, proc,
+                "the checkpoint after task 2")
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(timeout=120) == 130
+    assert "--resume" in (tmp_path / "log.txt").read_text()
+    assert not (run_dir / "summary.json").exists()
+    assert _mlflow_runs(tmp_path, "intr")[0].info.status == "FAILED"
+
+    again = run_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=intr", "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resumed from checkpoint" in again.stdout
+    _check_finished_like_uninterrupted(tmp_path, "intr", tiny_run)
+
+
+def test_resume_refuses_a_changed_config_or_a_missing_run(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text("{}")
+    (tmp_path / "r" / "config.yaml").write_text("seed: 0\n")
+    proc = run_cli("run", TINY, f"run.output_dir={tmp_path}", "--resume", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 2 and "was started with a different config" in proc.stderr
+    proc = run_cli("run", TINY, f"run.output_dir={tmp_path}", "--resume", str(tmp_path / "nope"), cwd=tmp_path)
+    assert proc.returncode == 2 and "is not a run directory" in proc.stderr
