@@ -55,7 +55,10 @@ class StreamConfig(_Strict):
     train_size: int = Field(256, gt=0)  # rows per task for the built-in stream (and cap for user tasks)
     test_size: int = Field(40, gt=0)  # test rows per task: ±8% standard error on a score near 0.5
     data_seed: int = 1234  # fixes the built-in stream's generated data, independent of the run seed
-    max_length: int = Field(192, gt=8)  # tokens per sample; longer rows are rejected up front
+    max_length: int = Field(192, gt=8)  # tokens per sample (prompt + answer + end-of-sequence)
+    # a longer row: "reject" stops before training naming file:line; "truncate" cuts its prompt
+    # from the left and counts it (rejecting is the default: silent truncation hides data bugs)
+    too_long: Literal["reject", "truncate"] = "reject"
     prompt_format: Literal["chat", "plain"] = "chat"  # instruct models expect their chat template
     # chat only: "" sends an empty system turn; null keeps the template's default system prompt
     # (SmolLM2's costs ~17 tokens per sample, a third of a short sample, and teaches nothing)

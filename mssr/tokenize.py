@@ -47,6 +47,19 @@ class PromptEncoder:
         return {"input_ids": ids, "prompt_len": [len(p) for p in p_ids]}
 
 
+def truncate_prompt(ids: Sequence[int], prompt_len: int, max_length: int) -> tuple[list[int], int] | None:
+    """Fit a sample into ``max_length`` tokens by cutting its prompt from the left (the answer
+    and end-of-sequence token are what is learned, so they are kept whole). None when the
+    answer alone leaves no room for at least one prompt token."""
+    ids = list(ids)
+    if len(ids) <= max_length:
+        return ids, prompt_len
+    cut = len(ids) - max_length
+    if cut >= prompt_len:
+        return None
+    return ids[cut:], prompt_len - cut
+
+
 def collate(input_ids: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest row; labels mask the prompt and the padding."""
     n, width = len(input_ids), max(len(r) for r in input_ids)

@@ -5,6 +5,7 @@
     mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
     mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
+    mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
 User errors (bad config, bad data, missing model) print one line and exit with code 2.
@@ -46,6 +47,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate_data(args: argparse.Namespace) -> int:
+    import json
+
+    from transformers import AutoTokenizer
+
+    from mssr.config import load_config
+    from mssr.data_report import describe_stream, format_report
+    from mssr.models import resolve_model_path
+    from mssr.tasks import load_stream
+    from mssr.tokenize import PromptEncoder, encoder_options
+
+    cfg = load_config(args.config, args.overrides)
+    tasks = load_stream(cfg.stream)  # invalid rows: exit 2 with file:line
+    encoder = PromptEncoder(AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name)),
+                            **encoder_options(cfg.stream))
+    report = describe_stream(tasks, encoder, cfg.stream.max_length)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 1 if args.strict and report["warnings"] else 0
+
+
 def _cmd_prepare_model(args: argparse.Namespace) -> int:
     from mssr.models import prepare_default_model
 
@@ -81,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
+
+    val = sub.add_parser("validate-data", help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
+                         description="Validate every row of the config's stream (exit 2 on a bad row) and report "
+                                     "counts per task and split, exact duplicates, train/test leakage, prompts shared "
+                                     "across tasks, token lengths and label balance.")
+    val.add_argument("config", help="YAML config whose `stream` (and `model`, for the tokenizer) is checked")
+    val.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    val.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    val.add_argument("--strict", action="store_true", help="exit with code 1 when there are warnings")
+    val.set_defaults(func=_cmd_validate_data)
 
     prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")

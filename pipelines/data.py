@@ -41,18 +41,30 @@ def _tokenizer(tokenizer_path: str):
     return AutoTokenizer.from_pretrained(tokenizer_path)
 
 
-def tokenize_batch(batch: dict, tokenizer_path: str, options: dict) -> pa.Table:
-    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length."""
-    from mssr.tokenize import PromptEncoder
+def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to: int | None = None) -> pa.Table:
+    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, original_length,
+    truncated. With ``truncate_to``, longer rows have their prompt cut from the left; a row
+    whose answer alone does not fit keeps its full length (and is refused by the caller)."""
+    from mssr.tokenize import PromptEncoder, truncate_prompt
 
     encoder = PromptEncoder(_tokenizer(tokenizer_path), **options)
     enc = encoder.encode_many(list(batch["prompt"]), list(batch["answer"]))
+    lengths = [len(r) for r in enc["input_ids"]]
+    truncated = [False] * len(lengths)
+    if truncate_to is not None:
+        for i, (ids, plen) in enumerate(zip(enc["input_ids"], enc["prompt_len"])):
+            fitted = truncate_prompt(ids, plen, truncate_to) if len(ids) > truncate_to else None
+            if fitted is not None:
+                enc["input_ids"][i], enc["prompt_len"][i] = fitted
+                truncated[i] = True
     return pa.table({
         "sample_id": pa.array(batch["sample_id"], type=pa.int64()),
         "source_row": pa.array(batch["source_row"], type=pa.int64()),
         "input_ids": pa.array(enc["input_ids"], type=pa.list_(pa.int64())),
         "prompt_len": pa.array(enc["prompt_len"], type=pa.int64()),
         "length": pa.array([len(r) for r in enc["input_ids"]], type=pa.int64()),
+        "original_length": pa.array(lengths, type=pa.int64()),
+        "truncated": pa.array(truncated, type=pa.bool_()),
     })
 
 
@@ -68,28 +80,33 @@ def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
 
 
 def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
-    """Tokenise every task's train split with Ray Data (materialised) and reject over-long rows.
+    """Tokenise every task's train split with Ray Data (materialised); over-long rows are
+    refused or, with ``stream.too_long: truncate``, cut to fit and counted.
 
-    Returns the datasets and per-task token statistics ``{"rows", "tokens", "max_length"}``.
+    Returns the datasets and per-task statistics ``{"rows", "tokens", "max_length", "truncated"}``.
     """
     from mssr.tokenize import encoder_options
 
     options, max_length = encoder_options(stream_cfg), stream_cfg.max_length
+    truncate_to = max_length if stream_cfg.too_long == "truncate" else None
     datasets, stats = [], []
     for k, task in enumerate(tasks):
         ds = ray.data.from_arrow(_rows_table(k, task, seed)).map_batches(
-            tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options),
+            tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options, truncate_to=truncate_to),
             batch_format="numpy", batch_size=256,
         ).materialize()
-        lengths = ds.select_columns(["source_row", "length"]).to_arrow_refs()
+        lengths = ds.select_columns(["source_row", "length", "truncated"]).to_arrow_refs()
         table = pa.concat_tables(ray.get(lengths))
         length = table.column("length").to_numpy()
         if length.max() > max_length:
             bad = int(np.argmax(length > max_length))
+            hint = ("its answer alone does not fit" if truncate_to else
+                    "shorten the row, raise max_length, or set stream.too_long=truncate")
             raise DataError(f"{task.train_file}:{table.column('source_row')[bad].as_py()}: {int(length[bad])} tokens, "
-                            f"more than stream.max_length={max_length}; shorten the row or raise max_length")
+                            f"more than stream.max_length={max_length}; {hint}")
         datasets.append(ds)
-        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max())})
+        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max()),
+                      "truncated": int(table.column("truncated").to_numpy().sum())})
     return datasets, stats
 
 
@@ -105,7 +122,8 @@ def mix_tasks(datasets: Sequence[ray.data.Dataset], seed: int) -> tuple[list[ray
         start += table.num_rows
         length = part.column("length").to_numpy()
         segments.append(ray.data.from_arrow([part.slice(i, 256) for i in range(0, part.num_rows, 256)]))
-        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max())})
+        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max()),
+                      "truncated": int(part.column("truncated").to_numpy().sum())})
     return segments, stats
 
 

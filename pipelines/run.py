@@ -99,7 +99,7 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
         steps = cfg.train.epochs_per_task * math.ceil((usable // world) / per_rank)
         rows.append({"name": t.name, "train": len(t.train), "used": usable, "test": len(t.test), "scorer": t.scorer,
                      "steps": steps, "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
-                     "max_tokens": s["max_length"]})
+                     "max_tokens": s["max_length"], "truncated": s["truncated"]})
     new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
     budget = cfg.replay.budget
     resolved_budget = resolve_budget(budget, new_samples)
@@ -126,6 +126,9 @@ def format_plan(plan: dict) -> str:
         lines.append(f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
                      f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}")
     lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
+    truncated = [f"{r['name']} {r['truncated']}" for r in plan["tasks"] if r["truncated"]]
+    if truncated:
+        lines.append(f"rows truncated to stream.max_length (prompt cut from the left): {', '.join(truncated)}")
     if plan["mixes_tasks"]:
         lines.append("joint: every task's rows are shuffled together and trained in segments of these sizes; "
                      "row k of the matrix is after segment k")

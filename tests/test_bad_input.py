@@ -1,0 +1,84 @@
+"""Every kind of bad input is refused before training: one line naming the file, line or key
+and what was expected, exit code 2, no traceback, no run directory and no MLflow store."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+GOOD = json.dumps({"prompt": "2+2?", "answer": "4"}) + "\n"
+TASK = "    - {{name: {name}, train: {train}, test: test.jsonl, scorer: {scorer}}}\n"
+
+
+def _setup(tmp_path, train: bytes | str = GOOD * 4, tasks=(("a", "train.jsonl", "exact_match"),), extra=""):
+    (tmp_path / "train.jsonl").write_bytes(train if isinstance(train, bytes) else train.encode())
+    (tmp_path / "test.jsonl").write_text(GOOD)
+    body = "".join(TASK.format(name=n, train=t, scorer=s) for n, t, s in tasks)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {{name: tiny}}\nstream:\n  tasks:\n{body}{extra}run: {{output_dir: {tmp_path / 'out'}}}\n"
+                   "train: {num_workers: 1, batch_size: 2}\n")
+    return cfg
+
+
+CASES = {
+    "malformed JSON line": (dict(train=GOOD + '{"prompt": "x", "answer": \n'), [], "train.jsonl:2: malformed JSON"),
+    "missing prompt": (dict(train=GOOD + json.dumps({"answer": "4"}) + "\n"), [], "train.jsonl:2: missing field 'prompt'"),
+    "empty answer": (dict(train=GOOD + json.dumps({"prompt": "q", "answer": " "}) + "\n"), [],
+                     "train.jsonl:2: field 'answer' is empty"),
+    "empty task": (dict(train=""), [], "train.jsonl: no rows"),
+    "non-UTF-8 file": (dict(train=GOOD.encode() + b'{"prompt": "caf\xe9", "answer": "x"}\n'), [], "not UTF-8"),
+    "duplicate task names": (dict(tasks=(("a", "train.jsonl", "exact_match"), ("a", "train.jsonl", "exact_match"))),
+                             [], "duplicate task name 'a'"),
+    "unknown scorer": (dict(tasks=(("a", "train.jsonl", "exact_mach"),)), [], "did you mean 'exact_match'"),
+    "unknown strategy": ({}, ["replay.strategy=fixd"], "unknown strategy 'fixd'; did you mean 'fixed'"),
+    "unknown config key": ({}, ["train.lr_schedul=cosine"], "did you mean 'lr_schedule'"),
+    "wrong type": ({}, ["train.lr=fast"], "train.lr"),
+    "zero interval": ({}, ["replay.fixed.interval=0"], "replay.fixed.interval"),
+    "negative decay": ({}, ["replay.mssr.decay=-0.1"], "replay.mssr.decay"),
+    "zero budget": ({}, ["replay.budget=0"], "budget: must be positive"),
+    "budget below one replay event": ({}, ["replay.budget=2"], "fewer than one replay event"),
+    "missing model path": ({}, ["model.name=/no/such/model"], "neither a local folder nor a hub id"),
+    "hub id while offline": ({}, ["model.name=some-org/some-model"], "not available"),
+    "sequence longer than max_length": (dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
+                                        [], "train.jsonl:2: "),
+    "answer too long even truncated": (dict(train=GOOD + json.dumps({"prompt": "q", "answer": "w " * 400}) + "\n"),
+                                       ["stream.too_long=truncate"], "its answer alone does not fit"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_up_front(tmp_path, case):
+    setup, overrides, fragment = CASES[case]
+    cfg = _setup(tmp_path, **setup)
+    proc = run_cli("run", str(cfg), *overrides, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncation_cuts_and_counts_instead_of_refusing(tmp_path):
+    cfg = _setup(tmp_path, train=GOOD * 3 + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n")
+    proc = run_cli("run", str(cfg), "stream.too_long=truncate", "--dry-run", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rows truncated to stream.max_length (prompt cut from the left): a 1" in proc.stdout
+
+
+def test_validate_data_reports_duplicates_leakage_lengths_and_labels(tmp_path):
+    train = GOOD * 3 + json.dumps({"prompt": "3+3?", "answer": "6"}) + "\n"  # 2 duplicates; test leaks "2+2?"
+    cfg = _setup(tmp_path, train=train, tasks=(("a", "train.jsonl", "exact_match"), ("b", "train.jsonl", "exact_match")))
+    proc = run_cli("validate-data", str(cfg), "--json", str(tmp_path / "r.json"), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    a = report["tasks"][0]
+    assert a["rows"] == {"train": 4, "test": 1, "validation": 0}
+    assert a["duplicates"]["train"] == 2 and a["train_test_leaks"] == 1 and a["prompts_shared_with_other_tasks"] == 2
+    assert a["labels"] == {"4": 0.75, "6": 0.25} and a["tokens"]["max"] >= a["tokens"]["min"] > 2
+    for text in ("train/test leakage", "also appear in other tasks", "unbalanced labels", "exact duplicate rows"):
+        assert text in proc.stdout
+    strict = run_cli("validate-data", str(cfg), "--strict", cwd=tmp_path, timeout=300)
+    assert strict.returncode == 1
+    bad = _setup(tmp_path, train=GOOD + "{oops\n")
+    proc = run_cli("validate-data", str(bad), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "train.jsonl:2: malformed JSON" in proc.stderr
