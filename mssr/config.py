@@ -9,6 +9,7 @@ nearest valid key; wrong types and out-of-range values name the dotted key.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -169,6 +170,14 @@ class MlflowConfig(_Strict):
     # null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir
     tracking_uri: Optional[str] = None
     experiment: str = "mssr"  # one experiment collects comparable runs
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> "MlflowConfig":
+        # the config is logged as run params: a password in it would be stored in plain text
+        if self.tracking_uri and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", self.tracking_uri):
+            raise ValueError("tracking_uri: remove the credentials from the URI; MLflow reads them from "
+                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+        return self
 
 
 class RunConfig(_Strict):

@@ -185,7 +185,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
 
     init_ray(cfg)
     from pipelines.data import mix_tasks, tokenise_tasks, write_tokens
-    from pipelines.tracking import fail_run, reopen_run, resolve_tracking_uri, start_run
+    from pipelines.tracking import fail_run, redact, reopen_run, resolve_tracking_uri, start_run
 
     datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
     if build_strategy(cfg.replay.strategy, cfg.replay).mixes_tasks:
@@ -197,9 +197,12 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
 
     if resume is not None:  # the same directory, checkpoints and MLflow run
         record = json.loads((run_dir / "run.json").read_text())
-        uri, run_id = record["tracking_uri"], record["mlflow_run_id"]
+        uri, run_id = resolve_tracking_uri(cfg.mlflow.tracking_uri, run_dir.parent), record["mlflow_run_id"]
+        if redact(uri) != record["tracking_uri"]:
+            raise ConfigError(f"--resume: the run logs to {record['tracking_uri']}, but this config and "
+                              f"environment give {redact(uri)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI")
         reopen_run(uri, run_id)
-        log(f"resuming {run_dir}\nMLflow run {run_id} in {uri}")
+        log(f"resuming {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     else:  # the input is valid: from here on, the run directory and the MLflow run exist
         run_dir.mkdir(parents=True)
         resolved = config_to_dict(cfg)
@@ -208,8 +211,8 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
         run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved),
                            tags={"strategy": cfg.replay.strategy, **(tags or {})})
-        (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": uri}))
-        log(f"run directory {run_dir}\nMLflow run {run_id} in {uri}")
+        (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
+        log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     try:
         summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log)
     except BaseException:

@@ -12,6 +12,7 @@ workers. Credentials come only from the environment (MLflow reads ``MLFLOW_TRACK
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,11 @@ def resolve_tracking_uri(configured: Optional[str], output_dir: Path) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+
+
+def redact(uri: str) -> str:
+    """The URI without any ``user:password@`` part, for console lines and files."""
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1***@", uri)
 
 
 def _client(uri: str):

@@ -40,6 +40,8 @@ CASES = {
     "budget below one replay event": ({}, ["replay.budget=2"], "fewer than one replay event"),
     "missing model path": ({}, ["model.name=/no/such/model"], "neither a local folder nor a hub id"),
     "hub id while offline": ({}, ["model.name=some-org/some-model"], "not available"),
+    "credentials in the tracking URI": ({}, ["mlflow.tracking_uri=https://me:secret@mlflow.example.com"],
+                                        "remove the credentials from the URI"),
     "sequence longer than max_length": (dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
                                         [], "train.jsonl:2: "),
     "answer too long even truncated": (dict(train=GOOD + json.dumps({"prompt": "q", "answer": "w " * 400}) + "\n"),
