@@ -346,6 +346,12 @@ def _quiet_worker() -> None:
     import transformers
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # the "Reporting training result" line comes from a logger named after its file path
+        from ray.train.v2._internal.execution import context as train_context
+
+        train_context.logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):  # another Ray layout: keep the line
+        pass
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
