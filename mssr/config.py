@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mssr.errors import ConfigError
 
@@ -84,15 +84,67 @@ class TrainConfig(_Strict):
     batch_size: int = Field(8, gt=0)  # new samples per optimizer step, summed over workers
     epochs_per_task: int = Field(1, gt=0)  # one pass: the continual setting sees each sample once
     lr: float = Field(1e-3, gt=0)  # a high LoRA rate: tasks must be learned in a few dozen steps
+    # adamw, adam, sgd, rmsprop, radam, nadam, adafactor, lamb, adabound (mssr/optim.py) or
+    # "package.module:Class"; AdamW is the standard for both LoRA and full fine-tuning
+    optimizer: str = "adamw"
+    # Adam family only; null: the optimizer's own (0.9, 0.999), the usual fine-tuning betas
+    betas: Optional[tuple[float, float]] = None
+    # sgd and rmsprop only; null: 0.9 for sgd (plain SGD crawls on transformer losses), 0 for rmsprop
+    momentum: Optional[float] = Field(None, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)  # LoRA adapters start at zero; decay would pull them back
-    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # a stream has no known end
+    # constant: a stream has no known end; linear/cosine reach 0 at the last step;
+    # cosine_restarts: a cosine decay every `restart_every` steps, back to the full rate after each
+    lr_schedule: Literal["constant", "linear", "cosine", "cosine_restarts"] = "constant"
     warmup_steps: int = Field(0, ge=0)  # Adam on LoRA is stable from the first step
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)  # warmup as a fraction of all steps, instead of warmup_steps
+    restart_every: int = Field(32, gt=0)  # cosine_restarts: steps per cycle; 32 is one task of the demo stream
+    # each step's batch in this many forward/backward chunks, one optimizer step: the same
+    # gradients with a fraction of the activation memory; 1: the step's batch fits at once
+    grad_accum_steps: int = Field(1, gt=0)
+    gradient_checkpointing: bool = False  # recomputing activations costs ~30% more time; for when memory is short
+    autocast: Literal["none", "bf16"] = "none"  # exact fp32 by default; bf16 is faster where the hardware has it
     grad_clip: float = Field(1.0, ge=0)  # 0 disables; 1.0 guards against loss spikes at task switches
     log_every: int = Field(5, gt=0)  # steps between progress lines and MLflow step metrics
     max_failures: int = Field(1, ge=0)  # worker crashes survived by restarting from the last checkpoint
     # steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a
     # second for a LoRA adapter, and a crash then redoes at most this many steps
     checkpoint_every: int = Field(25, ge=0)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        from mssr.optim import OPTIMIZERS  # torch, only when a config is validated
+
+        if ":" not in name:  # an import path is resolved when the optimizer is built
+            try:
+                OPTIMIZERS.get(name)
+            except ConfigError as e:  # names the nearest known optimizer
+                raise ValueError(str(e)) from None
+        return name
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+        if betas is not None and not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("each beta must be in [0, 1)")
+        return betas
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        from mssr.optim import USES_BETAS, USES_MOMENTUM
+
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("warmup_steps and warmup_ratio are both set; give one of them")
+        if self.momentum is not None and self.optimizer not in USES_MOMENTUM:
+            raise ValueError(f"momentum: only {' and '.join(USES_MOMENTUM)} use it, not {self.optimizer!r}"
+                             + ("; set betas instead" if self.optimizer in USES_BETAS else ""))
+        if self.betas is not None and self.optimizer not in USES_BETAS:
+            raise ValueError(f"betas: only {', '.join(USES_BETAS)} use them, not {self.optimizer!r}")
+        per_worker = self.batch_size // self.num_workers
+        if self.grad_accum_steps > max(1, per_worker):
+            raise ValueError(f"grad_accum_steps: {self.grad_accum_steps} chunks need at least as many samples "
+                             f"per worker and step (batch_size // num_workers = {per_worker})")
+        return self
 
 
 class EvalConfig(_Strict):

@@ -126,8 +126,11 @@ def load_tokenizer(model_cfg):
     return tok
 
 
-def load_model(model_cfg, seed: int = 0):
-    """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning)."""
+def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
+    """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning).
+
+        model, tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    """
     from transformers import AutoModelForCausalLM
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model_cfg.dtype]
@@ -155,7 +158,28 @@ def load_model(model_cfg, seed: int = 0):
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model, tok
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them:
+    only the layers' inputs stay in memory (plus one layer's activations at a time), for about
+    one extra forward pass per step.
+
+    Non-reentrant checkpointing (``use_reentrant=False``, what PyTorch recommends). Only in
+    training mode: evaluation and generation run as before. For LoRA the frozen input
+    embeddings' output is made to require grad, so gradients reach the adapters through the
+    recomputed layers.
+    """
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    try:
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    except ValueError as e:
+        raise ModelError(f"train.gradient_checkpointing: {e}".splitlines()[0]) from None
+    if hasattr(model, "peft_config") and not getattr(base, "_require_grads_hooks", None):
+        base.enable_input_require_grads()  # transformers already does this for text models
 
 
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:
