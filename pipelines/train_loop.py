@@ -40,7 +40,7 @@ from mssr.config import Config
 from mssr.evaluation import evaluate_examples
 from mssr.losses import answer_reproduced, per_sample_loss
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
-from mssr.optim import build_optimizer
+from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer
 from mssr.replay import StepObservation
 from mssr.scoring import get_scorer
 from mssr.tasks import Example
@@ -79,7 +79,8 @@ class Worker:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         torch.set_num_threads(max(1, int(round(self.cfg.train.cpus_per_worker))))
         self.device = ray.train.torch.get_device()
-        model, self.tok = load_model(self.cfg.model, seed=self.cfg.seed)
+        model, self.tok = load_model(self.cfg.model, seed=self.cfg.seed,
+                                     gradient_checkpointing=self.cfg.train.gradient_checkpointing)
         self.model = ray.train.torch.prepare_model(model)
         self.core = self.model.module if hasattr(self.model, "module") else self.model
         torch.manual_seed(self.cfg.seed * 1000 + self.rank)
@@ -209,7 +210,8 @@ class Worker:
         t = time.perf_counter()
         self.core.eval()
         b = self._pool_batch(ids)
-        logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        with autocast_context(self.cfg.train, self.device.type):
+            logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         losses = per_sample_loss(logits, b["labels"]).float().cpu().tolist()
         correct = answer_reproduced(logits, b["labels"]).cpu().tolist()
         self.core.train()
@@ -227,10 +229,19 @@ class Worker:
         new_ids = [int(i) for i in batch["sample_id"]]
         rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
         plens = [int(p) for p in batch["prompt_len"]] + [self.pool[i][1] for i in mine]
-        b = {k: v.to(self.device) for k, v in collate(rows, plens, self.tok.pad_token_id).items()}
-        logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        losses = per_sample_loss(logits, b["labels"])
-        losses.mean().backward()
+        real_tokens = []
+
+        def chunk_losses(start: int, stop: int) -> torch.Tensor:  # forward of rows[start:stop]
+            b = {k: v.to(self.device) for k, v in
+                 collate(rows[start:stop], plens[start:stop], self.tok.pad_token_id).items()}
+            with autocast_context(self.cfg.train, self.device.type):
+                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            real_tokens.append(b["attention_mask"].sum(dim=1).cpu())
+            return per_sample_loss(logits, b["labels"])
+
+        # the mean loss of all rows, backpropagated in train.grad_accum_steps chunks (1: one chunk, as before)
+        losses = backward_in_micro_batches(chunk_losses, len(rows), self.cfg.train.grad_accum_steps,
+                                           no_sync=getattr(self.model, "no_sync", None))
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
         before = [p.detach().clone() for p in self.trainable] if self.needs_update_norm else None
@@ -240,12 +251,12 @@ class Worker:
         update_norm = 0.0
         if before is not None:  # the replay clock's "model time": how far this step moved the weights
             update_norm = float(torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before))))
-        values = losses.detach().float().cpu().numpy()
+        values = losses.float().cpu().numpy()
         n_new = len(new_ids)
         self.actor.observe.remote(self.step, self.rank, StepObservation(
             new_ids, values[:n_new].tolist(), mine, values[n_new:].tolist(),
             probe_ids, probe_losses, probe_correct, update_norm))
-        real_tokens = b["attention_mask"].sum(dim=1).cpu().numpy()
+        real_tokens = torch.cat(real_tokens).numpy()
         return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan["replay"])
 
     def train_task(self, k: int) -> None:
