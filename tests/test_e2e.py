@@ -33,7 +33,7 @@ def test_every_rank_saw_the_same_replay_plan(tiny_run):
     seqs = [[json.loads(line) for line in p.read_text().splitlines()] for p in ranks]
     assert seqs[0] == seqs[1]
     assert [p["step"] for p in seqs[0]] == list(range(len(seqs[0])))
-    assert sum(len(p["ids"]) for p in seqs[0]) == s["replay_samples"]
+    assert sum(len(p["replay"]) for p in seqs[0]) == s["replay_samples"]
 
 
 @pytest.mark.e2e
