@@ -75,7 +75,7 @@ class MemoryState:
         return np.exp(-np.clip((now - tau) / s, 0, 80))
 
     def mean_retention(self, now: float) -> float:
-        return float(self.retention(now, dtype=np.float32).mean(dtype=np.float64)) if len(self) else 1.0
+        return float(self.retention(now).mean()) if len(self) else 1.0
 
     def update(self, ids, losses, now: float) -> None:
         """Spacing-effect update after the samples ``ids`` were replayed with ``losses``."""

@@ -208,7 +208,7 @@ def backward_in_micro_batches(loss_fn: Callable[[int, int], torch.Tensor], n_row
         last = i == chunks - 1
         with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
             losses = loss_fn(bounds[i], bounds[i + 1])
-            (losses.sum() / n_rows).backward()
+            (losses.mean() if chunks == 1 else losses.sum() / n_rows).backward()
         out.append(losses.detach())
     return torch.cat(out)
 

@@ -40,16 +40,28 @@ def _draw_with_replacement(weights: np.ndarray, k: int, rng: np.random.Generator
     return out
 
 
+LARGE_POOL = 4096  # from this many samples on, successive sampling over block sums beats Gumbel-top-k
+
+
+def _gumbel_top_k(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    keys = np.log(weights) + rng.gumbel(size=weights.size)
+    top = np.argpartition(-keys, n - 1)[:n] if n < weights.size else np.arange(weights.size)
+    return top[np.argsort(-keys[top], kind="stable")]
+
+
 def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Positions drawn without replacement with probability proportional to ``weights``.
 
-    Successive sampling: draw with replacement and drop repeats (rejecting a repeat is the
-    same as drawing from the weights that remain). A draw of n from N costs one pass of block
-    sums plus O(n * 1024), not O(N) random numbers. When a few positions hold nearly all the
-    weight, repeats keep coming; after a few rounds the rest is drawn with Gumbel-top-k over
-    the remaining positions (the same distribution).
+    Small pools: Gumbel-top-k, one vectorised pass. Large pools (``LARGE_POOL`` samples or
+    more), where drawing N Gumbel numbers dominates: successive sampling, i.e. draw with
+    replacement and drop repeats (rejecting a repeat is the same as drawing from the weights
+    that remain), which costs one pass of block sums plus O(n * 1024). When a few positions
+    hold nearly all the weight, repeats keep coming; after a few rounds the rest is drawn with
+    Gumbel-top-k over the remaining positions. Both give the same distribution.
     """
     n = min(n, weights.size)
+    if weights.size < LARGE_POOL:
+        return _gumbel_top_k(weights, n, rng)
     full = weights.size // _BLOCK * _BLOCK
     block_sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)
     if full < weights.size:
@@ -66,10 +78,10 @@ def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Gen
                 break
     need = n - len(picked)
     if need:
-        keys = np.log(weights) + rng.gumbel(size=weights.size)
-        keys[list(picked)] = -np.inf
-        rest = np.argpartition(-keys, need - 1)[:need]
-        picked.update(dict.fromkeys(rest[np.argsort(-keys[rest], kind="stable")].tolist()))
+        rest = weights.astype(np.float64)
+        rest[list(picked)] = 0.0
+        remaining = np.flatnonzero(rest)
+        picked.update(dict.fromkeys(remaining[_gumbel_top_k(rest[remaining], need, rng)].tolist()))
     return np.fromiter(picked, dtype=np.int64, count=n)
 
 
@@ -96,10 +108,11 @@ class StrengthSampler:
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
         if len(memory) == 0 or n <= 0:
             return memory.ids[:0]
-        # float32 is plenty for sampling weights and takes a quarter of the time of float64 exp
-        r = memory.retention(now, dtype=np.float32)
-        risk = np.square(1.0 - r) if self.kappa == 2 else np.power(1.0 - r, np.float32(self.kappa))
-        weights = np.maximum(risk + np.float32(self.epsilon), np.float32(1e-12))  # epsilon = 0, R = 1: stay defined
+        # large pools: float32 is plenty for sampling weights and its exp is four times faster
+        dtype = np.float32 if len(memory) >= LARGE_POOL else np.float64
+        r = memory.retention(now, dtype=dtype)
+        risk = np.square(1.0 - r) if self.kappa == 2 else np.power(1.0 - r, dtype(self.kappa))
+        weights = np.maximum(risk + dtype(self.epsilon), dtype(1e-12))  # epsilon = 0, R = 1: stay defined
         return memory.ids[np.sort(weighted_without_replacement(weights, n, rng))]
 
 

@@ -247,3 +247,26 @@ def test_user_strategy_by_import_path():
     s = build_strategy("tests.user_strategy:make", ReplayConfig())
     assert s.name == "every-step"
     assert "mssr" in STRATEGIES.names()
+
+
+def test_large_pool_sampling_follows_the_weights():
+    """The successive sampler used from LARGE_POOL samples on: unique draws, in proportion to weight."""
+    from mssr.samplers import LARGE_POOL, weighted_without_replacement
+
+    rng = np.random.default_rng(0)
+    weights = np.ones(2 * LARGE_POOL + 100)
+    weights[:100] = 50.0  # 100 heavy positions hold 5000 / (5000 + 8292) of the weight
+    picks = np.concatenate([weighted_without_replacement(weights, 8, rng) for _ in range(400)])
+    assert all(np.unique(picks[i:i + 8]).size == 8 for i in range(0, picks.size, 8))
+    heavy = np.mean(picks < 100)
+    assert 0.30 < heavy < 0.42  # successive draws of 8: slightly under the 0.376 single-draw share
+    all_heavy = weighted_without_replacement(np.r_[np.full(10, 1e9), np.ones(LARGE_POOL)], 12, rng)
+    assert set(range(10)) <= set(all_heavy.tolist()) and np.unique(all_heavy).size == 12
+
+    cfg = ReplayConfig()
+    mem = MemoryState(cfg.mssr)
+    n = 2 * LARGE_POOL
+    mem.add(np.arange(n), task=0, losses=np.full(n, 0.5), now=0)
+    mem.update(np.arange(n // 2), np.full(n // 2, 0.1), now=80)  # first half fresh, second half decayed
+    picks = np.concatenate([StrengthSampler(cfg.mssr).sample(mem, 80, 4, rng) for _ in range(200)])
+    assert np.mean(picks >= n // 2) > 0.9
