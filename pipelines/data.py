@@ -42,15 +42,13 @@ def _tokenizer(tokenizer_path: str):
 
 
 def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to: int | None = None) -> pa.Table:
-    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, original_length,
-    truncated. With ``truncate_to``, longer rows have their prompt cut from the left; a row
+    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, truncated. With ``truncate_to``, longer rows have their prompt cut from the left; a row
     whose answer alone does not fit keeps its full length (and is refused by the caller)."""
     from mssr.tokenize import PromptEncoder, truncate_prompt
 
     encoder = PromptEncoder(_tokenizer(tokenizer_path), **options)
     enc = encoder.encode_many(list(batch["prompt"]), list(batch["answer"]))
-    lengths = [len(r) for r in enc["input_ids"]]
-    truncated = [False] * len(lengths)
+    truncated = [False] * len(enc["input_ids"])
     if truncate_to is not None:
         for i, (ids, plen) in enumerate(zip(enc["input_ids"], enc["prompt_len"])):
             fitted = truncate_prompt(ids, plen, truncate_to) if len(ids) > truncate_to else None
@@ -63,7 +61,6 @@ def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to:
         "input_ids": pa.array(enc["input_ids"], type=pa.list_(pa.int64())),
         "prompt_len": pa.array(enc["prompt_len"], type=pa.int64()),
         "length": pa.array([len(r) for r in enc["input_ids"]], type=pa.int64()),
-        "original_length": pa.array(lengths, type=pa.int64()),
         "truncated": pa.array(truncated, type=pa.bool_()),
     })
 

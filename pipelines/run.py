@@ -29,7 +29,7 @@ from mssr.metrics import all_metrics, format_matrix
 from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
 from mssr.replay import resolve_budget
 from mssr.schedulers import NeverScheduler
-from mssr.strategies import build_strategy
+from mssr.strategies import Strategy, build_strategy
 from mssr.tasks import Task, load_stream
 
 
@@ -77,17 +77,18 @@ def _configure_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def validate(cfg: Config) -> None:
-    """Checks that need more than one field: done before anything is created."""
+def validate(cfg: Config) -> Strategy:
+    """Checks that need more than one field, done before anything is created; returns the strategy."""
     if cfg.train.batch_size % cfg.train.num_workers:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
                           f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
-    build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
+    strategy = build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
     if cfg.train.use_gpu:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("train.use_gpu=true but this machine has no CUDA GPU; set train.use_gpu=false")
+    return strategy
 
 
 def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
@@ -168,7 +169,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     """
     _quiet_env()
     started = time.time()
-    validate(cfg)
+    strategy = validate(cfg)
     output_dir = Path(cfg.run.output_dir)
     if resume is not None:
         run_dir = _resume_dir(cfg, resume)
@@ -188,7 +189,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     from pipelines.tracking import fail_run, redact, reopen_run, resolve_tracking_uri, start_run
 
     datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
-    if build_strategy(cfg.replay.strategy, cfg.replay).mixes_tasks:
+    if strategy.mixes_tasks:
         datasets, stats = mix_tasks(datasets, cfg.seed)
     plan = build_plan(cfg, tasks, stats)
     log(format_plan(plan))
