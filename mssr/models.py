@@ -135,16 +135,32 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model_cfg.dtype]
     tok = load_tokenizer(model_cfg)
+    qlora = model_cfg.finetune == "qlora"
+    if qlora and (problem := qlora_problem()):
+        raise ModelError(problem)
     if model_cfg.name == TINY_MODEL:
+        if qlora:
+            raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
         model = _tiny_model(len(tok), seed).to(dtype)
     else:
         path = resolve_model_path(model_cfg.name)
+        extra = {}
+        if qlora:  # NF4 base weights on this process's GPU, bf16 compute (the QLoRA recipe)
+            from transformers import BitsAndBytesConfig
+
+            extra = {"quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16), "device_map": {"": torch.cuda.current_device()}}
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                         trust_remote_code=model_cfg.trust_remote_code)
+                                                         trust_remote_code=model_cfg.trust_remote_code, **extra)
         except ValueError as e:
             raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None
-    if model_cfg.finetune == "lora":
+        if qlora:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if model_cfg.finetune in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
@@ -161,6 +177,18 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model, tok
+
+
+def qlora_problem() -> str | None:
+    """Why 4-bit QLoRA cannot run in this process (no CUDA GPU, no bitsandbytes), or None."""
+    if not torch.cuda.is_available():
+        return ("model.finetune=qlora: 4-bit base weights (bitsandbytes) need a CUDA GPU and this machine "
+                "has none; use model.finetune=lora")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "model.finetune=qlora needs bitsandbytes: pip install 'mssr[qlora]'"
+    return None
 
 
 def enable_gradient_checkpointing(model) -> None:

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("config", help="YAML config shared by every run")
     cmp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every run")
     cmp.add_argument("--strategies", metavar="A,B,...",
-                     help="comma-separated strategy names or import paths (default: all eight built-in)")
+                     help="comma-separated strategy names or import paths, each optionally +ISOLATION "
+                          "(e.g. mssr+epi); default: all eight built-in strategies")
     cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")

@@ -2,6 +2,10 @@
 
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2
     mssr compare configs/tiny.yaml --strategies fixed,mssr --name my-cmp train.lr=5e-4
+    mssr compare configs/compare.yaml --strategies none,none+static,none+epi,mssr+epi
+
+An entry ``STRATEGY+ISOLATION`` also sets ``isolation.method`` (mssr/isolation.py), so
+replay strategies and parameter isolation are compared in one table.
 
 Every (seed, strategy) pair is one ordinary ``mssr run`` (same config, same budget, the
 strategy and seed overridden), logged as its own MLflow run tagged
@@ -23,6 +27,7 @@ import numpy as np
 
 from mssr.config import Config, load_config
 from mssr.errors import ConfigError, UserError
+from mssr.isolation import ISOLATIONS
 from mssr.strategies import STRATEGIES
 
 DEFAULT_STRATEGIES = ["none", "joint", "fixed", "loss", "accuracy", "mssr", "mssr-sampler", "mssr-scheduler"]
@@ -51,8 +56,20 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def entry_overrides(entry: str) -> list[str]:
+    """``"mssr+epi"`` -> ``["replay.strategy=mssr", "isolation.method=epi"]``; ``"fixed"`` -> the strategy only."""
+    strategy, plus, isolation = entry.partition("+")
+    if ":" not in strategy:
+        STRATEGIES.get(strategy)  # unknown name -> ConfigError with the nearest one
+    if not plus:
+        return [f"replay.strategy={strategy}"]
+    if ":" not in isolation:
+        ISOLATIONS.get(isolation)
+    return [f"replay.strategy={strategy}", f"isolation.method={isolation}"]
+
+
 def plan_runs(config_path: str, overrides: list[str], strategies: list[str], seeds: int, name: str) -> list[Config]:
-    """One validated config per (seed, strategy); raises ConfigError before anything runs."""
+    """One validated config per (seed, strategy entry); raises ConfigError before anything runs."""
     from pipelines.run import validate
 
     if seeds < 1:
@@ -60,8 +77,7 @@ def plan_runs(config_path: str, overrides: list[str], strategies: list[str], see
     if not strategies:
         raise ConfigError("--strategies: give at least one strategy, e.g. --strategies fixed,mssr")
     for s in strategies:
-        if ":" not in s:
-            STRATEGIES.get(s)  # unknown name -> ConfigError with the nearest one
+        entry_overrides(s)
     base = load_config(config_path, overrides)
     out = Path(base.run.output_dir) / "comparisons" / name
     if out.exists():
@@ -69,7 +85,7 @@ def plan_runs(config_path: str, overrides: list[str], strategies: list[str], see
     cfgs = []
     for seed in range(base.seed, base.seed + seeds):
         for s in strategies:
-            cfg = load_config(config_path, [*overrides, f"replay.strategy={s}", f"seed={seed}",
+            cfg = load_config(config_path, [*overrides, *entry_overrides(s), f"seed={seed}",
                                             f"run.name={name}-{_safe(s)}-s{seed}"])
             validate(cfg)
             run_dir = Path(cfg.run.output_dir) / cfg.run.name
@@ -126,8 +142,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _run_row(summary: dict) -> dict:
-    row = {"strategy": summary["strategy"], "seed": summary["seed"]}
+def _run_row(summary: dict, entry: str) -> dict:
+    row = {"strategy": entry, "seed": summary["seed"]}
     row.update({col: get(summary) for col, get, _ in COLUMNS})
     row.update(mlflow_run_id=summary["mlflow_run_id"], run_dir=summary["run_dir"])
     return row
@@ -153,17 +169,18 @@ def compare(config_path: str, overrides: list[str], strategies: Optional[list[st
     cfgs = plan_runs(config_path, overrides, strategies, seeds, name)
     out = Path(cfgs[0].run.output_dir) / "comparisons" / name
     seed_list = sorted({c.seed for c in cfgs})
+    entries = [s for _ in seed_list for s in strategies]  # plan_runs' order: seeds, then entries
     runs: list[dict] = []
-    for i, cfg in enumerate(cfgs, 1):
-        log(f"\n=== comparison {name}: run {i}/{len(cfgs)}: strategy {cfg.replay.strategy}, seed {cfg.seed} ===")
+    for i, (cfg, entry) in enumerate(zip(cfgs, entries), 1):
+        log(f"\n=== comparison {name}: run {i}/{len(cfgs)}: strategy {entry}, seed {cfg.seed} ===")
         try:
             summary = run_stream(cfg, log=log, tags={"comparison_id": name})
-            runs.append(_run_row(summary))
+            runs.append(_run_row(summary, entry))
         except UserError:
             raise
         except Exception as e:  # a crashed run is reported in the table; the others still run
             log(f"run {cfg.run.name} failed: {type(e).__name__}: {e}")
-            runs.append({"strategy": cfg.replay.strategy, "seed": cfg.seed, "error": f"{type(e).__name__}: {e}"})
+            runs.append({"strategy": entry, "seed": cfg.seed, "error": f"{type(e).__name__}: {e}"})
         markdown = write_outputs(out, runs, seed_list)
     log(f"\ncomparison {name} ({len(cfgs)} runs, MLflow tag comparison_id={name}):\n\n{markdown}")
     log(f"written to {out.resolve()}/table.md, table.csv, runs.csv")

@@ -83,6 +83,13 @@ def validate(cfg: Config) -> Strategy:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
                           f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
     strategy = build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
+    if cfg.model.finetune == "qlora":
+        from mssr.models import qlora_problem
+
+        if problem := qlora_problem():
+            raise ConfigError(problem)
+        if not cfg.train.use_gpu:
+            raise ConfigError("model.finetune=qlora needs train.use_gpu=true: the 4-bit weights live on the GPU")
     if cfg.train.use_gpu:
         import torch
 
@@ -288,6 +295,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         "median_step_seconds": round(statistics.median(progress["step_seconds"]), 4),
         "probe_seconds": round(progress["probe_seconds"], 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
+        "isolation": {**progress["isolation"], "mask_overlaps": progress["mask_overlaps"]},
         "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))

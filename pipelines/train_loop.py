@@ -38,6 +38,7 @@ import torch.distributed as dist
 
 from mssr.config import Config
 from mssr.evaluation import evaluate_examples
+from mssr.isolation import make_isolation
 from mssr.losses import answer_reproduced, per_sample_loss
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
 from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer
@@ -102,7 +103,9 @@ class Worker:
         self.probe_seconds = 0.0  # worker-seconds spent in the strategy's probes, all ranks
         self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
         self.step_seconds: list[float] = []  # rank 0's wall time of every step (for the median)
+        self.mask_overlaps: list[float] = []  # isolation: overlap of each new mask with the one before
         self.trainable = [p for p in self.core.parameters() if p.requires_grad]
+        self.isolation = make_isolation(self.cfg.isolation, self.trainable)  # the same mask on every rank
         self.needs_update_norm = config["needs_update_norm"] and self.rank == 0
         self.pool: dict[int, tuple[list[int], int]] = {}
 
@@ -136,12 +139,13 @@ class Worker:
             trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
         load_trainable_state_dict(self.core, trainable)
         self.opt.load_state_dict(trainer_state["optimizer"])
+        self.isolation.load_state_dict(trainer_state["isolation"])
         self.sched.load_state_dict(trainer_state["scheduler"])
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
         self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
         self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
-        self.step_seconds = progress["step_seconds"]
+        self.step_seconds, self.mask_overlaps = progress["step_seconds"], progress["mask_overlaps"]
         if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
             restored = ray.get(self.actor.state_dict.remote(self.step))
@@ -167,14 +171,18 @@ class Worker:
             rng_states = [torch.get_rng_state()]
         progress = {"next_task": next_task, "task_step": task_step, "step": self.step, "matrix": self.matrix,
                     "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
-                    "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks]}
+                    "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks],
+                    "mask_overlaps": self.mask_overlaps,
+                    "isolation": {"method": self.cfg.isolation.method, "refreshes": self.isolation.refreshes,
+                                  "fraction": self.isolation.isolated_fraction(),
+                                  "state_mb": round(self.isolation.state_bytes() / 2**20, 3)}}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
                 actor_state = ray.get(self.actor.state_dict.remote(self.step))
                 save_checkpoint(Path(tmp), trainable_state_dict(self.core),
                                 {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                                 "torch_rng": rng_states}, actor_state, progress)
+                                 "isolation": self.isolation.state_dict(), "torch_rng": rng_states}, actor_state, progress)
                 (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
@@ -242,10 +250,13 @@ class Worker:
         # the mean loss of all rows, backpropagated in train.grad_accum_steps chunks (1: one chunk, as before)
         losses = backward_in_micro_batches(chunk_losses, len(rows), self.cfg.train.grad_accum_steps,
                                            no_sync=getattr(self.model, "no_sync", None))
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
+        # gradients are all-reduced: the same importance and mask on every rank
+        self._log_isolation(self.isolation.observe_gradients(), at_step=self.step + 1)
         before = [p.detach().clone() for p in self.trainable] if self.needs_update_norm else None
-        self.opt.step()
+        with self.isolation.frozen():  # isolated weights: gradient zeroed, value restored after the step
+            if self.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
+            self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         update_norm = 0.0
@@ -263,6 +274,8 @@ class Worker:
         task = self.tasks[k]
         skip, self.task_step = self.task_step, 0  # batches already trained before a restore
         ray.get(self.actor.start_task.remote(k, self.step - skip))  # idempotent: a restored actor knows it started
+        if skip == 0:  # after a mid-task restore the checkpoint holds the task's isolation state
+            self._log_isolation(self.isolation.start_task(k), at_step=self.step)
         shard = ray.train.get_dataset_shard(f"train_{k}")
         window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
         task_step = 0
@@ -293,6 +306,16 @@ class Worker:
                                                name=f"step_{self.step:06d}")
         if window["n"]:
             self._log_window(k, task, task_step, window)
+
+    def _log_isolation(self, metrics, at_step: int) -> None:
+        """MLflow metrics of a mask change (isolated fraction, overlap with the previous mask, state
+        size), at the number of steps whose gradients it has seen."""
+        if not metrics:
+            return
+        if "isolation/mask_overlap" in metrics:
+            self.mask_overlaps.append(round(metrics["isolation/mask_overlap"], 4))
+        if self.rank == 0:
+            self.log.log(metrics, step=at_step)
 
     def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
         loss_sum, n, new, replay, probe_tok, probe_s = _all_sum([w["loss"], w["n"], w["new"], w["replay"],

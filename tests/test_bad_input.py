@@ -4,6 +4,7 @@ and what was expected, exit code 2, no traceback, no run directory and no MLflow
 import json
 
 import pytest
+import torch
 
 from tests.conftest import run_cli
 
@@ -44,6 +45,9 @@ CASES = {
                                         "remove the credentials from the URI"),
     "sequence longer than max_length": (dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
                                         [], "train.jsonl:2: "),
+    "isolation ratio out of range": ({}, ["isolation.method=epi", "isolation.ratio=1.5"], "isolation.ratio"),
+    "qlora on this machine": ({}, ["model.finetune=qlora"],
+                              "needs" if torch.cuda.is_available() else "need a CUDA GPU and this machine has none"),
     "answer too long even truncated": (dict(train=GOOD + json.dumps({"prompt": "q", "answer": "w " * 400}) + "\n"),
                                        ["stream.too_long=truncate"], "its answer alone does not fit"),
 }

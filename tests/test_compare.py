@@ -33,6 +33,7 @@ def test_aggregate_means_stds_and_step_time_relative_to_fixed():
 @pytest.mark.parametrize("args,fragment", [
     (["--strategies", "fixed,msr"], "unknown strategy 'msr'; did you mean 'mssr'"),
     (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--strategies", "none,mssr+epy"], "unknown isolation method 'epy'; did you mean 'epi'"),
     (["--strategies", "fixed", "train.batch_size=5"], "multiple of train.num_workers"),
 ])
 def test_compare_refuses_bad_input_before_running_anything(tmp_path, args, fragment):
@@ -75,3 +76,13 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     assert joint["replay_samples"] == 0 and joint["tokens"]["probe"] == 0
     ids = pads.dataset(str(out / "cmp-joint-s0" / "tokens" / "task_00")).to_table().column("sample_id").to_numpy()
     assert len(set((ids >> 32).tolist())) == 5
+
+
+def test_strategy_plus_isolation_entries_set_both():
+    from pipelines.compare import entry_overrides, plan_runs
+
+    assert entry_overrides("mssr+epi") == ["replay.strategy=mssr", "isolation.method=epi"]
+    assert entry_overrides("fixed") == ["replay.strategy=fixed"]
+    cfgs = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [], ["none", "none+static", "mssr+epi"], 1, "iso")
+    assert [(c.replay.strategy, c.isolation.method, c.run.name) for c in cfgs] == [
+        ("none", "none", "iso-none-s0"), ("none", "static", "iso-none_static-s0"), ("mssr", "epi", "iso-mssr_epi-s0")]
