@@ -247,7 +247,8 @@ class IsolationConfig(_Strict):
     @model_validator(mode="after")
     def _settings_used(self) -> "IsolationConfig":
         unused = {"none": ("ratio", "refresh_every", "ema"), "static": ("refresh_every", "ema")}.get(self.method, ())
-        given = [k for k in unused if k in self.model_fields_set]
+        # a value other than the default (a dumped and re-read config repeats the defaults)
+        given = [k for k in unused if getattr(self, k) != type(self).model_fields[k].default]
         if given:
             raise ValueError(f"{', '.join(given)}: not used by isolation method {self.method!r}"
                              + (" (set method: static or epi)" if self.method == "none" else " (only epi refreshes)"))

@@ -193,6 +193,15 @@ def test_top_fraction_mask_takes_exactly_the_ratio_and_normalises_per_tensor():
     assert mask_overlap(None, mask) is None and mask_overlap(mask, mask) == 1.0
 
 
+def test_config_round_trips_for_every_method():
+    """Workers re-validate the dumped config: defaults repeated for an unused field are fine."""
+    from mssr.config import Config, config_to_dict
+
+    for method in ("none", "static", "epi"):
+        cfg = load_config(None, [f"isolation.method={method}"])
+        assert Config.model_validate(config_to_dict(cfg)) == cfg
+
+
 def test_none_freezes_nothing_and_methods_are_registered():
     assert ISOLATIONS.names() == ["none", "static", "epi"]
     w = torch.nn.Parameter(torch.ones(3))
