@@ -83,14 +83,17 @@ def validate(cfg: Config) -> Strategy:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
                           f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
     strategy = build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
+    # a local run needs its GPU here; on a cluster ($RAY_ADDRESS) the driver may run on a CPU
+    # head node, and Ray places the GPU workers on GPU nodes (the autoscaler starts them)
+    local = not os.environ.get("RAY_ADDRESS")
     if cfg.model.finetune == "qlora":
         from mssr.models import qlora_problem
 
-        if problem := qlora_problem():
+        if local and (problem := qlora_problem()):
             raise ConfigError(problem)
         if not cfg.train.use_gpu:
             raise ConfigError("model.finetune=qlora needs train.use_gpu=true: the 4-bit weights live on the GPU")
-    if cfg.train.use_gpu:
+    if cfg.train.use_gpu and local:
         import torch
 
         if not torch.cuda.is_available():
@@ -233,6 +236,21 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     return summary
 
 
+def train_storage_path(run_dir: Path) -> str:
+    """Where Ray Train keeps the run's checkpoints: ``$MSSR_STORAGE_PATH/<run name>`` if
+    ``MSSR_STORAGE_PATH`` is set (shared storage every node can reach, e.g. ``s3://bucket/mssr``
+    or an NFS path; needed when workers run on several machines), else ``<run_dir>/ray``.
+    On several machines ``run.output_dir`` must also be a directory every node mounts at the
+    same path: the driver and the workers read and write the run directory.
+
+        MSSR_STORAGE_PATH=s3://my-bucket/mssr mssr run configs/demo.yaml
+    """
+    shared = os.environ.get("MSSR_STORAGE_PATH")
+    if shared:
+        return f"{shared.rstrip('/')}/{run_dir.name}"
+    return str(run_dir / "ray")
+
+
 def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, uri: str, run_id: str,
          started: float, log) -> dict:
     import ray
@@ -263,7 +281,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
+        run_config=RunConfig(name="train", storage_path=train_storage_path(run_dir),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              logging_config=LoggingConfig(log_level="WARNING")),
