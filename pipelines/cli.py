@@ -5,6 +5,7 @@
     mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
     mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
+    mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
@@ -43,6 +44,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     failed = [r for r in result["runs"] if "error" in r]
     if failed:
         print(f"mssr: {len(failed)} of {len(result['runs'])} runs failed (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from pipelines.tune import tune_sweep
+
+    result = tune_sweep(args.config, args.overrides, args.space, num_samples=args.num_samples,
+                        max_concurrent=args.max_concurrent, scheduler=args.scheduler, metric=args.metric,
+                        name=args.name, resume=args.resume)
+    if not result["best_config"]:
+        print("mssr: no trial finished the stream (see the table)", file=sys.stderr)
         return 1
     return 0
 
@@ -105,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
+
+    tun = sub.add_parser("tune", help="sweep a search space with Ray Tune (ASHA), write the best config",
+                         description="Run a Ray Tune sweep of tune_spaces/*.yaml over the config: each trial an "
+                                     "ordinary run, logged as a nested MLflow run under the sweep's run; "
+                                     "writes the trial table and the best config as a ready-to-run YAML.")
+    tun.add_argument("config", help="YAML config every trial starts from")
+    tun.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every trial")
+    tun.add_argument("--space", required=True, metavar="PATH", help="search space, e.g. tune_spaces/mssr.yaml")
+    tun.add_argument("--num-samples", type=int, default=8, metavar="N", help="trials to sample (default 8)")
+    tun.add_argument("--max-concurrent", type=int, default=2, metavar="M",
+                     help="trials at a time; the CPUs are split between them (default 2)")
+    tun.add_argument("--scheduler", default="asha", choices=["asha", "fifo"],
+                     help="asha: stop weak trials after a few tasks (default); fifo: run every trial to the end")
+    tun.add_argument("--metric", default="ap", choices=["ap", "bwt", "fwt", "avg", "forgetting"],
+                     help="what the sweep optimises (default ap; forgetting is minimised)")
+    tun.add_argument("--name", metavar="ID", help="sweep name (default sweep-<timestamp>)")
+    tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    tun.set_defaults(func=_cmd_tune)
 
     val = sub.add_parser("validate-data", help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
                          description="Validate every row of the config's stream (exit 2 on a bad row) and report "

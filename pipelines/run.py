@@ -170,10 +170,12 @@ def _resume_dir(cfg: Config, resume: str) -> Path:
 
 
 def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print,
-               tags: Optional[dict] = None, resume: Optional[str] = None) -> dict:
+               tags: Optional[dict] = None, resume: Optional[str] = None,
+               train_callbacks: Optional[list] = None) -> dict:
     """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream.
 
     ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id).
+    ``train_callbacks``: Ray Train callbacks (``mssr tune`` passes Tune's report callback).
     ``resume``: continue an interrupted run from its last checkpoint, in the same run
     directory and the same MLflow run ("" for ``run.output_dir/run.name``, else the directory).
     """
@@ -225,7 +227,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
         (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
         log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     try:
-        summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log)
+        summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log, train_callbacks)
     except BaseException:
         fail_run(uri, run_id)
         log(f"run stopped; continue it from its last checkpoint with: mssr run CONFIG --resume {run_dir}")
@@ -252,7 +254,7 @@ def train_storage_path(run_dir: Path) -> str:
 
 
 def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, uri: str, run_id: str,
-         started: float, log) -> dict:
+         started: float, log, train_callbacks: Optional[list] = None) -> dict:
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -284,7 +286,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         run_config=RunConfig(name="train", storage_path=train_storage_path(run_dir),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level="WARNING")),
+                             logging_config=LoggingConfig(log_level="WARNING"), callbacks=train_callbacks),
         datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
         dataset_config=DataConfig(datasets_to_split="all"),
     )

@@ -40,6 +40,7 @@ from mssr.config import Config
 from mssr.evaluation import evaluate_examples
 from mssr.isolation import make_isolation
 from mssr.losses import answer_reproduced, per_sample_loss
+from mssr.metrics import all_metrics
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
 from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer
 from mssr.replay import StepObservation
@@ -369,7 +370,10 @@ class Worker:
                               "replay/samples": stats["replay_samples"], "replay/events": stats["replay_events"],
                               "replay/pool_size": stats["pool_size"]}, step=k + 1)
                 self.log.flush()
-            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "ap_so_far": float(np.mean(row[:k + 1]))},
+            # the metrics of the tasks seen so far (the final metrics after the last task): what
+            # a sweep's early-stopping scheduler compares, with tasks_done as its time
+            seen = [r[:k + 1] for r in self.matrix[:k + 2]]
+            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "tasks_done": k + 1, **all_metrics(seen)},
                                        name=f"task_{k:02d}")
 
 

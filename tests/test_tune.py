@@ -1,0 +1,127 @@
+"""``mssr tune``: the Tune mapping of a space, bad input, a 2-trial sweep end to end with real
+Ray, Tune and MLflow, and the resume of an interrupted sweep."""
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from mssr.config import load_config
+from mssr.search_space import load_space
+from tests.conftest import ROOT, run_cli, start_cli
+
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def test_every_distribution_maps_onto_ray_tune(tmp_path):
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    from pipelines.tune import to_ray
+
+    f = tmp_path / "space.yaml"
+    f.write_text("replay.strategy: fixed\n"
+                 "replay.fixed.interval: {randint: [2, 4]}\n"
+                 "train.lr: {loguniform: [0.0001, 0.01]}\n"
+                 "replay.mssr.growth: {uniform: [1.1, 2.0]}\n"
+                 "replay.samples_per_event: {choice: [2, 4]}\n"
+                 "seed: {grid: [0, 1]}\n")
+    ray_space = to_ray(load_space(f, TINY))
+    assert ray_space["replay.strategy"] == "fixed" and ray_space["seed"] == {"grid_search": [0, 1]}
+    assert isinstance(ray_space["train.lr"], Float) and isinstance(ray_space["replay.mssr.growth"], Float)
+    assert isinstance(ray_space["replay.samples_per_event"], Categorical)
+    interval = ray_space["replay.fixed.interval"]
+    assert isinstance(interval, Integer)
+    draws = interval.sample(size=400, random_state=np.random.default_rng(0))
+    assert set(draws) == {2, 3, 4}  # randint's high bound is included, as the space file says
+    lrs = ray_space["train.lr"].sample(size=400, random_state=np.random.default_rng(0))
+    assert 0.0001 <= min(lrs) and max(lrs) <= 0.01
+
+
+def test_worker_cpus_fit_the_concurrent_trials():
+    from pipelines.tune import TRIAL_CPU, worker_cpus
+
+    for cpus, m, w in [(2, 2, 2), (2, 1, 2), (16, 4, 2), (2, 2, 1)]:
+        per = worker_cpus(cpus, m, w)
+        assert per > 0 and m * (TRIAL_CPU + w * per) <= cpus + 1e-9
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--space", "tune_spaces/nope.yaml"], "search space file not found"),
+    (["--space", "tune_spaces/mssr.yaml", "--metric", "loss"], "invalid choice: 'loss'"),
+    (["--space", "tune_spaces/mssr.yaml", "--resume"], "--resume needs the --name"),
+    (["--space", "tune_spaces/mssr.yaml", "--max-concurrent", "0"], "must be at least 1"),
+    (["--space", "tune_spaces/mssr.yaml", "train.batch_size=5"], "multiple of train.num_workers"),
+])
+def test_bad_sweep_input_is_refused_before_anything_runs(tmp_path, args, fragment):
+    proc = run_cli("tune", TINY, f"run.output_dir={tmp_path / 'out'}", *args, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _children(out, parent_id):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mssr")
+    return client, client.search_runs(exp.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+@pytest.mark.e2e
+def test_two_trial_sweep_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("tune", TINY, f"run.output_dir={out}", "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
+                   "--num-samples", "2", "--scheduler", "fifo", "--name", "sw", cwd=tmp_path, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    sweep = out / "sweeps" / "sw"
+    rows = (sweep / "trials.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",finished," in r for r in rows[1:])
+    # the best config is a complete config that loads and plans with `mssr run` unchanged
+    best = load_config(sweep / "best.yaml")
+    assert best.replay.strategy == "fixed" and best.run.name is None
+    assert best.train.cpus_per_worker == 1.0 and best.train.checkpoint_every == 25  # not the trial's settings
+    dry = run_cli("run", str(sweep / "best.yaml"), f"run.output_dir={out}", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    # MLflow: the sweep's parent run, one nested run per trial with its matrix and curves
+    record = json.loads((sweep / "sweep.json").read_text())
+    client, children = _children(out, record["mlflow_run_id"])
+    parent = client.get_run(record["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
+    assert parent.data.metrics["trials_finished"] == 2 and "best_ap" in parent.data.metrics
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "trials.md", "best.yaml"}
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    intervals = sorted(int(c.data.params["replay.fixed.interval"]) for c in children)
+    assert all(2 <= i <= 10 for i in intervals)
+    for c in children:
+        assert {"accuracy_matrix.png", "accuracy_matrix.csv"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert len(client.get_metric_history(c.info.run_id, "score/mean_seen")) == 5
+    assert "run the best config with: mssr run" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_interrupted_sweep_resumes(tmp_path):
+    out = tmp_path / "out"
+    args = ["tune", TINY, f"run.output_dir={out}", "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
+            "--num-samples", "2", "--scheduler", "fifo", "--name", "sw"]
+    proc = start_cli(*args, cwd=tmp_path, log_path=tmp_path / "first.log")
+    deadline = time.time() + 600
+    # interrupt once a trial has finished its second task (a task-boundary checkpoint to continue from)
+    while not any(json.loads(p.read_text())["next_task"] >= 2 for p in out.glob("sw-*/progress.json")):
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "no trial reached its second task"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, (tmp_path / "first.log").read_text()[-3000:]
+    first = (tmp_path / "first.log").read_text()
+    assert "--resume" in first
+    resumed = run_cli(*args, "--resume", cwd=tmp_path, timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    assert "resumed from checkpoint task_" in resumed.stdout  # a trial continued, not restarted
+    rows = (out / "sweeps" / "sw" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",finished," in r for r in rows[1:])
+    record = json.loads((out / "sweeps" / "sw" / "sweep.json").read_text())
+    client, children = _children(out, record["mlflow_run_id"])
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)  # one run per trial
+    assert client.get_run(record["mlflow_run_id"]).info.status == "FINISHED"
