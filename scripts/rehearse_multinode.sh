@@ -73,7 +73,7 @@ wait_for_start() {  # wait_for_start LOG PID: until `ray start --block` says the
 echo "rehearsal: head node at $HEAD, dashboard $DASHBOARD"
 PYTHONUNBUFFERED=1 "$RAY" start --head --block --num-cpus=1 --num-gpus=0 --object-store-memory=500000000 --node-ip-address=127.0.0.1 \
   --port="${P[0]}" --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="${P[1]}" \
-  --ray-client-server-port="${P[2]}" --node-manager-port="${P[3]}" --object-manager-port="${P[4]}" \
+  --node-manager-port="${P[3]}" --object-manager-port="${P[4]}" \
   --dashboard-agent-listen-port="${P[5]}" --dashboard-agent-grpc-port="${P[6]}" \
   --runtime-env-agent-port="${P[7]}" --metrics-export-port="${P[8]}" \
   --temp-dir="$RAYTMP/head" --disable-usage-stats > "$RAYTMP/head.log" 2>&1 &
