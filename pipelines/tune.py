@@ -197,7 +197,9 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
                 tune_config=tune.TuneConfig(
                     metric=metric, mode=METRICS[metric], num_samples=num_samples,
                     max_concurrent_trials=max_concurrent, scheduler=asha if scheduler == "asha" else None,
-                    search_alg=BasicVariantGenerator(random_state=base.seed)),
+                    # the generator itself limits the running trials: with a search algorithm
+                    # given, Tune leaves max_concurrent_trials to it
+                    search_alg=BasicVariantGenerator(max_concurrent=max_concurrent, random_state=base.seed)),
                 run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=0)))
         grid, interrupted = _fit_noting_interrupt(tuner)

@@ -177,7 +177,7 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
 def test_interrupted_sweep_resumes(tmp_path):
     out = tmp_path / "out"
     args = ["tune", TINY, f"run.output_dir={out}", "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
-            "--num-samples", "2", "--scheduler", "fifo", "--name", "sw"]
+            "--num-samples", "2", "--scheduler", "fifo", "--name", "sw", "--max-concurrent", "1"]
     proc = start_cli(*args, cwd=tmp_path, log_path=tmp_path / "first.log")
     deadline = time.time() + 600
     # interrupt once a trial has finished its second task (a task-boundary checkpoint to continue from)
@@ -185,6 +185,7 @@ def test_interrupted_sweep_resumes(tmp_path):
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline, "no trial reached its second task"
         time.sleep(0.5)
+    assert len(list(out.glob("sw-*"))) == 1  # --max-concurrent 1: the second trial has not started
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=300) == 130, (tmp_path / "first.log").read_text()[-3000:]
     first = (tmp_path / "first.log").read_text()
