@@ -33,7 +33,8 @@ from mssr.strategies import Strategy, build_strategy
 from mssr.tasks import Task, load_stream
 
 
-def _quiet_env() -> None:
+def quiet_env() -> None:
+    """Environment defaults for Ray, Ray Data, Hugging Face and tokenizers: offline, and one line per event."""
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -179,7 +180,7 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
     ``resume``: continue an interrupted run from its last checkpoint, in the same run
     directory and the same MLflow run ("" for ``run.output_dir/run.name``, else the directory).
     """
-    _quiet_env()
+    quiet_env()
     started = time.time()
     strategy = validate(cfg)
     output_dir = Path(cfg.run.output_dir)

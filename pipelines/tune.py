@@ -139,12 +139,12 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
         raise ConfigError(f"--resume: no sweep {name!r} in {sweep_dir.parent}")
     if not resume and sweep_dir.exists():
         raise ConfigError(f"--name: {sweep_dir} already exists; choose another name, or continue it with --resume")
-    from pipelines.run import _quiet_env, init_ray, validate
+    from pipelines.run import quiet_env, init_ray, validate
 
     for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
         validate(_trial_config(config_path, overrides, values))
 
-    _quiet_env()
+    quiet_env()
     init_ray(base)
     import ray
     from ray import tune
