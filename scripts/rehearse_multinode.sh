@@ -22,6 +22,9 @@ RAY="$BIN/ray"
 RAYTMP=$(mktemp -d /tmp/mssr-ray.XXXXXX)
 echo "$RAYTMP" > "$OUT/ray_temp_dir"
 export PATH="$BIN:$PATH" HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
+# a busy 2-core machine with a fresh virtualenv (nothing compiled yet) can take over Ray's
+# default 60 s to start the dashboard process
+export RAY_DASHBOARD_STARTUP_TIMEOUT_S=300
 unset RAY_ADDRESS RAY_AUTH_TOKEN
 
 # Token authentication: a fresh token for this cluster; every node and client gets it.
@@ -62,12 +65,12 @@ HEAD="127.0.0.1:${P[0]}"
 DASHBOARD="http://127.0.0.1:${P[1]}"
 
 wait_for_start() {  # wait_for_start LOG PID: until `ray start --block` says the node runs
-  for _ in $(seq 120); do
+  for _ in $(seq 360); do
     grep -q "Ray runtime started" "$1" && return 0
     kill -0 "$2" 2>/dev/null || { echo "rehearsal: ray start exited, see above"; return 1; }
     sleep 1
   done
-  echo "rehearsal: node did not start within 120 s"; return 1
+  echo "rehearsal: node did not start within 360 s"; return 1
 }
 
 echo "rehearsal: head node at $HEAD, dashboard $DASHBOARD"

@@ -190,11 +190,11 @@ def test_multinode_rehearsal_runs_one_worker_on_each_node(tmp_path):
     proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "rehearse_multinode.sh"), str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=600)
+        stdout, stderr = proc.communicate(timeout=1200)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
-        stdout = "TIMED OUT after 600 s\n" + stdout
+        stdout = "TIMED OUT after 1200 s\n" + stdout
     log = stdout[-4000:] + stderr[-4000:]
 
     # the cluster is gone, whatever happened: no process runs from its Ray directory
