@@ -78,11 +78,12 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     assert len(set((ids >> 32).tolist())) == 5
 
 
-def test_strategy_plus_isolation_entries_set_both():
+def test_strategy_plus_isolation_entries_set_both(tmp_path):
     from pipelines.compare import entry_overrides, plan_runs
 
     assert entry_overrides("mssr+epi") == ["replay.strategy=mssr", "isolation.method=epi"]
     assert entry_overrides("fixed") == ["replay.strategy=fixed"]
-    cfgs = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [], ["none", "none+static", "mssr+epi"], 1, "iso")
+    cfgs = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}"],
+                     ["none", "none+static", "mssr+epi"], 1, "iso")
     assert [(c.replay.strategy, c.isolation.method, c.run.name) for c in cfgs] == [
         ("none", "none", "iso-none-s0"), ("none", "static", "iso-none_static-s0"), ("mssr", "epi", "iso-mssr_epi-s0")]
