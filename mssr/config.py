@@ -19,6 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mssr.errors import ConfigError
 
 
+def _registered(registry, name: str) -> str:
+    """A field validator's check of a registered name (the error names the nearest one); an
+    import path ("package.module:Name") is resolved later, when the run builds it."""
+    if ":" not in name:
+        try:
+            registry.get(name)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -117,12 +128,7 @@ class TrainConfig(_Strict):
     def _known_optimizer(cls, name: str) -> str:
         from mssr.optim import OPTIMIZERS  # torch, only when a config is validated
 
-        if ":" not in name:  # an import path is resolved when the optimizer is built
-            try:
-                OPTIMIZERS.get(name)
-            except ConfigError as e:  # names the nearest known optimizer
-                raise ValueError(str(e)) from None
-        return name
+        return _registered(OPTIMIZERS, name)
 
     @field_validator("betas")
     @classmethod
@@ -237,12 +243,7 @@ class IsolationConfig(_Strict):
     def _known_method(cls, name: str) -> str:
         from mssr.isolation import ISOLATIONS  # torch, only when a config is validated
 
-        if ":" not in name:  # an import path is resolved when the run builds the method
-            try:
-                ISOLATIONS.get(name)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return name
+        return _registered(ISOLATIONS, name)
 
     @model_validator(mode="after")
     def _settings_used(self) -> "IsolationConfig":

@@ -65,6 +65,11 @@ def worker_cpus(total_cpus: float, max_concurrent: int, num_workers: int) -> flo
     return math.floor(100 * share / num_workers) / 100
 
 
+def trial_run_name(sweep: str, trial_id: str) -> str:
+    """The run name (and run directory) of one trial of a sweep."""
+    return f"{sweep}-{trial_id}"
+
+
 def _trial_config(config_path: str, overrides: list[str], params: dict, extra: list[str] = ()) -> Config:
     return load_config(config_path, [*overrides, *trial_overrides(params), *extra])
 
@@ -79,7 +84,7 @@ def _run_trial(params: dict, *, config_path: str, overrides: list[str], sweep: s
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = _trial_config(config_path, overrides, params, [
-        f"run.name={sweep}-{trial_id}", f"train.cpus_per_worker={cpus}",
+        f"run.name={trial_run_name(sweep, trial_id)}", f"train.cpus_per_worker={cpus}",
         "train.checkpoint_every=0",  # task-boundary reports only: each one carries the metrics ASHA reads
     ])
     run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
@@ -179,11 +184,11 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
 
     # a trial runs in its own working directory: every path it gets is absolute, and it logs
     # to the sweep's MLflow store (an environment-given URI reaches it through the environment)
-    trial_overrides_ = [*overrides, f"run.output_dir={Path(base.run.output_dir).resolve()}"]
+    every_trial = [*overrides, f"run.output_dir={Path(base.run.output_dir).resolve()}"]
     if not base.mlflow.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        trial_overrides_.append(f"mlflow.tracking_uri={uri}")
+        every_trial.append(f"mlflow.tracking_uri={uri}")
     trainable = tune.with_resources(
-        tune.with_parameters(_run_trial, config_path=str(Path(config_path).resolve()), overrides=trial_overrides_,
+        tune.with_parameters(_run_trial, config_path=str(Path(config_path).resolve()), overrides=every_trial,
                              sweep=name, cpus=cpus, parent_run_id=parent),
         {"CPU": TRIAL_CPU})
     storage = str(sweep_dir)
@@ -280,7 +285,7 @@ def _close_stopped_trials(uri: str, base: Config, sweep: str, rows: list[dict]) 
     for row in rows:
         if row["status"] == "finished":
             continue
-        record = Path(base.run.output_dir).resolve() / f"{sweep}-{row['trial']}" / "run.json"
+        record = Path(base.run.output_dir).resolve() / trial_run_name(sweep, row["trial"]) / "run.json"
         if record.exists():
             run_id = json.loads(record.read_text())["mlflow_run_id"]
             if client.get_run(run_id).info.status == "RUNNING":
