@@ -26,6 +26,9 @@ import ray.data
 from mssr.errors import DataError
 from mssr.tasks import Task
 
+# a fraction of a CPU per tokenising task: in a sweep the trials already training hold almost
+# every CPU, and a trial that starts beside them must not wait for them to end to tokenise
+TOKENIZE_CPUS = 0.25
 _ID_STRIDE = 1 << 32  # sample id = task index * 2^32 + row index: unique across the stream
 
 
@@ -90,7 +93,7 @@ def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed:
     for k, task in enumerate(tasks):
         ds = ray.data.from_arrow(_rows_table(k, task, seed)).map_batches(
             tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options, truncate_to=truncate_to),
-            batch_format="numpy", batch_size=256,
+            batch_format="numpy", batch_size=256, num_cpus=TOKENIZE_CPUS,
         ).materialize()
         lengths = ds.select_columns(["source_row", "length", "truncated"]).to_arrow_refs()
         table = pa.concat_tables(ray.get(lengths))

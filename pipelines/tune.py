@@ -156,6 +156,7 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from pipelines.placement_groups import removing_orphaned_placement_groups
     from pipelines.tracking import finish_run, redact, reopen_run, resolve_tracking_uri, start_run
 
     uri = resolve_tracking_uri(base.mlflow.tracking_uri, Path(base.run.output_dir))
@@ -207,7 +208,8 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
                     search_alg=BasicVariantGenerator(max_concurrent=max_concurrent, random_state=base.seed)),
                 run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=0)))
-        grid, interrupted = _fit_noting_interrupt(tuner)
+        with removing_orphaned_placement_groups():  # frees the CPUs of the trials ASHA stops
+            grid, interrupted = _fit_noting_interrupt(tuner)
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:

@@ -2,7 +2,10 @@
 Ray, Tune and MLflow, and the resume of an interrupted sweep."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -171,6 +174,18 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
     assert "run the best config with: mssr run" in proc.stdout
     shots = Path(os.environ.get("MSSR_TEST_ARTIFACTS", ROOT / "test-artifacts"))
     _browser_check(mlflow_server, parent.info.experiment_id, "sw", children[0], shots)
+
+
+@pytest.mark.e2e
+def test_a_trial_stopped_by_tune_gives_its_cpus_back(tmp_path):
+    # Tune kills the trials ASHA stops; the placement group of their Ray Train workers stayed
+    # reserved, and the next trials of a sweep waited for CPUs forever.
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "stopped_trial.py"), str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cpus = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert cpus["free"] == cpus["total"], cpus
 
 
 @pytest.mark.e2e
