@@ -9,7 +9,7 @@ A sampler is any class with ``__init__(self, params)`` and
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -23,24 +23,8 @@ class ReplaySampler(Protocol):
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray: ...
 
 
-_BLOCK = 1024
-
-
-def _draw_with_replacement(weights: np.ndarray, k: int, rng: np.random.Generator,
-                           block_cum: np.ndarray) -> np.ndarray:
-    """k positions drawn with replacement in proportion to ``weights``: pick a block of
-    ``_BLOCK`` positions by its weight, then a position inside it (no O(N) cumulative sum)."""
-    u = rng.random(k) * block_cum[-1]
-    blocks = np.minimum(np.searchsorted(block_cum, u, side="right"), block_cum.size - 1)
-    out = np.empty(k, dtype=np.int64)
-    for j, (b, x) in enumerate(zip(blocks.tolist(), u.tolist())):
-        x -= block_cum[b - 1] if b else 0.0
-        local = np.cumsum(weights[b * _BLOCK:(b + 1) * _BLOCK], dtype=np.float64)
-        out[j] = b * _BLOCK + min(int(np.searchsorted(local, x, side="right")), local.size - 1)
-    return out
-
-
-LARGE_POOL = 4096  # from this many samples on, successive sampling over block sums beats Gumbel-top-k
+LARGE_POOL = 4096  # from this many samples on, rejection sampling beats one Gumbel number per sample
+MAX_PROPOSALS = 1 << 17  # rejection's budget before it falls back to a full pass (a few ms)
 
 
 def _gumbel_top_k(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -49,40 +33,56 @@ def _gumbel_top_k(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.n
     return top[np.argsort(-keys[top], kind="stable")]
 
 
+def draw_by_rejection(weight_of: Callable[[np.ndarray], np.ndarray], size: int, n: int, bound: float,
+                      rng: np.random.Generator, max_proposals: int = MAX_PROPOSALS) -> list[int]:
+    """Up to ``n`` positions of ``range(size)`` without replacement, each with probability
+    proportional to its weight among those not drawn yet (successive sampling, the same
+    distribution as Gumbel-top-k), by rejection: propose a position uniformly, keep it with
+    probability ``weight / bound`` (``bound`` >= every weight), skip repeats.
+
+    ``weight_of(positions)`` is called on the proposals only, so a draw costs
+    O(n * bound / mean weight), whatever ``size``. Stops after ``max_proposals`` proposals
+    (weights far below the bound) and returns what it has, in draw order.
+    """
+    picked: dict[int, None] = {}  # an insertion-ordered set
+    proposals, rate = 0, 0.5  # rate: the kept fraction, re-estimated each round
+    while len(picked) < n and proposals < max_proposals:
+        k = int(min(max_proposals - proposals, max(256, 2 * (n - len(picked)) / rate)))
+        proposed = rng.integers(0, size, size=k)
+        kept = proposed[rng.random(k) * bound < weight_of(proposed)]
+        proposals += k
+        rate = max(kept.size / k, 1e-4)
+        for position in kept.tolist():
+            picked.setdefault(position)
+            if len(picked) == n:
+                break
+    return list(picked)
+
+
+def _complete(picked: list[int], weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``picked`` followed by Gumbel-top-k over the positions not yet picked, up to ``n``."""
+    need = n - len(picked)
+    if need > 0:
+        rest = weights.astype(np.float64)
+        rest[picked] = 0.0
+        remaining = np.flatnonzero(rest)
+        picked = picked + remaining[_gumbel_top_k(rest[remaining], min(need, remaining.size), rng)].tolist()
+    return np.asarray(picked, dtype=np.int64)
+
+
 def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Positions drawn without replacement with probability proportional to ``weights``.
 
     Small pools: Gumbel-top-k, one vectorised pass. Large pools (``LARGE_POOL`` samples or
-    more), where drawing N Gumbel numbers dominates: successive sampling, i.e. draw with
-    replacement and drop repeats (rejecting a repeat is the same as drawing from the weights
-    that remain), which costs one pass of block sums plus O(n * 1024). When a few positions
-    hold nearly all the weight, repeats keep coming; after a few rounds the rest is drawn with
-    Gumbel-top-k over the remaining positions. Both give the same distribution.
+    more): ``draw_by_rejection`` under the largest weight; if a few positions hold nearly all
+    the weight and proposals run out, the rest is drawn with Gumbel-top-k over the positions
+    that remain. Both give the same distribution.
     """
     n = min(n, weights.size)
     if weights.size < LARGE_POOL:
         return _gumbel_top_k(weights, n, rng)
-    full = weights.size // _BLOCK * _BLOCK
-    block_sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)
-    if full < weights.size:
-        block_sums = np.append(block_sums, weights[full:].sum(dtype=np.float64))
-    block_cum = np.cumsum(block_sums)
-    picked: dict[int, None] = {}  # an insertion-ordered set
-    for _ in range(8):
-        need = n - len(picked)
-        if need == 0:
-            break
-        for d in _draw_with_replacement(weights, 2 * need, rng, block_cum).tolist():
-            picked.setdefault(d)
-            if len(picked) == n:
-                break
-    need = n - len(picked)
-    if need:
-        rest = weights.astype(np.float64)
-        rest[list(picked)] = 0.0
-        remaining = np.flatnonzero(rest)
-        picked.update(dict.fromkeys(remaining[_gumbel_top_k(rest[remaining], need, rng)].tolist()))
-    return np.fromiter(picked, dtype=np.int64, count=n)
+    picked = draw_by_rejection(lambda pos: weights[pos], weights.size, n, float(weights.max()), rng)
+    return _complete(picked, weights, n, rng)
 
 
 @SAMPLERS.register("uniform")
@@ -106,14 +106,22 @@ class StrengthSampler:
         self.epsilon = params.epsilon
 
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
-        if len(memory) == 0 or n <= 0:
+        n = min(n, len(memory))
+        if n <= 0:
             return memory.ids[:0]
-        # large pools: float32 is plenty for sampling weights and its exp is four times faster
-        dtype = np.float32 if len(memory) >= LARGE_POOL else np.float64
-        r = memory.retention(now, dtype=dtype)
-        risk = np.square(1.0 - r) if self.kappa == 2 else np.power(1.0 - r, dtype(self.kappa))
-        weights = np.maximum(risk + dtype(self.epsilon), dtype(1e-12))  # epsilon = 0, R = 1: stay defined
-        return memory.ids[np.sort(weighted_without_replacement(weights, n, rng))]
+        if len(memory) < LARGE_POOL:
+            positions = _gumbel_top_k(self.weights(memory, now), n, rng)
+        else:  # every weight is at most 1 + epsilon: reject under that bound, touching only the proposals
+            picked = draw_by_rejection(lambda pos: self.weights(memory, now, pos), len(memory), n,
+                                       1.0 + self.epsilon, rng)
+            positions = _complete(picked, self.weights(memory, now), n, rng) if len(picked) < n else picked
+        return memory.ids[np.sort(positions)]
+
+    def weights(self, memory: MemoryState, now: float, positions: np.ndarray | None = None) -> np.ndarray:
+        """(1 - R)^kappa + epsilon of every sample, or of ``positions``."""
+        r = memory.retention(now, positions)
+        risk = np.square(1.0 - r) if self.kappa == 2 else np.power(1.0 - r, self.kappa)
+        return np.maximum(risk + self.epsilon, 1e-12)  # epsilon = 0, R = 1: stay defined
 
 
 class TaskBalancedSampler:

@@ -270,3 +270,58 @@ def test_large_pool_sampling_follows_the_weights():
     mem.update(np.arange(n // 2), np.full(n // 2, 0.1), now=80)  # first half fresh, second half decayed
     picks = np.concatenate([StrengthSampler(cfg.mssr).sample(mem, 80, 4, rng) for _ in range(200)])
     assert np.mean(picks >= n // 2) > 0.9
+
+
+def test_rejection_draws_follow_successive_sampling():
+    """draw_by_rejection gives the distribution of Gumbel-top-k (successive sampling): the
+    first pick in proportion to weight, the second among the rest."""
+    from mssr.samplers import _gumbel_top_k, draw_by_rejection
+
+    weights = np.array([1.0, 2.0, 3.0, 4.0])
+    rng = np.random.default_rng(1)
+    firsts, pairs = np.zeros(4), {}
+    for _ in range(20000):
+        a, b = draw_by_rejection(lambda pos: weights[pos], 4, 2, 4.0, rng)
+        firsts[a] += 1
+        pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    assert np.allclose(firsts / firsts.sum(), weights / weights.sum(), atol=0.01)
+    exact_3_then_2 = 4 / 10 * 3 / 6  # P(first = 3, second = 2)
+    assert abs(pairs[(3, 2)] / 20000 - exact_3_then_2) < 0.01
+    gumbel = [tuple(_gumbel_top_k(weights, 2, rng).tolist()) for _ in range(20000)]
+    assert abs(gumbel.count((3, 2)) / 20000 - exact_3_then_2) < 0.01
+
+
+def test_strength_sampler_on_a_large_pool_touches_only_its_proposals():
+    """From LARGE_POOL on, the strength sampler rejects under the weight bound 1 + epsilon: the
+    same preference as the exact small-pool draw, and rarely a full pass (all fresh, epsilon 0)."""
+    from mssr.samplers import LARGE_POOL
+
+    cfg = ReplayConfig()
+    n = 4 * LARGE_POOL
+    mem = MemoryState(cfg.mssr)
+    mem.add(np.arange(n), task=0, losses=np.full(n, 0.5), now=0)
+    mem.update(np.arange(n // 4), np.full(n // 4, 0.1), now=300)  # a quarter fresh, the rest decayed
+    rng = np.random.default_rng(0)
+    sampler = StrengthSampler(cfg.mssr)
+    picks = np.concatenate([sampler.sample(mem, 300, 8, rng) for _ in range(300)])
+    w = sampler.weights(mem, 300)
+    expected_fresh = w[: n // 4].sum() / w.sum()
+    assert abs(np.mean(picks < n // 4) - expected_fresh) < 0.03
+    fresh = MemoryState(cfg.mssr)
+    fresh.add(np.arange(n), task=0, losses=np.full(n, 0.5), now=0)
+    eps0 = StrengthSampler(cfg.mssr.model_copy(update={"epsilon": 0.0}))
+    ids = eps0.sample(fresh, 0, 8, rng)  # every weight 1e-12: rejection gives up, the full pass draws
+    assert np.unique(ids).size == 8
+
+
+def test_mean_retention_of_a_huge_pool_is_estimated_closely():
+    from mssr.memory import EXACT_MEAN_LIMIT
+
+    cfg = ReplayConfig()
+    n = EXACT_MEAN_LIMIT + 12345
+    rng = np.random.default_rng(0)
+    mem = MemoryState(cfg.mssr)
+    mem.add(np.arange(n), task=0, losses=rng.gamma(2.0, 0.3, size=n), now=0)
+    mem.update(np.sort(rng.choice(n, n // 3, replace=False)), rng.gamma(2.0, 0.1, size=n // 3), now=60)
+    exact = float(mem.retention(120).mean())
+    assert 0.05 < exact < 0.95 and abs(mem.mean_retention(120) - exact) < 0.005
