@@ -36,6 +36,7 @@ class MemoryState:
         self.tau = np.zeros(0, dtype=np.float64)
         self.strength = np.zeros(0, dtype=np.float64)
         self.loss = np.zeros(0, dtype=np.float64)
+        self._task_bounds: dict[int, tuple[int, int]] | None = None  # task -> its slice, when contiguous
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -60,6 +61,7 @@ class MemoryState:
         order = np.argsort(self.ids, kind="stable")
         for name in ("ids", "task", "tau", "strength", "loss"):
             setattr(self, name, getattr(self, name)[order])
+        self._task_bounds = None
 
     def positions(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
@@ -100,6 +102,28 @@ class MemoryState:
         self.tau[pos] = float(now)
         self.loss[pos] = losses
 
+    def tasks(self) -> dict[int, tuple[int, int]]:
+        """Each task in the pool and its (start, stop) positions, if every task's samples are
+        contiguous (as when a task's ids follow the previous task's, as in a run); else {}."""
+        if self._task_bounds is None:
+            self._task_bounds = {}
+            if self.task.size and (np.diff(self.task) >= 0).all():
+                starts = np.r_[0, np.flatnonzero(np.diff(self.task)) + 1]
+                stops = np.r_[starts[1:], self.task.size]
+                self._task_bounds = {int(self.task[a]): (int(a), int(b)) for a, b in zip(starts, stops)}
+        return self._task_bounds
+
+    def of_tasks(self, tasks) -> "MemoryState":
+        """The samples of ``tasks``: views of contiguous slices where possible (no copy of the pool)."""
+        bounds = self.tasks()
+        if bounds and len(tasks) == 1 and int(tasks[0]) in bounds:
+            out = MemoryState(self.p)
+            a, b = bounds[int(tasks[0])]
+            for k in ("ids", "task", "tau", "strength", "loss"):
+                setattr(out, k, getattr(self, k)[a:b])
+            return out
+        return self.subset(np.isin(self.task, np.asarray(tasks)))
+
     def subset(self, mask: np.ndarray) -> "MemoryState":
         """A copy holding the samples where ``mask`` is true (e.g. one task's samples)."""
         out = MemoryState(self.p)
@@ -113,3 +137,4 @@ class MemoryState:
     def load_state_dict(self, state: dict) -> None:
         for k in ("ids", "task", "tau", "strength", "loss"):
             setattr(self, k, np.asarray(state[k]).copy())
+        self._task_bounds = None

@@ -132,7 +132,7 @@ class ReplayPlanner:
         if n <= 0:
             return []
         focus = getattr(scheduler, "focus_tasks", lambda: None)()
-        candidates = self.memory if not focus else self.memory.subset(np.isin(self.memory.task, focus))
+        candidates = self.memory if not focus else self.memory.of_tasks(focus)
         if len(candidates) == 0:
             return []
         ids = self.strategy.sampler.sample(candidates, self.now, n, self.rng)

@@ -133,12 +133,16 @@ class TaskBalancedSampler:
         self.inner = inner
 
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
-        tasks, sizes = np.unique(memory.task, return_counts=True)
+        bounds = memory.tasks()  # contiguous tasks (as in a run): no pass over the pool
+        if bounds:
+            tasks, sizes = np.array(list(bounds)), np.array([b - a for a, b in bounds.values()])
+        else:
+            tasks, sizes = np.unique(memory.task, return_counts=True)
         if tasks.size <= 1 or n <= 0:
             return self.inner.sample(memory, now, n, rng)
         share = np.full(tasks.size, n // tasks.size)
         share[rng.choice(tasks.size, size=n % tasks.size, replace=False)] += 1
         share = np.minimum(share, sizes)  # a task smaller than its share gives what it has
-        picks = [self.inner.sample(memory.subset(memory.task == t), now, int(k), rng)
+        picks = [self.inner.sample(memory.of_tasks([t]), now, int(k), rng)
                  for t, k in zip(tasks, share) if k > 0]
         return np.sort(np.concatenate(picks)) if picks else memory.ids[:0]

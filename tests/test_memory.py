@@ -62,3 +62,19 @@ def test_state_roundtrip_is_exact():
     other.load_state_dict(mem.state_dict())
     for k, v in mem.state_dict().items():
         np.testing.assert_array_equal(v, other.state_dict()[k])
+
+
+def test_tasks_are_found_as_slices_and_views_match_copies():
+    params = MSSRConfig()
+    mem = MemoryState(params)
+    for k in range(3):
+        mem.add(np.arange(k * 100, k * 100 + 10 + k), task=k, losses=np.full(10 + k, 0.5), now=k)
+    assert mem.tasks() == {0: (0, 10), 1: (10, 21), 2: (21, 33)}
+    view, copy = mem.of_tasks([1]), mem.subset(mem.task == 1)
+    assert all((getattr(view, f) == getattr(copy, f)).all() for f in ("ids", "task", "tau", "strength", "loss"))
+    both = mem.of_tasks([0, 2])
+    assert sorted(set(both.task.tolist())) == [0, 2] and len(both) == 22
+    mixed = MemoryState(params)  # a task whose ids fall between another's: no slices, same samples
+    mixed.add(np.array([1, 5]), task=0, losses=[0.1, 0.1], now=0)
+    mixed.add(np.array([3]), task=1, losses=[0.1], now=0)
+    assert mixed.tasks() == {} and mixed.of_tasks([0]).ids.tolist() == [1, 5]
