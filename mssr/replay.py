@@ -37,40 +37,49 @@ def resolve_budget(budget: int | float | None, total_new_samples: int | None) ->
 
 
 class Reservoir:
-    """Algorithm R over a stream of (id, loss): a uniform sample of fixed size."""
+    """Algorithm R over a stream of (id, loss): a uniform sample of fixed size, vectorised
+    over each offered batch (one random draw per sample past the first ``size``, no Python
+    loop over the samples)."""
 
     def __init__(self, size: int, rng: np.random.Generator):
         self.size = size
         self.rng = rng
-        self.ids: list[int] = []
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.losses = np.zeros(0, dtype=np.float64)
         self.seen = 0
-        self.last_loss: dict[int, float] = {}
+
+    @property
+    def last_loss(self) -> dict[int, float]:
+        return dict(zip(self.ids.tolist(), self.losses.tolist()))
 
     def offer(self, ids, losses) -> None:
         """Offer samples in stream order; a kept sample seen again (a later epoch) only
         refreshes its loss."""
-        for i, loss in zip(ids, losses):
-            i = int(i)
-            if i in self.last_loss:
-                self.last_loss[i] = float(loss)
-                continue
-            self.seen += 1
-            if len(self.ids) < self.size:
-                self.ids.append(i)
-                self.last_loss[i] = float(loss)
-                continue
-            j = int(self.rng.integers(self.seen))
-            if j < self.size:
-                del self.last_loss[self.ids[j]]
-                self.ids[j] = i
-                self.last_loss[i] = float(loss)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+        again = np.isin(ids, self.ids)
+        if again.any():
+            order = np.argsort(self.ids)
+            self.losses[order[np.searchsorted(self.ids[order], ids[again])]] = losses[again]
+            ids, losses = ids[~again], losses[~again]
+        room = min(self.size - self.ids.size, ids.size)  # the reservoir fills up first
+        self.ids = np.concatenate([self.ids, ids[:room]])
+        self.losses = np.concatenate([self.losses, losses[:room]])
+        rest = ids.size - room
+        if rest:  # the s-th sample of the stream replaces slot j ~ U[0, s) when j < size
+            slots = self.rng.integers(self.seen + room + 1 + np.arange(rest))
+            for k in np.flatnonzero(slots < self.size).tolist():  # few: a fraction size/s of them
+                self.ids[slots[k]], self.losses[slots[k]] = ids[room + k], losses[room + k]
+        self.seen += ids.size
 
     def state_dict(self) -> dict:
-        return {"size": self.size, "ids": list(self.ids), "seen": self.seen, "last_loss": dict(self.last_loss)}
+        return {"size": self.size, "ids": self.ids.tolist(), "seen": self.seen, "last_loss": self.last_loss}
 
     def load_state_dict(self, s: dict) -> None:
-        self.size, self.ids, self.seen = s["size"], list(s["ids"]), s["seen"]
-        self.last_loss = {int(k): float(v) for k, v in s["last_loss"].items()}
+        self.size, self.seen = s["size"], s["seen"]
+        self.ids = np.asarray(s["ids"], dtype=np.int64)
+        self.losses = np.asarray([float(s["last_loss"].get(i, s["last_loss"].get(str(i), 0.0)))
+                                  for i in s["ids"]], dtype=np.float64)
 
 
 @dataclass
@@ -164,8 +173,9 @@ class ReplayPlanner:
 
     def end_task(self, task_index: int) -> list[int]:
         """The reservoir's samples join the pool with strength from their last loss."""
-        ids = sorted(self.reservoir.ids)
-        losses = [self.reservoir.last_loss.get(i, self.cfg.mssr.loss_ref) for i in ids]
+        order = np.argsort(self.reservoir.ids)
+        ids = self.reservoir.ids[order].tolist()
+        losses = self.reservoir.losses[order]
         self.memory.add(ids, task=task_index, losses=losses, now=self.now)
         return ids
 
