@@ -26,8 +26,9 @@ import ray
 from mssr.replay import ReplayPlanner, StepObservation
 
 
-@ray.remote(num_cpus=0)
-class MemoryActor:
+class MemoryCoordinator:
+    """The actor's code as a plain class (``MemoryActor`` is its Ray actor; benchmarks subclass it)."""
+
     def __init__(self, replay_cfg, seed: int, world_size: int, total_new_samples: int):
         self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples)
         self.world_size = world_size
@@ -103,3 +104,6 @@ class MemoryActor:
         self.ended = {int(k): v for k, v in state["ended"].items()}
         self.pending.clear()
         self.plans.clear()
+
+
+MemoryActor = ray.remote(num_cpus=0)(MemoryCoordinator)

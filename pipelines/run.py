@@ -316,6 +316,8 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         "median_step_seconds": round(statistics.median(progress["step_seconds"]), 4),
         "probe_seconds": round(progress["probe_seconds"], 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
+        # rank 0: training-loop wall time (evaluation aside), and its waits for batches and plans
+        "pipeline_seconds": {k: round(v, 2) for k, v in progress.get("pipeline", {}).items()},
         "isolation": {**progress["isolation"], "mask_overlaps": progress["mask_overlaps"]},
         "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
     }

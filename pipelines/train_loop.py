@@ -104,6 +104,9 @@ class Worker:
         self.probe_seconds = 0.0  # worker-seconds spent in the strategy's probes, all ranks
         self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
         self.step_seconds: list[float] = []  # rank 0's wall time of every step (for the median)
+        # rank 0's wall time in the training loops (steps, waits for batches and plans,
+        # logging; evaluation aside) and two of its parts: where the pipeline waits
+        self.pipeline = {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0}
         self.mask_overlaps: list[float] = []  # isolation: overlap of each new mask with the one before
         self.trainable = [p for p in self.core.parameters() if p.requires_grad]
         self.isolation = make_isolation(self.cfg.isolation, self.trainable)  # the same mask on every rank
@@ -147,6 +150,7 @@ class Worker:
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
         self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
         self.step_seconds, self.mask_overlaps = progress["step_seconds"], progress["mask_overlaps"]
+        self.pipeline = progress.get("pipeline", self.pipeline)  # absent from older checkpoints
         if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
             restored = ray.get(self.actor.state_dict.remote(self.step))
@@ -173,7 +177,7 @@ class Worker:
         progress = {"next_task": next_task, "task_step": task_step, "step": self.step, "matrix": self.matrix,
                     "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
                     "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks],
-                    "mask_overlaps": self.mask_overlaps,
+                    "mask_overlaps": self.mask_overlaps, "pipeline": self.pipeline,
                     "isolation": {"method": self.cfg.isolation.method, "refreshes": self.isolation.refreshes,
                                   "fraction": self.isolation.isolated_fraction(),
                                   "state_mb": round(self.isolation.state_bytes() / 2**20, 3)}}
@@ -230,7 +234,9 @@ class Worker:
 
     def train_step(self, batch: dict) -> tuple[float, int, int, int]:
         """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
+        t = time.perf_counter()
         plan = ray.get(self.actor.plan.remote(self.step))
+        self.pipeline["plan_wait"] += time.perf_counter() - t
         self.plan_log.write(json.dumps({"step": self.step, **plan}) + "\n")
         probe_ids = plan["probe"][self.rank::self.world]
         probe_losses, probe_correct = self.probe(probe_ids)
@@ -281,12 +287,14 @@ class Worker:
         window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
         task_step = 0
         every = self.cfg.train.checkpoint_every
+        started = waiting = time.perf_counter()
         for _ in range(self.cfg.train.epochs_per_task):
             for batch in shard.iter_batches(batch_size=self.per_rank_batch, batch_format="numpy", prefetch_batches=2):
                 if task_step < skip:  # the same order as before the failure: skip what was trained
                     task_step += 1
                     continue
                 t0 = time.perf_counter()
+                self.pipeline["data_wait"] += t0 - waiting
                 loss, new_tok, replay_tok, replayed = self.train_step(batch)
                 self.step_seconds.append(round(time.perf_counter() - t0, 4))
                 self.train_seconds += self.step_seconds[-1]
@@ -303,10 +311,14 @@ class Worker:
                 if every and self.step % every == 0 and task_step < task["steps"]:
                     if window["n"]:
                         self._log_window(k, task, task_step, window)
+                    self.pipeline["train_wall"] += time.perf_counter() - started
                     self.checkpoint_and_report(k, task_step, {"task_index": k, "step": self.step},
                                                name=f"step_{self.step:06d}")
+                    started = time.perf_counter()
+                waiting = time.perf_counter()
         if window["n"]:
             self._log_window(k, task, task_step, window)
+        self.pipeline["train_wall"] += time.perf_counter() - started
 
     def _log_isolation(self, metrics, at_step: int) -> None:
         """MLflow metrics of a mask change (isolated fraction, overlap with the previous mask, state

@@ -1,0 +1,124 @@
+"""What the Ray pipeline costs over a bare training loop: training tokens/s, side by side.
+
+The pipeline is ``mssr run`` itself (``pipelines.run.run_stream``: Ray Data feeding, Ray
+Train workers, the memory actor, MSSR replay, MLflow logging) with 1 worker on all cores
+and with 2 workers on one core each; its tokens/s is the tokens trained (new + replayed,
+padding aside) over rank 0's wall time in the training loops (evaluation aside). The bare
+loop is one process, no Ray: the same model, LoRA, optimizer, rows in the same order,
+batch and steps, on all cores. The three run in turn, ``--repeats`` times; the medians
+and their ratios are printed with where the pipeline's time went (waiting for batches,
+waiting for the replay plan), and written as JSON.
+
+    .venv/bin/python benchmarks/pipeline_overhead.py                   # 3 repeats, ~15 min on 2 cores
+    .venv/bin/python benchmarks/pipeline_overhead.py --repeats 1 --train-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mssr.config import load_config
+from mssr.losses import per_sample_loss
+from mssr.models import load_model
+from mssr.optim import autocast_context, build_optimizer
+from mssr.tasks import load_stream
+from mssr.tokenize import PromptEncoder, collate, encoder_options
+
+TARGET = 0.9  # the pipeline's tokens/s over the bare loop's
+
+
+def bare_loop(cfg, threads: int) -> dict:
+    """One process, no Ray: each task's rows in the pipeline's seeded order, global batches."""
+    torch.set_num_threads(threads)
+    model, tok = load_model(cfg.model, seed=cfg.seed)
+    encoder = PromptEncoder(tok, **encoder_options(cfg.stream))
+    tasks = load_stream(cfg.stream)
+    steps = sum(-(-len(t.train) // cfg.train.batch_size) for t in tasks)
+    opt, sched = build_optimizer(model, cfg.train, steps)
+    torch.manual_seed(cfg.seed)
+    tokens, wall = 0, 0.0
+    for k, task in enumerate(tasks):
+        order = np.random.default_rng([cfg.seed, k]).permutation(len(task.train))  # as pipelines.data
+        rows = [task.train[i] for i in order]
+        enc = encoder.encode_many([r.prompt for r in rows], [r.answer for r in rows])
+        for start in range(0, len(rows), cfg.train.batch_size):
+            t = time.perf_counter()
+            stop = start + cfg.train.batch_size
+            b = collate(enc["input_ids"][start:stop], enc["prompt_len"][start:stop], tok.pad_token_id)
+            with autocast_context(cfg.train, "cpu"):
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            per_sample_loss(logits, b["labels"]).mean().backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            wall += time.perf_counter() - t
+            tokens += int(b["attention_mask"].sum())
+    return {"tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall}
+
+
+def pipeline(config: str, overrides: list[str], workers: int, cores: int, out: Path, name: str) -> dict:
+    from pipelines.run import run_stream
+
+    cfg = load_config(config, [*overrides, f"train.num_workers={workers}",
+                               f"train.cpus_per_worker={cores / workers:g}",
+                               f"run.output_dir={out}", f"run.name={name}"])
+    summary = run_stream(cfg, log=lambda *a: None)
+    waits = summary["pipeline_seconds"]
+    tokens = summary["tokens"]["train_new"] + summary["tokens"]["train_replay"]
+    return {"tokens": tokens, "seconds": waits["train_wall"], "tokens_per_s": tokens / waits["train_wall"],
+            "data_wait_s": waits["data_wait"], "plan_wait_s": waits["plan_wait"],
+            "median_step_s": summary["median_step_seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/compare.yaml")
+    ap.add_argument("--train-size", type=int, default=64, help="rows per task (5 tasks)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default="benchmarks/results/pipeline_overhead.json")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cores = os.cpu_count() or 1
+    # evaluation is not measured: the smallest test split and answers keep the runs short
+    overrides = [f"stream.train_size={args.train_size}", "stream.test_size=4", "eval.max_new_tokens=2"]
+    cfg = load_config(args.config, overrides)
+    runs: dict[str, list[dict]] = {"bare loop": [], "pipeline, 1 worker": [], "pipeline, 2 workers": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            runs["bare loop"].append(bare_loop(cfg, cores))
+            runs["pipeline, 1 worker"].append(pipeline(args.config, overrides, 1, cores, Path(tmp), f"w1-{r}"))
+            runs["pipeline, 2 workers"].append(pipeline(args.config, overrides, 2, cores, Path(tmp), f"w2-{r}"))
+            print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(
+                f"{k} {v[-1]['tokens_per_s']:.0f} tok/s" for k, v in runs.items()), flush=True)
+    medians = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in runs.items()}
+    bare = medians["bare loop"]
+    print(f"\n{cfg.model.name}, LoRA, batch {cfg.train.batch_size}, {args.train_size} rows x 5 tasks, "
+          f"{cores} cores, {args.repeats} repeats ({platform.processor() or platform.machine()})")
+    print(f"{'':<22}{'tok/s (median)':>15}{'x bare':>8}{'data wait':>11}{'plan wait':>11}{'train s':>9}")
+    for k, v in runs.items():
+        waits = [f"{statistics.median(x.get(w, 0.0) for x in v):10.1f}s" for w in ("data_wait_s", "plan_wait_s")]
+        print(f"{k:<22}{medians[k]:>15.0f}{medians[k] / bare:>8.3f} {' '.join(waits)}"
+              f"{statistics.median(x['seconds'] for x in v):>9.1f}")
+    for k in ("pipeline, 1 worker", "pipeline, 2 workers"):
+        verdict = "meets" if medians[k] / bare >= TARGET else "misses"
+        print(f"{k}: {medians[k] / bare:.3f} x the bare loop ({verdict} the {TARGET} target)")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": cores,
+                               "config": args.config, "overrides": overrides, "medians_tokens_per_s": medians,
+                               "ratios": {k: v / bare for k, v in medians.items()}, "runs": runs}, indent=1))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
