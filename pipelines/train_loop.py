@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -67,6 +69,34 @@ def _barrier() -> None:
 def _fmt_seconds(s: float) -> str:
     s = int(max(0, s))
     return f"{s // 60}m{s % 60:02d}s"
+
+
+class ReadAhead:
+    """A task shard's batches, read by a background thread into a queue of up to ``depth``
+    batches: the training thread never waits on Ray Data (starting the streaming split takes
+    seconds, and each batch a round trip to its coordinator). Started before the previous
+    task's evaluation, the first batches are ready when training reaches them."""
+
+    _END = object()
+
+    def __init__(self, shard, batch_size: int, depth: int = 64):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._read, args=(shard, batch_size), name="read-ahead", daemon=True)
+        self.thread.start()
+
+    def _read(self, shard, batch_size: int) -> None:
+        try:
+            for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+                self.queue.put(batch)
+            self.queue.put(self._END)
+        except BaseException as e:  # raised again in the training thread
+            self.queue.put(e)
+
+    def __iter__(self):
+        while (item := self.queue.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 class Worker:
@@ -112,6 +142,7 @@ class Worker:
         self.isolation = make_isolation(self.cfg.isolation, self.trainable)  # the same mask on every rank
         self.needs_update_norm = config["needs_update_norm"] and self.rank == 0
         self.pool: dict[int, tuple[list[int], int]] = {}
+        self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
 
     # -- checkpoints -----------------------------------------------------------------
     def _write_worker_info(self) -> None:
@@ -284,12 +315,14 @@ class Worker:
         if skip == 0:  # after a mid-task restore the checkpoint holds the task's isolation state
             self._log_isolation(self.isolation.start_task(k), at_step=self.step)
         shard = ray.train.get_dataset_shard(f"train_{k}")
+        ahead = self.read_ahead.pop(k, None)
         window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
         task_step = 0
         every = self.cfg.train.checkpoint_every
         started = waiting = time.perf_counter()
-        for _ in range(self.cfg.train.epochs_per_task):
-            for batch in shard.iter_batches(batch_size=self.per_rank_batch, batch_format="numpy", prefetch_batches=2):
+        for epoch in range(self.cfg.train.epochs_per_task):
+            batches = ahead if epoch == 0 and ahead is not None else ReadAhead(shard, self.per_rank_batch)
+            for batch in batches:
                 if task_step < skip:  # the same order as before the failure: skip what was trained
                     task_step += 1
                     continue
@@ -358,8 +391,13 @@ class Worker:
         _barrier()
         self.pool = read_pool(self.run_dir, k)
 
+    def _read_ahead(self, k: int) -> None:
+        if k < len(self.tasks):
+            self.read_ahead[k] = ReadAhead(ray.train.get_dataset_shard(f"train_{k}"), self.per_rank_batch)
+
     def run(self) -> None:
         self.restore()
+        self._read_ahead(self.next_task)
         if not self.matrix:
             self._say("evaluating the model before training (row 0 of the accuracy matrix)")
             self.matrix.append(self.evaluate())
@@ -367,6 +405,7 @@ class Worker:
             self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} "
                       f"({self.tasks[k]['steps']} steps)")
             self.train_task(k)
+            self._read_ahead(k + 1)  # the next task's data starts streaming during this evaluation
             self.end_task(k)
             t = time.perf_counter()
             row = self.evaluate()
