@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import ray
 
+from machine import describe
 from mssr.config import ReplayConfig
 from mssr.replay import StepObservation
 from pipelines.memory_actor import MemoryCoordinator
@@ -178,9 +178,7 @@ def main() -> None:
         print(f"{x['ranks']:>6} {x['steps_per_message']:>3} {x['updates_per_s']:>12,.0f} {x['steps_per_s']:>9.1f} "
               f"{x['messages_per_s']:>11,.0f} {x['bookkeeping_fraction']:>11.0%} {x['seconds']:>8.2f}"
               + ("   VARIANT: K steps per message" if x["variant"] else ""))
-    machine = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-               "loadavg": os.getloadavg(), "python": platform.python_version(), "ray": ray.__version__,
-               "numpy": np.__version__}
+    machine = {"machine": describe(), "loadavg": os.getloadavg(), "numpy": np.__version__}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "target_updates_per_s": TARGET, "fill_s": fill_s,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from machine import describe
 from mssr.config import ReplayConfig
 from mssr.memory import MemoryState
 from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
@@ -79,7 +79,8 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/bookkeeping.json")
     args = ap.parse_args()
 
-    machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
+    machine = describe()
+    print(machine)
     rows = []
     for pool in (int(float(p)) for p in args.pools.split(",")):
         row = measure(pool, args.update, args.draw, args.repeats)

@@ -23,27 +23,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from machine import describe  # noqa: E402
 from mssr.config import load_config  # noqa: E402
 from mssr.evaluation import generate_answers  # noqa: E402
 from mssr.models import load_model  # noqa: E402
 from mssr.tasks import load_stream  # noqa: E402
 from mssr.tokenize import PromptEncoder, encoder_options  # noqa: E402
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cpus, torch {torch.__version__}"
 
 
 def mixed_prompts(tasks, n: int) -> list[str]:
@@ -108,7 +99,7 @@ def main() -> None:
         r["answers_differing_from_batch_1"] = sum(a != b for a, b in zip(got, answers[1]))
 
     print(f"{len(prompts)} prompts from {len(tasks)} tasks, max_new_tokens {max_new}, {args.threads} threads, "
-          f"{machine()}")
+          f"{describe()}")
     print(f"  {'batch':>5} {'cache':>5} {'median s':>9} {'p90 s':>7} {'tokens/s':>9} {'s/example':>10} {'differ':>7}")
     for r in runs:
         print(f"  {r['batch_size']:5d} {'on' if r['kv_cache'] else 'off':>5} {r['median_s']:9.2f} {r['p90_s']:7.2f} "
@@ -120,7 +111,7 @@ def main() -> None:
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "threads": args.threads, "prompts": len(prompts),
+    out.write_text(json.dumps({"machine": describe(), "threads": args.threads, "prompts": len(prompts),
                                "max_new_tokens": max_new, "runs": runs, "answers_batch_1": answers[1]},
                               indent=1))
     print(f"written to {out}")

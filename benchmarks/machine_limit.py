@@ -38,13 +38,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from machine import describe  # noqa: E402
 from mssr.config import load_config  # noqa: E402
 from mssr.losses import per_sample_loss  # noqa: E402
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict  # noqa: E402
@@ -53,15 +53,6 @@ from mssr.tasks import load_stream  # noqa: E402
 from mssr.tokenize import PromptEncoder, collate, encoder_options  # noqa: E402
 
 WARMUP_STEPS = 2
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cpus, torch {torch.__version__}"
 
 
 def matmul_peak(sizes: list[int], dtype: torch.dtype, repeats: int) -> dict:
@@ -182,7 +173,7 @@ def main() -> None:
     f32, b16 = train_res["fp32"]["final_check_loss"], train_res["bf16"]["final_check_loss"]
     rel_loss = abs(b16 - f32) / abs(f32)
 
-    print(f"{machine()}, {args.threads} threads; N_base {n_base/1e6:.1f}M, N_lora {n_lora/1e6:.2f}M, "
+    print(f"{describe()}, {args.threads} threads; N_base {n_base/1e6:.1f}M, N_lora {n_lora/1e6:.2f}M, "
           f"{layers} layers, d_attn {d_attn}")
     print(f"  {'':6} {'matmul peak':>16} {'train tok/s':>12} {'train GFLOP/s':>14} {'of peak':>8} {'step s':>7}")
     for mode in cfgs:
@@ -197,7 +188,7 @@ def main() -> None:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "machine": machine(), "threads": args.threads, "batch": args.batch, "steps": args.steps,
+        "machine": describe(), "threads": args.threads, "batch": args.batch, "steps": args.steps,
         "warmup_steps": WARMUP_STEPS, "n_base": n_base, "n_lora": n_lora, "layers": layers, "d_attn": d_attn,
         "matmul_peak": peak, "train": train_res, "bf16_speedup": speedup,
         "forward_loss_abs_diff": fwd_diff, "final_loss_rel_diff": rel_loss, "recommendation": use}, indent=1))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine import describe
 from mssr.config import load_config
 from mssr.losses import per_sample_loss
 from mssr.models import load_model
@@ -103,7 +103,7 @@ def main() -> None:
     medians = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in runs.items()}
     bare = medians["bare loop"]
     print(f"\n{cfg.model.name}, LoRA, batch {cfg.train.batch_size}, {args.train_size} rows x 5 tasks, "
-          f"{cores} cores, {args.repeats} repeats ({platform.processor() or platform.machine()})")
+          f"{args.repeats} repeats\n{describe()}")
     print(f"{'':<22}{'tok/s (median)':>15}{'x bare':>8}{'data wait':>11}{'plan wait':>11}{'train s':>9}")
     for k, v in runs.items():
         waits = [f"{statistics.median(x.get(w, 0.0) for x in v):10.1f}s" for w in ("data_wait_s", "plan_wait_s")]
@@ -114,7 +114,7 @@ def main() -> None:
         print(f"{k}: {medians[k] / bare:.3f} x the bare loop ({verdict} the {TARGET} target)")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": cores,
+    out.write_text(json.dumps({"machine": describe(), "cores": cores,
                                "config": args.config, "overrides": overrides, "medians_tokens_per_s": medians,
                                "ratios": {k: v / bare for k, v in medians.items()}, "runs": runs}, indent=1))
     print(f"written to {out}")
