@@ -197,7 +197,10 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
         if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
             tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
         else:
-            asha = ASHAScheduler(time_attr="tasks_done", max_t=tasks, grace_period=1, reduction_factor=2)
+            # max_t one past the stream: ASHA stops a trial that reaches max_t, and Tune kills it
+            # then, before its run could write its summary and artifacts; its rungs (1, 2, 4, ...
+            # tasks) stay the same
+            asha = ASHAScheduler(time_attr="tasks_done", max_t=tasks + 1, grace_period=1, reduction_factor=2)
             tuner = tune.Tuner(
                 trainable, param_space=to_ray(space),
                 tune_config=tune.TuneConfig(

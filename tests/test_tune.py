@@ -147,7 +147,7 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
     out = tmp_path / "out"
     proc = run_cli("tune", TINY, f"run.output_dir={out}", f"mlflow.tracking_uri={mlflow_server}",
                    "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
-                   "--num-samples", "2", "--scheduler", "fifo", "--name", "sw", cwd=tmp_path, timeout=1200)
+                   "--num-samples", "2", "--name", "sw", cwd=tmp_path, timeout=1200)  # ASHA, the default
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     sweep = out / "sweeps" / "sw"
     rows = (sweep / "trials.csv").read_text().splitlines()
