@@ -153,21 +153,24 @@ class ReplayPlanner:
     def observe_step(self, observations: Sequence[StepObservation]) -> None:
         """Every rank's observations of one step, in rank order; then the clock ticks."""
         now = self.now
-        new_losses: list[float] = []
-        probe_ids, probe_losses, probe_correct = [], [], []
-        for o in observations:
-            self.reservoir.offer(o.new_ids, o.new_losses)
-            if len(o.replay_ids):
-                self.memory.update(o.replay_ids, o.replay_losses, now)
-            new_losses.extend(o.new_losses)
-            probe_ids.extend(o.probe_ids)
-            probe_losses.extend(o.probe_losses)
-            probe_correct.extend(o.probe_correct)
+
+        def joined(field: str, dtype) -> np.ndarray:  # one array over the ranks, in rank order
+            return np.concatenate([np.asarray(getattr(o, field), dtype=dtype).reshape(-1) for o in observations]
+                                  or [np.zeros(0, dtype=dtype)])
+
+        # every rank's rows in rank order: the same result as one rank after another (the
+        # ranks' new and replayed ids are disjoint), with one numpy call per step
+        new_losses = joined("new_losses", np.float64)
+        self.reservoir.offer(joined("new_ids", np.int64), new_losses)
+        replay_ids = joined("replay_ids", np.int64)
+        if replay_ids.size:
+            self.memory.update(replay_ids, joined("replay_losses", np.float64), now)
+        probe_ids = joined("probe_ids", np.int64)
+        probe_losses, probe_correct = joined("probe_losses", np.float64), joined("probe_correct", bool)
         scheduler = self.strategy.scheduler
-        if probe_ids and hasattr(scheduler, "on_probe"):
-            scheduler.on_probe(now, np.asarray(probe_ids, dtype=np.int64), np.asarray(probe_losses, dtype=float),
-                               np.asarray(probe_correct, dtype=bool), self.memory)
-        if new_losses and hasattr(scheduler, "on_step"):
+        if probe_ids.size and hasattr(scheduler, "on_probe"):
+            scheduler.on_probe(now, probe_ids, probe_losses, probe_correct, self.memory)
+        if new_losses.size and hasattr(scheduler, "on_step"):
             scheduler.on_step(now, float(np.mean(new_losses)))
         self.clock.tick(observations[0].update_norm if observations else 0.0)
 
