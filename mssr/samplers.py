@@ -70,19 +70,28 @@ def _complete(picked: list[int], weights: np.ndarray, n: int, rng: np.random.Gen
     return np.asarray(picked, dtype=np.int64)
 
 
-def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions drawn without replacement with probability proportional to ``weights``.
+def draw_without_replacement(weight_of: Callable[[np.ndarray | None], np.ndarray], size: int, n: int,
+                             bound: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions drawn without replacement with probability proportional to their weights;
+    ``weight_of(positions)`` gives the weights of ``positions`` (of all with ``None``),
+    ``bound`` is at least every weight.
 
     Small pools: Gumbel-top-k, one vectorised pass. Large pools (``LARGE_POOL`` samples or
-    more): ``draw_by_rejection`` under the largest weight; if a few positions hold nearly all
-    the weight and proposals run out, the rest is drawn with Gumbel-top-k over the positions
-    that remain. Both give the same distribution.
+    more): ``draw_by_rejection``; if a few positions hold nearly all the weight and proposals
+    run out, the rest is drawn with Gumbel-top-k over the positions that remain. Both give
+    the same distribution.
     """
-    n = min(n, weights.size)
-    if weights.size < LARGE_POOL:
-        return _gumbel_top_k(weights, n, rng)
-    picked = draw_by_rejection(lambda pos: weights[pos], weights.size, n, float(weights.max()), rng)
-    return _complete(picked, weights, n, rng)
+    n = min(n, size)
+    if size < LARGE_POOL:
+        return _gumbel_top_k(weight_of(None), n, rng)
+    picked = draw_by_rejection(weight_of, size, n, bound, rng)
+    return np.asarray(picked, dtype=np.int64) if len(picked) == n else _complete(picked, weight_of(None), n, rng)
+
+
+def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``draw_without_replacement`` over an array of weights."""
+    return draw_without_replacement(lambda pos: weights if pos is None else weights[pos], weights.size, n,
+                                    float(weights.max()), rng)
 
 
 @SAMPLERS.register("uniform")
@@ -106,15 +115,11 @@ class StrengthSampler:
         self.epsilon = params.epsilon
 
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
-        n = min(n, len(memory))
-        if n <= 0:
+        if len(memory) == 0 or n <= 0:
             return memory.ids[:0]
-        if len(memory) < LARGE_POOL:
-            positions = _gumbel_top_k(self.weights(memory, now), n, rng)
-        else:  # every weight is at most 1 + epsilon: reject under that bound, touching only the proposals
-            picked = draw_by_rejection(lambda pos: self.weights(memory, now, pos), len(memory), n,
-                                       1.0 + self.epsilon, rng)
-            positions = _complete(picked, self.weights(memory, now), n, rng) if len(picked) < n else picked
+        # every weight is at most 1 + epsilon: large pools reject under that bound, touching only the proposals
+        positions = draw_without_replacement(lambda pos: self.weights(memory, now, pos), len(memory), n,
+                                             1.0 + self.epsilon, rng)
         return memory.ids[np.sort(positions)]
 
     def weights(self, memory: MemoryState, now: float, positions: np.ndarray | None = None) -> np.ndarray:
