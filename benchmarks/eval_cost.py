@@ -85,6 +85,7 @@ def main() -> None:
         r, answers[b] = measure(model, enc, prompts, max_new, b, args.repeats)
         r["kv_cache"] = True
         runs.append(r)
+        print(f"batch {b:3d}, KV cache on:  {r['tokens_per_s']:.1f} tokens/s", flush=True)
     if args.nocache_batch:
         gen_cfg = model.get_base_model().generation_config
         gen_cfg.use_cache = False
@@ -94,6 +95,7 @@ def main() -> None:
             gen_cfg.use_cache = True
         r["kv_cache"] = False
         runs.append(r)
+        print(f"batch {args.nocache_batch:3d}, KV cache off: {r['tokens_per_s']:.1f} tokens/s", flush=True)
     for r in runs:
         got = answers[r["batch_size"]] if r["kv_cache"] else nocache_answers
         r["answers_differing_from_batch_1"] = sum(a != b for a, b in zip(got, answers[1]))

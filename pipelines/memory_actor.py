@@ -1,10 +1,11 @@
 """The memory-strength actor: one per run, shared by every training worker.
 
-It wraps ``mssr.replay.ReplayPlanner``. Workers send per-sample losses without waiting
-(``observe.remote``); the actor buffers them per step and applies a step only when all ranks
-have sent it, in rank order, so its state never depends on arrival timing. ``plan(step)``
-waits for every rank's observations of earlier steps, computes the plan once and answers
-the same plan to every rank.
+It wraps ``mssr.replay.ReplayPlanner``. Rank 0 gathers every rank's per-sample losses of a
+step through the training process group (``pipelines.step_gather``) and sends them in one
+message without waiting (``observe.remote``): one message per step whatever the number of
+ranks. The actor applies steps in order, the ranks' observations in rank order, so its state
+never depends on timing. ``plan(step)`` waits until every earlier step has been applied,
+computes the plan once and answers the same plan to every rank.
 
 If the actor process dies, Ray restarts it (``max_restarts=-1``) with a fresh state; the
 workers' next call fails, Ray Train restarts them from the last checkpoint, and rank 0
@@ -12,7 +13,7 @@ loads the checkpointed state into the new actor, so the run continues from that 
 
     actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True, max_restarts=-1).remote(...)
     plan = ray.get(actor.plan.remote(step))        # {"replay": [ids], "probe": [ids]}
-    actor.observe.remote(step, rank, StepObservation(new_ids, new_losses, ...))
+    actor.observe.remote(step, [StepObservation(new_ids, new_losses, ...), ...])   # rank 0, one per rank
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ from mssr.replay import ReplayPlanner, StepObservation
 class MemoryCoordinator:
     """The actor's code as a plain class (``MemoryActor`` is its Ray actor; benchmarks subclass it)."""
 
-    def __init__(self, replay_cfg, seed: int, world_size: int, total_new_samples: int):
+    def __init__(self, replay_cfg, seed: int, total_new_samples: int):
         self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples)
-        self.world_size = world_size
-        self.pending: dict[int, dict[int, tuple]] = {}  # step -> rank -> observation
+        self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
         self.applied_through = -1  # every step <= this has been applied
         self.plans: dict[int, dict] = {}
         self.started: set[int] = set()
@@ -60,15 +60,15 @@ class MemoryCoordinator:
             self.plans.pop(step - 64, None)  # bounded cache; ranks never lag that far
         return self.plans[step]
 
-    async def observe(self, step: int, rank: int, observation: StepObservation) -> None:
-        self.pending.setdefault(step, {})[rank] = observation
+    async def observe(self, step: int, observations: list[StepObservation]) -> None:
+        """Every rank's observation of ``step``, in rank order."""
+        self.pending[step] = observations
         advanced = False
-        while len(self.pending.get(self.applied_through + 1, {})) == self.world_size:
+        while self.applied_through + 1 in self.pending:
             s = self.applied_through + 1
             t = time.perf_counter()
-            self.planner.observe_step([self.pending[s][r] for r in range(self.world_size)])
+            self.planner.observe_step(self.pending.pop(s))
             self.bookkeeping_seconds += time.perf_counter() - t
-            del self.pending[s]
             self.applied_through = s
             advanced = True
         if advanced:

@@ -268,7 +268,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     actor_name = f"mssr-memory-{run_id}"
     # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
     actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
-        cfg.replay, cfg.seed, cfg.train.num_workers, plan["new_samples"])
+        cfg.replay, cfg.seed, plan["new_samples"])
     loop_config = {
         "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
         "actor_name": actor_name, "tracking_uri": uri, "mlflow_run_id": run_id,

@@ -4,7 +4,8 @@ For each task: stream the worker's shard of the task's train split; at every ste
 memory actor for the step's plan (the same for every rank); run this rank's share of the
 plan's probe, if any (a no-grad forward pass: the loss and accuracy triggers' evaluation);
 add this rank's share of the replayed samples to the batch, compute per-sample losses from
-the one forward pass, step, and send the losses to the actor without waiting. At the task boundary: the task's
+the one forward pass, step; rank 0 gathers every rank's losses (one collective) and sends
+them to the actor in one message without waiting. At the task boundary: the task's
 reservoir joins the replay pool, every task's test split is evaluated (split across
 workers), one accuracy-matrix row is added, and a checkpoint is reported; a checkpoint is
 also reported every ``train.checkpoint_every`` steps inside a task.
@@ -51,6 +52,7 @@ from mssr.tasks import Example
 from mssr.tokenize import PromptEncoder, collate, encoder_options
 from pipelines.checkpoint import load_checkpoint, memory_digest, save_checkpoint
 from pipelines.data import read_pool, write_pool_part
+from pipelines.step_gather import gather_step
 from pipelines.tracking import StepLogger
 
 
@@ -302,9 +304,11 @@ class Worker:
             update_norm = float(torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before))))
         values = losses.float().cpu().numpy()
         n_new = len(new_ids)
-        self.actor.observe.remote(self.step, self.rank, StepObservation(
-            new_ids, values[:n_new].tolist(), mine, values[n_new:].tolist(),
-            probe_ids, probe_losses, probe_correct, update_norm))
+        observed = gather_step(StepObservation(new_ids, values[:n_new], mine, values[n_new:], probe_ids,
+                                               probe_losses, probe_correct, update_norm),
+                               plan, self.rank, self.world, self.per_rank_batch, self.device)
+        if observed is not None:  # rank 0: one message with every rank's losses, not waited for
+            self.actor.observe.remote(self.step, observed)
         real_tokens = torch.cat(real_tokens).numpy()
         return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan["replay"])
 
