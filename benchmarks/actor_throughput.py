@@ -119,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--pool", type=int, default=1_000_000)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--per-rank", type=int, default=64, help="new-sample losses per rank per step")
     ap.add_argument("--replayed", type=int, default=4, help="replayed pool ids per rank per step")
     ap.add_argument("--repeats", type=int, default=3)
