@@ -1,0 +1,68 @@
+"""The built-in task stream, generated offline with ``reasoning-gym`` (fixed seed).
+
+Five short reasoning tasks, each with its own answer format, picked so that on
+SmolLM2-135M-Instruct (measured, see README): scores before training are near zero, each
+task is learned within the demo's budget, and sequential fine-tuning forgets earlier tasks.
+
+Files are written once per (data_seed, sizes) into ``$MSSR_CACHE/streams/`` as TRACE-style
+JSONL and then loaded like any user stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from mssr.config import TaskSpec
+from mssr.errors import ConfigError
+
+# name -> reasoning-gym dataset and its difficulty settings (kept small: a 135M model on a
+# CPU has a few dozen optimizer steps per task)
+BUILTIN_TASKS: dict[str, tuple[str, dict]] = {
+    "chain_sum": ("chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1}),  # "4 + 7 =" -> 11
+    "family_relationships": ("family_relationships", {"max_family_size": 4}),  # -> "mother-in-law"
+    "gcd": ("gcd", {"max_value": 30}),  # GCD of two numbers <= 30
+    "syllogism": ("syllogism", {}),  # -> "Yes" / "No"
+    "aiw": ("aiw", {}),  # "Alice has 3 sisters and 2 brothers. How many sisters does her brother have?"
+}
+BUILTIN_STREAMS = {"reasoning-gym": list(BUILTIN_TASKS)}
+
+
+def _generate(dataset: str, settings: dict, size: int, seed: int) -> list[dict]:
+    import reasoning_gym
+
+    ds = reasoning_gym.create_dataset(dataset, size=size, seed=seed, **settings)
+    return [{"prompt": e["question"], "answer": str(e["answer"])} for e in ds]
+
+
+def builtin_task_specs(stream_cfg, cache: Optional[Path] = None) -> list[TaskSpec]:
+    """Generate (once) and describe the built-in stream's tasks as ordinary task files."""
+    from mssr.models import cache_dir
+
+    if stream_cfg.builtin not in BUILTIN_STREAMS:
+        raise ConfigError(f"stream.builtin: unknown built-in stream {stream_cfg.builtin!r} "
+                          f"(known: {', '.join(BUILTIN_STREAMS)})")
+    n_train, n_test, seed = stream_cfg.train_size, stream_cfg.test_size, stream_cfg.data_seed
+    # bump the version whenever the generation below changes, so stale files are not reused
+    root = (cache or cache_dir()) / "streams" / f"{stream_cfg.builtin}-v2-seed{seed}-{n_train}-{n_test}"
+    specs = []
+    for k, name in enumerate(BUILTIN_STREAMS[stream_cfg.builtin]):
+        dataset, settings = BUILTIN_TASKS[name]
+        train, test = root / f"{name}.train.jsonl", root / f"{name}.test.jsonl"
+        if not (train.is_file() and test.is_file()):
+            # oversample, then keep distinct prompts only, so no test prompt is also a train prompt;
+            # a task with few distinct prompts (chain_sum has ~200) yields fewer train rows
+            rows = _generate(dataset, settings, 2 * (n_train + n_test), seed + k)
+            first: dict[str, dict] = {}
+            for r in rows:
+                first.setdefault(r["prompt"], r)
+            unique = list(first.values())
+            root.mkdir(parents=True, exist_ok=True)
+            for path, part in ((test, unique[:n_test]), (train, unique[n_test:n_test + n_train])):
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+                tmp.replace(path)
+        specs.append(TaskSpec(name=name, train=str(train), test=str(test), scorer="exact_match"))
+    return specs

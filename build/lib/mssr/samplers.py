@@ -1,0 +1,153 @@
+"""Replay samplers: which pool samples to replay. Registered by name in ``SAMPLERS``.
+
+A sampler is any class with ``__init__(self, params)`` and
+``sample(memory, now, n, rng) -> np.ndarray`` of pool sample ids (without replacement).
+
+    sampler = SAMPLERS.get("strength")(cfg.replay.mssr)
+    ids = sampler.sample(memory, now=120, n=4, rng=np.random.default_rng(0))
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+from mssr.memory import MemoryState
+from mssr.registry import Registry
+
+SAMPLERS = Registry("sampler")
+
+
+class ReplaySampler(Protocol):
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+LARGE_POOL = 4096  # from this many samples on, rejection sampling beats one Gumbel number per sample
+MAX_PROPOSALS = 1 << 17  # rejection's budget before it falls back to a full pass (a few ms)
+
+
+def _gumbel_top_k(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    keys = np.log(weights) + rng.gumbel(size=weights.size)
+    top = np.argpartition(-keys, n - 1)[:n] if n < weights.size else np.arange(weights.size)
+    return top[np.argsort(-keys[top], kind="stable")]
+
+
+def draw_by_rejection(weight_of: Callable[[np.ndarray], np.ndarray], size: int, n: int, bound: float,
+                      rng: np.random.Generator, max_proposals: int = MAX_PROPOSALS) -> list[int]:
+    """Up to ``n`` positions of ``range(size)`` without replacement, each with probability
+    proportional to its weight among those not drawn yet (successive sampling, the same
+    distribution as Gumbel-top-k), by rejection: propose a position uniformly, keep it with
+    probability ``weight / bound`` (``bound`` >= every weight), skip repeats.
+
+    ``weight_of(positions)`` is called on the proposals only, so a draw costs
+    O(n * bound / mean weight), whatever ``size``. Stops after ``max_proposals`` proposals
+    (weights far below the bound) and returns what it has, in draw order.
+    """
+    picked: dict[int, None] = {}  # an insertion-ordered set
+    proposals, rate = 0, 0.5  # rate: the kept fraction, re-estimated each round
+    while len(picked) < n and proposals < max_proposals:
+        k = int(min(max_proposals - proposals, max(256, 2 * (n - len(picked)) / rate)))
+        proposed = rng.integers(0, size, size=k)
+        kept = proposed[rng.random(k) * bound < weight_of(proposed)]
+        proposals += k
+        rate = max(kept.size / k, 1e-4)
+        for position in kept.tolist():
+            picked.setdefault(position)
+            if len(picked) == n:
+                break
+    return list(picked)
+
+
+def _complete(picked: list[int], weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``picked`` followed by Gumbel-top-k over the positions not yet picked, up to ``n``."""
+    need = n - len(picked)
+    if need > 0:
+        rest = weights.astype(np.float64)
+        rest[picked] = 0.0
+        remaining = np.flatnonzero(rest)
+        picked = picked + remaining[_gumbel_top_k(rest[remaining], min(need, remaining.size), rng)].tolist()
+    return np.asarray(picked, dtype=np.int64)
+
+
+def draw_without_replacement(weight_of: Callable[[np.ndarray | None], np.ndarray], size: int, n: int,
+                             bound: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions drawn without replacement with probability proportional to their weights;
+    ``weight_of(positions)`` gives the weights of ``positions`` (of all with ``None``),
+    ``bound`` is at least every weight.
+
+    Small pools: Gumbel-top-k, one vectorised pass. Large pools (``LARGE_POOL`` samples or
+    more): ``draw_by_rejection``; if a few positions hold nearly all the weight and proposals
+    run out, the rest is drawn with Gumbel-top-k over the positions that remain. Both give
+    the same distribution.
+    """
+    n = min(n, size)
+    if size < LARGE_POOL:
+        return _gumbel_top_k(weight_of(None), n, rng)
+    picked = draw_by_rejection(weight_of, size, n, bound, rng)
+    return np.asarray(picked, dtype=np.int64) if len(picked) == n else _complete(picked, weight_of(None), n, rng)
+
+
+def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``draw_without_replacement`` over an array of weights."""
+    return draw_without_replacement(lambda pos: weights if pos is None else weights[pos], weights.size, n,
+                                    float(weights.max()), rng)
+
+
+@SAMPLERS.register("uniform")
+class UniformSampler:
+    """Every pool sample equally likely (the baselines' sampler)."""
+
+    def __init__(self, params=None):
+        self.params = params
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        n = min(n, len(memory))
+        return memory.ids[np.sort(rng.choice(len(memory), size=n, replace=False))] if n else memory.ids[:0]
+
+
+@SAMPLERS.register("strength")
+class StrengthSampler:
+    """Favour samples at risk: P(i) proportional to (1 - R_i(t))^kappa + epsilon."""
+
+    def __init__(self, params):
+        self.kappa = params.kappa
+        self.epsilon = params.epsilon
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        if len(memory) == 0 or n <= 0:
+            return memory.ids[:0]
+        # every weight is at most 1 + epsilon: large pools reject under that bound, touching only the proposals
+        positions = draw_without_replacement(lambda pos: self.weights(memory, now, pos), len(memory), n,
+                                             1.0 + self.epsilon, rng)
+        return memory.ids[np.sort(positions)]
+
+    def weights(self, memory: MemoryState, now: float, positions: np.ndarray | None = None) -> np.ndarray:
+        """(1 - R)^kappa + epsilon of every sample, or of ``positions``."""
+        r = memory.retention(now, positions)
+        risk = np.square(1.0 - r) if self.kappa == 2 else np.power(1.0 - r, self.kappa)
+        return np.maximum(risk + self.epsilon, 1e-12)  # epsilon = 0, R = 1: stay defined
+
+
+class TaskBalancedSampler:
+    """Wraps a sampler: split each draw evenly over the pool's tasks (the remainder goes to
+    randomly chosen tasks), then let the wrapped sampler pick within each task.
+    Enabled for any strategy with ``replay.balance_tasks: true``."""
+
+    def __init__(self, inner: ReplaySampler):
+        self.inner = inner
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        bounds = memory.tasks()  # contiguous tasks (as in a run): no pass over the pool
+        if bounds:
+            tasks, sizes = np.array(list(bounds)), np.array([b - a for a, b in bounds.values()])
+        else:
+            tasks, sizes = np.unique(memory.task, return_counts=True)
+        if tasks.size <= 1 or n <= 0:
+            return self.inner.sample(memory, now, n, rng)
+        share = np.full(tasks.size, n // tasks.size)
+        share[rng.choice(tasks.size, size=n % tasks.size, replace=False)] += 1
+        share = np.minimum(share, sizes)  # a task smaller than its share gives what it has
+        picks = [self.inner.sample(memory.of_tasks([t]), now, int(k), rng)
+                 for t, k in zip(tasks, share) if k > 0]
+        return np.sort(np.concatenate(picks)) if picks else memory.ids[:0]

@@ -1,0 +1,240 @@
+"""Replay schedulers: when to replay. Registered by name in ``SCHEDULERS``.
+
+A scheduler is any class with ``__init__(self, replay_cfg)`` and the hooks of
+``ReplayScheduler``; the planner calls them in step order, so a scheduler may keep state
+(JSON-friendly, exposed through ``state_dict``/``load_state_dict`` to survive restarts).
+``BaseScheduler`` gives the optional hooks no-op defaults; subclass it and override what
+you need.
+
+    sched = SCHEDULERS.get("adaptive")(cfg.replay)
+    sched.on_task_start(task_index=1, now=48)
+    if sched.is_due(now, memory): ...; sched.on_replay(now)
+
+Signals a scheduler can use besides time and the memory state:
+
+* ``on_step(now, train_loss)``: mean training loss of the step's new samples (free).
+* ``probe(now, memory, rng)``: pool ids the workers should probe at this step, or None.
+  A probe is one no-grad forward pass over those samples; it is the scheduler's own
+  evaluation cost and is counted as such. ``on_probe(now, ids, losses, correct, memory)``
+  receives, per probed sample, the loss and whether greedy decoding reproduces the answer
+  (every answer token is the argmax given the answer's prefix, which is exactly when greedy
+  generation would output it).
+* ``focus_tasks()``: restrict the next replay draw to these tasks (None: the whole pool).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol
+
+import numpy as np
+
+from mssr.memory import MemoryState
+from mssr.registry import Registry
+
+SCHEDULERS = Registry("scheduler")
+
+
+class ReplayScheduler(Protocol):
+    def on_task_start(self, task_index: int, now: float) -> None: ...
+    def is_due(self, now: float, memory: MemoryState) -> bool: ...
+    def on_replay(self, now: float) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    # optional (see BaseScheduler): on_step, probe, on_probe, focus_tasks
+
+
+class BaseScheduler:
+    """No-op optional hooks; state is the instance's plain (JSON-friendly) attributes."""
+
+    def on_step(self, now: float, train_loss: float) -> None:
+        pass
+
+    def probe(self, now: float, memory: MemoryState, rng: np.random.Generator) -> Optional[np.ndarray]:
+        return None
+
+    def on_probe(self, now: float, ids: np.ndarray, losses: np.ndarray, correct: np.ndarray,
+                 memory: MemoryState) -> None:
+        pass
+
+    def focus_tasks(self) -> Optional[list[int]]:
+        return None
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+@SCHEDULERS.register("never")
+class NeverScheduler(BaseScheduler):
+    """No replay: sequential fine-tuning, the lower bound."""
+
+    def __init__(self, replay_cfg=None):
+        pass
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        pass
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        return False
+
+    def on_replay(self, now: float) -> None:
+        pass
+
+
+@SCHEDULERS.register("fixed")
+class FixedIntervalScheduler(BaseScheduler):
+    """Replay every ``replay.fixed.interval`` steps."""
+
+    def __init__(self, replay_cfg):
+        self.interval = replay_cfg.fixed.interval
+        self.next_due = float(self.interval)
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        self.next_due = now + self.interval
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        return now >= self.next_due
+
+    def on_replay(self, now: float) -> None:
+        self.next_due = now + self.interval
+
+
+@SCHEDULERS.register("adaptive")
+class AdaptiveScheduler(BaseScheduler):
+    """MSSR's expanding schedule: interval I0 after a task switch, I <- min(I_max, g*I) after
+    each replay; replay early when the pool's mean retention falls below rho, but never
+    sooner than I0 steps after the last replay (else a weak pool would replay every step)."""
+
+    def __init__(self, replay_cfg):
+        p = replay_cfg.mssr
+        self.i0, self.growth, self.i_max, self.rho = p.initial_interval, p.growth, p.max_interval, p.retention_threshold
+        self.interval = float(self.i0)
+        self.next_due = float(self.i0)
+        self.last_replay = float("-inf")
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        self.interval = float(self.i0)
+        self.next_due = now + self.interval
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        if now >= self.next_due:
+            return True
+        return now - self.last_replay >= self.i0 and memory.mean_retention(now) < self.rho
+
+    def on_replay(self, now: float) -> None:
+        self.interval = min(float(self.i_max), self.growth * self.interval)
+        self.next_due = now + self.interval
+        self.last_replay = float(now)
+
+
+@SCHEDULERS.register("loss")
+class LossTriggerScheduler(BaseScheduler):
+    """Replay when a loss exceeds its running mean + z * std over the last ``window`` values.
+
+    ``replay.loss.signal``: ``train`` watches the training loss of the new samples (free, and
+    noisy by design: a hard batch looks like forgetting); ``probe`` watches the mean loss of a
+    fixed probe of ``probe_size`` pool samples, measured every ``probe_every`` steps (drawn
+    again at each task start), which costs one forward pass per probe.
+    """
+
+    def __init__(self, replay_cfg):
+        p = replay_cfg.loss
+        self.signal, self.z, self.window, self.min_history = p.signal, p.z, p.window, p.min_history
+        self.probe_every, self.probe_size = p.probe_every, p.probe_size
+        self.history: list[float] = []
+        self.triggered = False
+        self.probe_ids: list[int] = []
+        self.next_probe = 0.0
+
+    def _push(self, value: float) -> None:
+        if len(self.history) >= self.min_history:
+            h = np.asarray(self.history)
+            if value > h.mean() + self.z * h.std():
+                self.triggered = True
+        self.history = (self.history + [float(value)])[-self.window:]
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        if self.signal == "probe":  # a new probe set: its loss level is not comparable with the old one
+            self.history, self.probe_ids, self.next_probe = [], [], float(now)
+
+    def on_step(self, now: float, train_loss: float) -> None:
+        if self.signal == "train":
+            self._push(train_loss)
+
+    def probe(self, now: float, memory: MemoryState, rng: np.random.Generator) -> Optional[np.ndarray]:
+        if self.signal != "probe" or now < self.next_probe or len(memory) == 0:
+            return None
+        self.next_probe = now + self.probe_every
+        if not self.probe_ids:
+            n = min(self.probe_size, len(memory))
+            self.probe_ids = [int(i) for i in np.sort(rng.choice(memory.ids, size=n, replace=False))]
+        return np.asarray(self.probe_ids, dtype=np.int64)
+
+    def on_probe(self, now, ids, losses, correct, memory) -> None:
+        self._push(float(np.mean(losses)))
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        return self.triggered
+
+    def on_replay(self, now: float) -> None:
+        self.triggered = False
+
+
+@SCHEDULERS.register("accuracy")
+class AccuracyTriggerScheduler(BaseScheduler):
+    """Every ``replay.accuracy.every`` steps, probe the accuracy of each past task on a fixed
+    slice of ``probe_per_task`` of its pool samples; a task whose accuracy fell more than
+    ``delta`` below its accuracy right after it was learned (the first probe after its task
+    ended) is replayed, ``events`` replay events drawn from the dropped tasks only. The probes
+    are this baseline's cost: one forward pass over every past task's slice each time.
+    """
+
+    def __init__(self, replay_cfg):
+        p = replay_cfg.accuracy
+        self.every, self.per_task, self.delta, self.events = p.every, p.probe_per_task, p.delta, p.events
+        self.probe_sets: list[list[int]] = []  # [task, id, id, ...] per probed task (JSON-friendly)
+        self.baseline: list[list[float]] = []  # [task, accuracy right after the task]
+        self.focus: list[int] = []
+        self.pending = 0
+        self.next_probe = 0.0
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        self.next_probe = float(now)  # probe at once: the baseline of the task just learned
+
+    def probe(self, now: float, memory: MemoryState, rng: np.random.Generator) -> Optional[np.ndarray]:
+        if now < self.next_probe or len(memory) == 0:
+            return None
+        self.next_probe = now + self.every
+        known = {s[0] for s in self.probe_sets}
+        for task in np.unique(memory.task):
+            if int(task) not in known:
+                ids = memory.ids[memory.task == task]
+                pick = np.sort(rng.choice(ids, size=min(self.per_task, ids.size), replace=False))
+                self.probe_sets.append([int(task)] + [int(i) for i in pick])
+        return np.asarray([i for s in self.probe_sets for i in s[1:]], dtype=np.int64)
+
+    def on_probe(self, now, ids, losses, correct, memory) -> None:
+        tasks = memory.task[memory.positions(ids)]
+        correct = np.asarray(correct, dtype=float)
+        baseline = {int(t): a for t, a in self.baseline}
+        dropped = []
+        for t in np.unique(tasks):
+            acc = float(correct[tasks == t].mean())
+            if int(t) not in baseline:
+                baseline[int(t)] = acc
+                self.baseline.append([int(t), acc])
+            elif baseline[int(t)] - acc > self.delta:
+                dropped.append(int(t))
+        self.focus = dropped
+        self.pending = self.events if dropped else 0
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        return self.pending > 0
+
+    def on_replay(self, now: float) -> None:
+        self.pending -= 1
+
+    def focus_tasks(self) -> Optional[list[int]]:
+        return self.focus or None

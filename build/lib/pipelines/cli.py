@@ -1,0 +1,201 @@
+"""The ``mssr`` command.
+
+    mssr run configs/demo.yaml                       # the demo: 5 tasks, SmolLM2 + LoRA, MSSR, 2 workers
+    mssr run configs/demo.yaml replay.strategy=none seed=1 --summary-json out/none.json
+    mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
+    mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
+    mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
+    mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
+    mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
+    mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
+    mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
+
+User errors (bad config, bad data, missing model) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mssr.errors import UserError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mssr.config import load_config
+    from pipelines.run import run_stream
+
+    cfg = load_config(args.config, args.overrides)
+    if args.tracking_uri:
+        cfg.mlflow.tracking_uri = args.tracking_uri
+    run_stream(cfg, dry_run=args.dry_run, summary_json=Path(args.summary_json) if args.summary_json else None,
+               resume=args.resume)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pipelines.compare import compare
+
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"mlflow.tracking_uri={args.tracking_uri}")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
+    result = compare(args.config, overrides, strategies, seeds=args.seeds, name=args.name)
+    failed = [r for r in result["runs"] if "error" in r]
+    if failed:
+        print(f"mssr: {len(failed)} of {len(result['runs'])} runs failed (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from pipelines.tune import tune_sweep
+
+    result = tune_sweep(args.config, args.overrides, args.space, num_samples=args.num_samples,
+                        max_concurrent=args.max_concurrent, scheduler=args.scheduler, metric=args.metric,
+                        name=args.name, resume=args.resume)
+    if not result["best_config"]:
+        print("mssr: no trial finished the stream (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import build_report
+    from pipelines.tracking import resolve_tracking_uri
+
+    output_dir = Path(args.output_dir)
+    uri = resolve_tracking_uri(args.tracking_uri, output_dir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; give --output-dir or --tracking-uri")
+    index = build_report(args.id, uri, Path(args.out) if args.out else output_dir / "reports" / args.id)
+    print(f"report written to {index.resolve()}")
+    return 0
+
+
+def _cmd_validate_data(args: argparse.Namespace) -> int:
+    import json
+
+    from transformers import AutoTokenizer
+
+    from mssr.config import load_config
+    from mssr.data_report import describe_stream, format_report
+    from mssr.models import resolve_model_path
+    from mssr.tasks import load_stream
+    from mssr.tokenize import PromptEncoder, encoder_options
+
+    cfg = load_config(args.config, args.overrides)
+    tasks = load_stream(cfg.stream)  # invalid rows: exit 2 with file:line
+    encoder = PromptEncoder(AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name)),
+                            **encoder_options(cfg.stream))
+    report = describe_stream(tasks, encoder, cfg.stream.max_length)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 1 if args.strict and report["warnings"] else 0
+
+
+def _cmd_prepare_model(args: argparse.Namespace) -> int:
+    from mssr.models import prepare_default_model
+
+    path = prepare_default_model(force=args.force)
+    print(f"model ready: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="fine-tune a model on a task stream",
+                         description="Fine-tune a model on a stream of tasks and print the accuracy matrix.")
+    run.add_argument("config", help="YAML config (see configs/demo.yaml)")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. train.lr=3e-4")
+    run.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
+    run.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
+    run.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
+                     help="continue an interrupted run from its last checkpoint (default: run.output_dir/run.name)")
+    run.add_argument("--tracking-uri", metavar="URI",
+                     help="MLflow tracking URI (same as mlflow.tracking_uri=URI; default: sqlite store in output dir)")
+    run.set_defaults(func=_cmd_run)
+
+    cmp = sub.add_parser("compare", help="run several strategies on the same stream and seeds, print one table",
+                         description="Run each strategy on each seed (an ordinary run each, tagged with a common "
+                                     "comparison id in MLflow) and write the table as Markdown and CSV.")
+    cmp.add_argument("config", help="YAML config shared by every run")
+    cmp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every run")
+    cmp.add_argument("--strategies", metavar="A,B,...",
+                     help="comma-separated strategy names or import paths, each optionally +ISOLATION "
+                          "(e.g. mssr+epi); default: all eight built-in strategies")
+    cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
+    cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
+    cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
+    cmp.set_defaults(func=_cmd_compare)
+
+    tun = sub.add_parser("tune", help="sweep a search space with Ray Tune (ASHA), write the best config",
+                         description="Run a Ray Tune sweep of tune_spaces/*.yaml over the config: each trial an "
+                                     "ordinary run, logged as a nested MLflow run under the sweep's run; "
+                                     "writes the trial table and the best config as a ready-to-run YAML.")
+    tun.add_argument("config", help="YAML config every trial starts from")
+    tun.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every trial")
+    tun.add_argument("--space", required=True, metavar="PATH", help="search space, e.g. tune_spaces/mssr.yaml")
+    tun.add_argument("--num-samples", type=int, default=8, metavar="N", help="trials to sample (default 8)")
+    tun.add_argument("--max-concurrent", type=int, default=2, metavar="M",
+                     help="trials at a time; the CPUs are split between them (default 2)")
+    tun.add_argument("--scheduler", default="asha", choices=["asha", "fifo"],
+                     help="asha: stop weak trials after a few tasks (default); fifo: run every trial to the end")
+    tun.add_argument("--metric", default="ap", choices=["ap", "bwt", "fwt", "avg", "forgetting"],
+                     help="what the sweep optimises (default ap; forgetting is minimised)")
+    tun.add_argument("--name", metavar="ID", help="sweep name (default sweep-<timestamp>)")
+    tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    tun.set_defaults(func=_cmd_tune)
+
+    rep = sub.add_parser("report", help="static HTML report of a comparison, sweep or experiment from MLflow",
+                         description="Read the runs of a comparison id, a sweep name or an MLflow experiment "
+                                     "back from MLflow and write an HTML page with their table, AP/BWT bars, "
+                                     "per-task forgetting curves and accuracy-matrix heatmaps.")
+    rep.add_argument("id", help="comparison id, sweep name or MLflow experiment name")
+    rep.add_argument("--output-dir", default="runs", help="the runs' output dir, where the default sqlite "
+                                                          "MLflow store is (default: runs)")
+    rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                                           "else OUTPUT_DIR/mlflow.db)")
+    rep.add_argument("--out", metavar="DIR", help="where to write index.html (default OUTPUT_DIR/reports/ID)")
+    rep.set_defaults(func=_cmd_report)
+
+    val = sub.add_parser("validate-data", help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
+                         description="Validate every row of the config's stream (exit 2 on a bad row) and report "
+                                     "counts per task and split, exact duplicates, train/test leakage, prompts shared "
+                                     "across tasks, token lengths and label balance.")
+    val.add_argument("config", help="YAML config whose `stream` (and `model`, for the tokenizer) is checked")
+    val.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    val.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    val.add_argument("--strict", action="store_true", help="exit with code 1 when there are warnings")
+    val.set_defaults(func=_cmd_validate_data)
+
+    prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
+    prep.add_argument("--force", action="store_true", help="convert again even if cached")
+    prep.set_defaults(func=_cmd_prepare_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the options (`mssr compare C --seeds 2 train.lr=1e-4`)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"mssr: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mssr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

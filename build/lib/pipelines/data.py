@@ -1,0 +1,161 @@
+"""Ray Data side of a run: tokenise each task's train split, check lengths, stream to workers.
+
+Each task's validated rows are tokenised by Ray Data (``map_batches``) and materialised
+*before* training starts: the length check then happens before any compute is spent, and
+during training the workers own every CPU, so a lazy read would stall waiting for one. The
+workers receive the materialised blocks through Ray Train's streaming split.
+
+The tokenised rows are also written as Parquet into the run directory; the replay pool of
+each finished task is a subset of them (``pool/task_KK.parquet``), read whole by every worker.
+
+    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, seed=0)
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from mssr.errors import DataError
+from mssr.tasks import Task
+
+# a fraction of a CPU per tokenising task: in a sweep the trials already training hold almost
+# every CPU, and a trial that starts beside them must not wait for them to end to tokenise
+TOKENIZE_CPUS = 0.25
+_ID_STRIDE = 1 << 32  # sample id = task index * 2^32 + row index: unique across the stream
+
+
+def sample_id(task_index: int, row: int) -> int:
+    return task_index * _ID_STRIDE + row
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(tokenizer_path: str):
+    """One tokenizer per Ray worker process, reused by every batch it tokenises."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_path)
+
+
+def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to: int | None = None) -> pa.Table:
+    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, truncated. With ``truncate_to``, longer rows have their prompt cut from the left; a row
+    whose answer alone does not fit keeps its full length (and is refused by the caller)."""
+    from mssr.tokenize import PromptEncoder, truncate_prompt
+
+    encoder = PromptEncoder(_tokenizer(tokenizer_path), **options)
+    enc = encoder.encode_many(list(batch["prompt"]), list(batch["answer"]))
+    truncated = [False] * len(enc["input_ids"])
+    if truncate_to is not None:
+        for i, (ids, plen) in enumerate(zip(enc["input_ids"], enc["prompt_len"])):
+            fitted = truncate_prompt(ids, plen, truncate_to) if len(ids) > truncate_to else None
+            if fitted is not None:
+                enc["input_ids"][i], enc["prompt_len"][i] = fitted
+                truncated[i] = True
+    return pa.table({
+        "sample_id": pa.array(batch["sample_id"], type=pa.int64()),
+        "source_row": pa.array(batch["source_row"], type=pa.int64()),
+        "input_ids": pa.array(enc["input_ids"], type=pa.list_(pa.int64())),
+        "prompt_len": pa.array(enc["prompt_len"], type=pa.int64()),
+        "length": pa.array([len(r) for r in enc["input_ids"]], type=pa.int64()),
+        "truncated": pa.array(truncated, type=pa.bool_()),
+    })
+
+
+def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
+    """The task's train rows in a seeded shuffled order (the training order)."""
+    order = np.random.default_rng([seed, task_index]).permutation(len(task.train))
+    return pa.table({
+        "sample_id": [sample_id(task_index, int(i)) for i in order],
+        "source_row": [task.train[i].line for i in order],
+        "prompt": [task.train[i].prompt for i in order],
+        "answer": [task.train[i].answer for i in order],
+    })
+
+
+def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
+    """Tokenise every task's train split with Ray Data (materialised); over-long rows are
+    refused or, with ``stream.too_long: truncate``, cut to fit and counted.
+
+    Returns the datasets and per-task statistics ``{"rows", "tokens", "max_length", "truncated"}``.
+    """
+    from mssr.tokenize import encoder_options
+
+    options, max_length = encoder_options(stream_cfg), stream_cfg.max_length
+    truncate_to = max_length if stream_cfg.too_long == "truncate" else None
+    datasets, stats = [], []
+    for k, task in enumerate(tasks):
+        ds = ray.data.from_arrow(_rows_table(k, task, seed)).map_batches(
+            tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options, truncate_to=truncate_to),
+            batch_format="numpy", batch_size=256, num_cpus=TOKENIZE_CPUS,
+        ).materialize()
+        lengths = ds.select_columns(["source_row", "length", "truncated"]).to_arrow_refs()
+        table = pa.concat_tables(ray.get(lengths))
+        length = table.column("length").to_numpy()
+        if length.max() > max_length:
+            bad = int(np.argmax(length > max_length))
+            hint = ("its answer alone does not fit" if truncate_to else
+                    "shorten the row, raise max_length, or set stream.too_long=truncate")
+            raise DataError(f"{task.train_file}:{table.column('source_row')[bad].as_py()}: {int(length[bad])} tokens, "
+                            f"more than stream.max_length={max_length}; {hint}")
+        datasets.append(ds)
+        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max()),
+                      "truncated": int(table.column("truncated").to_numpy().sum())})
+    return datasets, stats
+
+
+def mix_tasks(datasets: Sequence[ray.data.Dataset], seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
+    """The ``joint`` reference: every task's tokenised rows shuffled together (seeded) and cut
+    into segments of the original tasks' sizes, so it trains the same steps on the same data."""
+    tables = [pa.concat_tables(ray.get(ds.to_arrow_refs())) for ds in datasets]
+    union = pa.concat_tables(tables)
+    mixed = union.take(np.random.default_rng([seed, len(tables)]).permutation(union.num_rows))
+    segments, stats, start = [], [], 0
+    for table in tables:
+        part = mixed.slice(start, table.num_rows)
+        start += table.num_rows
+        length = part.column("length").to_numpy()
+        segments.append(ray.data.from_arrow([part.slice(i, 256) for i in range(0, part.num_rows, 256)]))
+        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max()),
+                      "truncated": int(part.column("truncated").to_numpy().sum())})
+    return segments, stats
+
+
+def write_tokens(datasets: Sequence[ray.data.Dataset], run_dir: Path) -> None:
+    for k, ds in enumerate(datasets):
+        ds.write_parquet(str(run_dir / "tokens" / f"task_{k:02d}"))
+
+
+def write_pool_part(run_dir: Path, task_index: int, ids: Sequence[int]) -> Path:
+    """Select the pool's rows (``ids``) of task ``task_index`` from the tokenised Parquet files."""
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(run_dir / "tokens"), format="parquet").to_table(
+        filter=pads.field("sample_id").isin(pa.array(list(ids), type=pa.int64())),
+        columns=["sample_id", "input_ids", "prompt_len"])
+    table = table.sort_by("sample_id")
+    out = run_dir / "pool" / f"task_{task_index:02d}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+    return out
+
+
+def read_pool(run_dir: Path, upto_task: int) -> dict[int, tuple[list[int], int]]:
+    """The replay pool of tasks 0..upto_task: sample id -> (input_ids, prompt_len)."""
+    pool: dict[int, tuple[list[int], int]] = {}
+    for k in range(upto_task + 1):
+        path = run_dir / "pool" / f"task_{k:02d}.parquet"
+        if not path.exists():
+            continue
+        t = pq.read_table(path).to_pydict()
+        for i, ids, plen in zip(t["sample_id"], t["input_ids"], t["prompt_len"]):
+            pool[int(i)] = (list(ids), int(plen))
+    return pool

@@ -1,0 +1,109 @@
+"""The memory-strength actor: one per run, shared by every training worker.
+
+It wraps ``mssr.replay.ReplayPlanner``. Rank 0 gathers every rank's per-sample losses of a
+step through the training process group (``pipelines.step_gather``) and sends them in one
+message without waiting (``observe.remote``): one message per step whatever the number of
+ranks. The actor applies steps in order, the ranks' observations in rank order, so its state
+never depends on timing. ``plan(step)`` waits until every earlier step has been applied,
+computes the plan once and answers the same plan to every rank.
+
+If the actor process dies, Ray restarts it (``max_restarts=-1``) with a fresh state; the
+workers' next call fails, Ray Train restarts them from the last checkpoint, and rank 0
+loads the checkpointed state into the new actor, so the run continues from that snapshot.
+
+    actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True, max_restarts=-1).remote(...)
+    plan = ray.get(actor.plan.remote(step))        # {"replay": [ids], "probe": [ids]}
+    actor.observe.remote(step, [StepObservation(new_ids, new_losses, ...), ...])   # rank 0, one per rank
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import ray
+
+from mssr.replay import ReplayPlanner, StepObservation
+
+
+class MemoryCoordinator:
+    """The actor's code as a plain class (``MemoryActor`` is its Ray actor; benchmarks subclass it)."""
+
+    def __init__(self, replay_cfg, seed: int, total_new_samples: int):
+        self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples)
+        self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
+        self.applied_through = -1  # every step <= this has been applied
+        self.plans: dict[int, dict] = {}
+        self.started: set[int] = set()
+        self.ended: dict[int, list[int]] = {}
+        self.changed = asyncio.Condition()
+        self.bookkeeping_seconds = 0.0
+
+    async def _wait_applied(self, step: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.applied_through >= step)
+
+    async def start_task(self, task_index: int, step: int) -> None:
+        """Idempotent: the first rank to arrive starts the task for all."""
+        await self._wait_applied(step - 1)
+        if task_index not in self.started:
+            self.started.add(task_index)
+            self.planner.start_task(task_index)
+
+    async def plan(self, step: int) -> dict:
+        await self._wait_applied(step - 1)
+        if step not in self.plans:
+            t = time.perf_counter()
+            self.plans[step] = self.planner.plan()
+            self.bookkeeping_seconds += time.perf_counter() - t
+            self.plans.pop(step - 64, None)  # bounded cache; ranks never lag that far
+        return self.plans[step]
+
+    async def observe(self, step: int, observations: list[StepObservation]) -> None:
+        """Every rank's observation of ``step``, in rank order."""
+        self.pending[step] = observations
+        advanced = False
+        while self.applied_through + 1 in self.pending:
+            s = self.applied_through + 1
+            t = time.perf_counter()
+            self.planner.observe_step(self.pending.pop(s))
+            self.bookkeeping_seconds += time.perf_counter() - t
+            self.applied_through = s
+            advanced = True
+        if advanced:
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def end_task(self, task_index: int, end_step: int) -> list[int]:
+        """After every rank's last step of the task: the reservoir joins the pool (once)."""
+        await self._wait_applied(end_step - 1)
+        if task_index not in self.ended:
+            self.ended[task_index] = self.planner.end_task(task_index)
+        return self.ended[task_index]
+
+    def stats(self) -> dict:
+        return {"replay_samples": self.planner.replayed, "replay_events": self.planner.events,
+                "probe_samples": self.planner.probed, "pool_size": len(self.planner.memory),
+                "bookkeeping_seconds": self.bookkeeping_seconds, "clock": self.planner.now,
+                "mean_retention": self.planner.memory.mean_retention(self.planner.now)}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def state_dict(self, step: int) -> dict:
+        """The state after every step before ``step`` has been applied."""
+        await self._wait_applied(step - 1)
+        return {"planner": self.planner.state_dict(), "applied_through": self.applied_through,
+                "started": sorted(self.started), "ended": self.ended}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.planner.load_state_dict(state["planner"])
+        self.applied_through = state["applied_through"]
+        self.started = set(state["started"])
+        self.ended = {int(k): v for k, v in state["ended"].items()}
+        self.pending.clear()
+        self.plans.clear()
+
+
+MemoryActor = ray.remote(num_cpus=0)(MemoryCoordinator)

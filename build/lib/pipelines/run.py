@@ -1,0 +1,338 @@
+"""The driver of ``mssr run``: validate, prepare data with Ray Data, train with Ray Train, log.
+
+    from pipelines.run import run_stream
+    summary = run_stream(load_config("configs/demo.yaml"))
+
+Order of work: everything that can be wrong in the input is checked before a run directory
+or an MLflow run exists; then the run directory, the MLflow run, the memory actor and the
+``TorchTrainer`` are created; at the end the accuracy matrix and metrics are printed, logged
+and written to ``summary.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from mssr.config import Config, config_to_dict, flatten
+from mssr.errors import ConfigError
+from mssr.metrics import all_metrics, format_matrix
+from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
+from mssr.replay import resolve_budget
+from mssr.schedulers import NeverScheduler
+from mssr.strategies import Strategy, build_strategy
+from mssr.tasks import Task, load_stream
+
+
+def quiet_env() -> None:
+    """Environment defaults for Ray, Ray Data, Hugging Face and tokenizers: offline, and one line per event."""
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # workers print their own progress: keep every line once (Ray Train's print patch would
+    # echo each print through its logger a second time)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+
+
+def init_ray(cfg: Config) -> None:
+    """Connect to ``$RAY_ADDRESS`` if set, else start a local Ray sized for the workers."""
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+        else:
+            # its processes inherit this environment (HF_HUB_OFFLINE, MSSR_CACHE, ...); no
+            # dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
+            # Ray Train's placement-group cleaner warns every second that the State API is absent)
+            cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
+            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+    _configure_ray_data()
+
+
+def _configure_ray_data() -> None:
+    """Deterministic ingest and a quiet console.
+
+    ``preserve_order`` makes the streaming split hand the same rows to the same rank in the
+    same order on every run (Ray Train copies it from this context); without it the split
+    may follow locality and timing, and the same seed would not give the same run.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def validate(cfg: Config) -> Strategy:
+    """Checks that need more than one field, done before anything is created; returns the strategy."""
+    if cfg.train.batch_size % cfg.train.num_workers:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
+                          f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
+    strategy = build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
+    # a local run needs its GPU here; on a cluster ($RAY_ADDRESS) the driver may run on a CPU
+    # head node, and Ray places the GPU workers on GPU nodes (the autoscaler starts them)
+    local = not os.environ.get("RAY_ADDRESS")
+    if cfg.model.finetune == "qlora":
+        from mssr.models import qlora_problem
+
+        if local and (problem := qlora_problem()):
+            raise ConfigError(problem)
+        if not cfg.train.use_gpu:
+            raise ConfigError("model.finetune=qlora needs train.use_gpu=true: the 4-bit weights live on the GPU")
+    if cfg.train.use_gpu and local:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("train.use_gpu=true but this machine has no CUDA GPU; set train.use_gpu=false")
+    return strategy
+
+
+def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
+    """The resolved plan: tasks and sizes, steps, strategy, workers, replay budget."""
+    world, per_rank = cfg.train.num_workers, cfg.train.batch_size // cfg.train.num_workers
+    rows = []
+    for t, s in zip(tasks, stats):
+        usable = (s["rows"] // world) * world  # the streaming split gives every rank the same rows
+        steps = cfg.train.epochs_per_task * math.ceil((usable // world) / per_rank)
+        rows.append({"name": t.name, "train": len(t.train), "used": usable, "test": len(t.test), "scorer": t.scorer,
+                     "steps": steps, "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
+                     "max_tokens": s["max_length"], "truncated": s["truncated"]})
+    new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
+    budget = cfg.replay.budget
+    resolved_budget = resolve_budget(budget, new_samples)
+    strategy = build_strategy(cfg.replay.strategy, cfg.replay)
+    replays = not isinstance(strategy.scheduler, NeverScheduler)
+    if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and replays:
+        raise ConfigError(f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
+                          f"event (replay.samples_per_event={cfg.replay.samples_per_event})")
+    return {"tasks": rows, "total_steps": sum(r["steps"] for r in rows), "new_samples": new_samples,
+            "strategy": cfg.replay.strategy, "mixes_tasks": strategy.mixes_tasks, "workers": world, "batch_per_worker": per_rank,
+            "use_gpu": cfg.train.use_gpu, "replay_budget": resolved_budget,
+            "pool_per_task": cfg.replay.pool_per_task, "samples_per_event": cfg.replay.samples_per_event,
+            "model": cfg.model.name, "finetune": cfg.model.finetune}
+
+
+def format_plan(plan: dict) -> str:
+    lines = [f"model {plan['model']} ({plan['finetune']}), strategy {plan['strategy']}, "
+             f"{plan['workers']} worker(s) x {plan['batch_per_worker']} samples/step, "
+             f"{'GPU' if plan['use_gpu'] else 'CPU'}",
+             f"replay: pool {plan['pool_per_task']}/task, {plan['samples_per_event']} samples/event, "
+             f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}",
+             f"{'task':<22} {'train':>6} {'used':>6} {'test':>5} {'steps':>6} {'tok/row':>8} {'max':>5}  scorer"]
+    for r in plan["tasks"]:
+        lines.append(f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
+                     f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}")
+    lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
+    truncated = [f"{r['name']} {r['truncated']}" for r in plan["tasks"] if r["truncated"]]
+    if truncated:
+        lines.append(f"rows truncated to stream.max_length (prompt cut from the left): {', '.join(truncated)}")
+    if plan["mixes_tasks"]:
+        lines.append("joint: every task's rows are shuffled together and trained in segments of these sizes; "
+                     "row k of the matrix is after segment k")
+    return "\n".join(lines)
+
+
+def _resume_dir(cfg: Config, resume: str) -> Path:
+    """The run directory to resume, checked: it exists, is unfinished, and was started with
+    this config (keys under ``run`` aside)."""
+    if resume:
+        run_dir = Path(resume).resolve()
+    elif cfg.run.name:
+        run_dir = (Path(cfg.run.output_dir) / cfg.run.name).resolve()
+    else:
+        raise ConfigError("--resume: give the run directory (mssr run CONFIG --resume runs/NAME) or set run.name")
+    if not (run_dir / "run.json").is_file():
+        raise ConfigError(f"--resume: {run_dir} is not a run directory (no run.json)")
+    if (run_dir / "summary.json").exists():
+        raise ConfigError(f"--resume: {run_dir} already finished (summary.json exists)")
+    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    given = flatten(config_to_dict(cfg))
+    differ = [k for k in sorted(set(saved) | set(given)) if not k.startswith("run.") and saved.get(k) != given.get(k)]
+    if differ:
+        k = differ[0]
+        raise ConfigError(f"--resume: {run_dir} was started with a different config: {k} was {saved.get(k)!r}, "
+                          f"now {given.get(k)!r}" + (f" (and {len(differ) - 1} more keys)" if len(differ) > 1 else ""))
+    return run_dir
+
+
+def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print,
+               tags: Optional[dict] = None, resume: Optional[str] = None,
+               train_callbacks: Optional[list] = None) -> dict:
+    """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream.
+
+    ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id).
+    ``train_callbacks``: Ray Train callbacks (``mssr tune`` passes Tune's report callback).
+    ``resume``: continue an interrupted run from its last checkpoint, in the same run
+    directory and the same MLflow run ("" for ``run.output_dir/run.name``, else the directory).
+    """
+    quiet_env()
+    started = time.time()
+    strategy = validate(cfg)
+    output_dir = Path(cfg.run.output_dir)
+    if resume is not None:
+        run_dir = _resume_dir(cfg, resume)
+    else:
+        name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = (output_dir / name).resolve()
+        if run_dir.exists():
+            raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name "
+                              f"(or continue it with --resume {run_dir})")
+    tasks = load_stream(cfg.stream)
+    tokenizer_path = resolve_model_path(cfg.model.name)
+    if cfg.model.name != TINY_MODEL:
+        load_tokenizer(cfg.model)  # fail early on a broken model folder
+
+    init_ray(cfg)
+    from pipelines.data import mix_tasks, tokenise_tasks, write_tokens
+    from pipelines.tracking import fail_run, redact, reopen_run, resolve_tracking_uri, start_run
+
+    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
+    if strategy.mixes_tasks:
+        datasets, stats = mix_tasks(datasets, cfg.seed)
+    plan = build_plan(cfg, tasks, stats)
+    log(format_plan(plan))
+    if dry_run:
+        return {"plan": plan}
+
+    if resume is not None:  # the same directory, checkpoints and MLflow run
+        record = json.loads((run_dir / "run.json").read_text())
+        uri, run_id = resolve_tracking_uri(cfg.mlflow.tracking_uri, run_dir.parent), record["mlflow_run_id"]
+        if redact(uri) != record["tracking_uri"]:
+            raise ConfigError(f"--resume: the run logs to {record['tracking_uri']}, but this config and "
+                              f"environment give {redact(uri)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI")
+        reopen_run(uri, run_id)
+        log(f"resuming {run_dir}\nMLflow run {run_id} in {redact(uri)}")
+    else:  # the input is valid: from here on, the run directory and the MLflow run exist
+        run_dir.mkdir(parents=True)
+        resolved = config_to_dict(cfg)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        write_tokens(datasets, run_dir)
+        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
+        run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved),
+                           tags={"strategy": cfg.replay.strategy, **(tags or {})})
+        (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
+        log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
+    try:
+        summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log, train_callbacks)
+    except BaseException:
+        fail_run(uri, run_id)
+        log(f"run stopped; continue it from its last checkpoint with: mssr run CONFIG --resume {run_dir}")
+        raise
+    if summary_json:
+        Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_json).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def train_storage_path(run_dir: Path) -> str:
+    """Where Ray Train keeps the run's checkpoints: ``$MSSR_STORAGE_PATH/<run name>`` if
+    ``MSSR_STORAGE_PATH`` is set (shared storage every node can reach, e.g. ``s3://bucket/mssr``
+    or an NFS path; needed when workers run on several machines), else ``<run_dir>/ray``.
+    On several machines ``run.output_dir`` must also be a directory every node mounts at the
+    same path: the driver and the workers read and write the run directory.
+
+        MSSR_STORAGE_PATH=s3://my-bucket/mssr mssr run configs/demo.yaml
+    """
+    shared = os.environ.get("MSSR_STORAGE_PATH")
+    if shared:
+        return f"{shared.rstrip('/')}/{run_dir.name}"
+    return str(run_dir / "ray")
+
+
+def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, uri: str, run_id: str,
+         started: float, log, train_callbacks: Optional[list] = None) -> dict:
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.artifacts import write_matrix_artifacts
+    from pipelines.memory_actor import MemoryActor
+    from pipelines.tracking import finish_run
+    from pipelines.train_loop import train_loop
+
+    actor_name = f"mssr-memory-{run_id}"
+    # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
+    actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
+        cfg.replay, cfg.seed, plan["new_samples"])
+    loop_config = {
+        "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
+        "actor_name": actor_name, "tracking_uri": uri, "mlflow_run_id": run_id,
+        "needs_update_norm": cfg.replay.clock == "update_norm",
+        "tasks": [{"name": t.name, "scorer": t.scorer, "steps": p["steps"],
+                   "test": [[e.prompt, e.answer] for e in t.test]} for t, p in zip(tasks, plan["tasks"])],
+    }
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name="train", storage_path=train_storage_path(run_dir),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="WARNING"), callbacks=train_callbacks),
+        datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
+        dataset_config=DataConfig(datasets_to_split="all"),
+    )
+    try:
+        result = trainer.fit()
+    except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
+        raise KeyboardInterrupt from None
+    if result.error is not None:
+        raise result.error
+    progress = json.loads((run_dir / "progress.json").read_text())
+    if progress["next_task"] < len(tasks):  # aborted (Ctrl-C) without an error
+        raise KeyboardInterrupt
+    stats = ray.get(actor.stats.remote())
+    ray.kill(actor)
+
+    matrix = progress["matrix"]
+    names = [t.name for t in tasks]
+    metrics = all_metrics(matrix)
+    wall = time.time() - started
+    summary = {
+        "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, **metrics,
+        "replay_budget": plan["replay_budget"], "replay_samples": stats["replay_samples"],
+        "replay_events": stats["replay_events"], "probe_samples": stats["probe_samples"],
+        "tokens": {k: int(v) for k, v in progress["tokens"].items()},
+        "wall_seconds": round(wall, 1), "train_seconds": round(progress["train_seconds"], 1),
+        "median_step_seconds": round(statistics.median(progress["step_seconds"]), 4),
+        "probe_seconds": round(progress["probe_seconds"], 2),
+        "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
+        # rank 0: training-loop wall time (evaluation aside), and its waits for batches and plans
+        "pipeline_seconds": {k: round(v, 2) for k, v in progress.get("pipeline", {}).items()},
+        "isolation": {**progress["isolation"], "mask_overlaps": progress["mask_overlaps"]},
+        "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    artifacts = write_matrix_artifacts(run_dir, matrix, names) + [run_dir / "config.yaml", run_dir / "summary.json"]
+    final = {**metrics, "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
+             "tokens_train_new": summary["tokens"]["train_new"], "tokens_train_replay": summary["tokens"]["train_replay"],
+             "tokens_eval": summary["tokens"]["eval"], "tokens_probe": summary["tokens"]["probe"],
+             "probe_samples": stats["probe_samples"], "median_step_seconds": summary["median_step_seconds"],
+             "bookkeeping_seconds": stats["bookkeeping_seconds"], "wall_seconds": wall}
+    finish_run(uri, run_id, final, artifacts)
+    log("\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(matrix, names))
+    log("  ".join(f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
+                  for k in ("ap", "bwt", "fwt", "forgetting", "avg")))
+    log(f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
+        f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
+        f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s")
+    return summary

@@ -1,0 +1,113 @@
+"""MLflow: one run per ``mssr run``, created by the driver, appended to by rank 0.
+
+The driver creates the store, the experiment and the run before any worker starts (first
+use of a sqlite store from several processes at once races), then hands the run id to the
+workers. Credentials come only from the environment (MLflow reads ``MLFLOW_TRACKING_*``).
+
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
+    run_id = start_run(uri, "mssr", run_name, params)
+    StepLogger(uri, run_id).log({"train/loss": 0.4}, step=10)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+
+def resolve_tracking_uri(configured: Optional[str], output_dir: Path) -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else a sqlite store in the output dir."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+
+
+def redact(uri: str) -> str:
+    """The URI without any ``user:password@`` part, for console lines and files."""
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1***@", uri)
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, uri: str, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):  # keep artifacts beside the DB, not under the current directory
+        artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: Optional[dict] = None) -> str:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = _client(uri)
+    run = client.create_run(_experiment_id(client, uri, experiment), run_name=run_name, tags=tags or {})
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i:i + 100])
+    return run.info.run_id
+
+
+def finish_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path], status: str = "FINISHED") -> None:
+    client = _client(uri)
+    log_metrics(client, run_id, metrics, step=0)
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status=status)
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark an interrupted run RUNNING again: a resumed run logs into the same MLflow run."""
+    _client(uri).update_run(run_id, status="RUNNING")
+
+
+def fail_run(uri: str, run_id: str) -> None:
+    """Mark the run FAILED; what it logged so far stays."""
+    _client(uri).set_terminated(run_id, status="FAILED")
+
+
+def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
+    log_metric_batches(client, run_id, [(metrics, step)])
+
+
+def log_metric_batches(client, run_id: str, entries: list[tuple[dict[str, float], int]]) -> None:
+    """Log several (metrics, step) entries in as few requests as possible."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for metrics, step in entries for k, v in metrics.items()]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i:i + 500])
+
+
+class StepLogger:
+    """Buffers metrics on a worker and sends them in batches (one call per flush)."""
+
+    def __init__(self, uri: str, run_id: str, flush_every: int = 4):
+        self.client = _client(uri)
+        self.run_id = run_id
+        self.buffer: list[tuple[dict, int]] = []
+        self.flush_every = flush_every
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.buffer.append((metrics, step))
+        if len(self.buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            log_metric_batches(self.client, self.run_id, self.buffer)
+        self.buffer.clear()

@@ -1,0 +1,456 @@
+"""The per-worker training loop run by Ray Train (one process per worker, DDP between them).
+
+For each task: stream the worker's shard of the task's train split; at every step ask the
+memory actor for the step's plan (the same for every rank); run this rank's share of the
+plan's probe, if any (a no-grad forward pass: the loss and accuracy triggers' evaluation);
+add this rank's share of the replayed samples to the batch, compute per-sample losses from
+the one forward pass, step; rank 0 gathers every rank's losses (one collective) and sends
+them to the actor in one message without waiting. At the task boundary: the task's
+reservoir joins the replay pool, every task's test split is evaluated (split across
+workers), one accuracy-matrix row is added, and a checkpoint is reported; a checkpoint is
+also reported every ``train.checkpoint_every`` steps inside a task.
+
+After a failure Ray Train restarts every worker with the last checkpoint: the model,
+optimizer, LR schedule, RNG states, accuracy matrix and counters are restored, the memory
+actor is reset to the checkpointed state, and the current task's data is skipped up to the
+checkpointed position (the streaming split repeats the same order), so the run continues
+as if nothing had happened. ``restores.jsonl`` in the run directory records each restore.
+
+The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_loop``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from mssr.config import Config
+from mssr.evaluation import evaluate_examples
+from mssr.isolation import make_isolation
+from mssr.losses import answer_reproduced, per_sample_loss
+from mssr.metrics import all_metrics
+from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
+from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer
+from mssr.replay import StepObservation
+from mssr.scoring import get_scorer
+from mssr.tasks import Example
+from mssr.tokenize import PromptEncoder, collate, encoder_options
+from pipelines.checkpoint import load_checkpoint, memory_digest, save_checkpoint
+from pipelines.data import read_pool, write_pool_part
+from pipelines.step_gather import gather_step
+from pipelines.tracking import StepLogger
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+class ReadAhead:
+    """A task shard's batches, read by a background thread into a queue of up to ``depth``
+    batches: the training thread never waits on Ray Data (starting the streaming split takes
+    seconds, and each batch a round trip to its coordinator). Started before the previous
+    task's evaluation, the first batches are ready when training reaches them."""
+
+    _END = object()
+
+    def __init__(self, shard, batch_size: int, depth: int = 64):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._read, args=(shard, batch_size), name="read-ahead", daemon=True)
+        self.thread.start()
+
+    def _read(self, shard, batch_size: int) -> None:
+        try:
+            for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+                self.queue.put(batch)
+            self.queue.put(self._END)
+        except BaseException as e:  # raised again in the training thread
+            self.queue.put(e)
+
+    def __iter__(self):
+        while (item := self.queue.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class Worker:
+    """State of one training worker; ``run()`` trains the whole stream."""
+
+    def __init__(self, config: dict):
+        self.cfg = Config.model_validate(config["cfg"])
+        self.run_dir = Path(config["run_dir"])
+        self.tasks = config["tasks"]  # [{"name", "scorer", "test": [[prompt, answer], ...], "steps"}]
+        self.total_steps = config["total_steps"]
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        torch.set_num_threads(max(1, int(round(self.cfg.train.cpus_per_worker))))
+        self.device = ray.train.torch.get_device()
+        model, self.tok = load_model(self.cfg.model, seed=self.cfg.seed,
+                                     gradient_checkpointing=self.cfg.train.gradient_checkpointing)
+        self.model = ray.train.torch.prepare_model(model)
+        self.core = self.model.module if hasattr(self.model, "module") else self.model
+        torch.manual_seed(self.cfg.seed * 1000 + self.rank)
+        self.encoder = PromptEncoder(self.tok, **encoder_options(self.cfg.stream))
+        self.opt, self.sched = build_optimizer(self.core, self.cfg.train, self.total_steps)
+        self.actor = ray.get_actor(config["actor_name"])
+        self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
+        self.plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
+        self.plan_path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_worker_info()
+        self.per_rank_batch = self.cfg.train.batch_size // self.world
+        # progress, restored from the checkpoint when Ray Train restarts the workers
+        self.next_task = 0
+        self.task_step = 0  # batches of task `next_task` already trained (a mid-task checkpoint)
+        self.step = 0
+        self.matrix: list[list[float]] = []
+        self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0, "probe": 0.0}
+        self.train_seconds = 0.0
+        self.probe_seconds = 0.0  # worker-seconds spent in the strategy's probes, all ranks
+        self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
+        self.step_seconds: list[float] = []  # rank 0's wall time of every step (for the median)
+        # rank 0's wall time in the training loops (steps, waits for batches and plans,
+        # logging; evaluation aside) and two of its parts: where the pipeline waits
+        self.pipeline = {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0}
+        self.mask_overlaps: list[float] = []  # isolation: overlap of each new mask with the one before
+        self.trainable = [p for p in self.core.parameters() if p.requires_grad]
+        self.isolation = make_isolation(self.cfg.isolation, self.trainable)  # the same mask on every rank
+        self.needs_update_norm = config["needs_update_norm"] and self.rank == 0
+        self.pool: dict[int, tuple[list[int], int]] = {}
+        self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _write_worker_info(self) -> None:
+        """Where this rank runs (process id, Ray node): for failure drills and placement checks."""
+        info = {"rank": self.rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "hostname": socket.gethostname()}
+        if self.rank == 0:
+            info["actor_pid"] = ray.get(self.actor.pid.remote())
+        path = self.run_dir / "workers" / f"rank_{self.rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info))
+
+    def _open_plan_log(self) -> None:
+        """One line per step, flushed per line; steps at or after the restored step are dropped
+        (they are trained again)."""
+        kept = []
+        if self.plan_path.exists():
+            kept = [line for line in self.plan_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] < self.step]
+        self.plan_path.write_text("".join(line + "\n" for line in kept))
+        self.plan_log = self.plan_path.open("a", buffering=1)
+
+    def restore(self) -> None:
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            self._open_plan_log()
+            return
+        with ckpt.as_directory() as d:
+            trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
+        load_trainable_state_dict(self.core, trainable)
+        self.opt.load_state_dict(trainer_state["optimizer"])
+        self.isolation.load_state_dict(trainer_state["isolation"])
+        self.sched.load_state_dict(trainer_state["scheduler"])
+        torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
+        self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
+        self.matrix, self.tokens = progress["matrix"], progress["tokens"]
+        self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
+        self.step_seconds, self.mask_overlaps = progress["step_seconds"], progress["mask_overlaps"]
+        self.pipeline = progress.get("pipeline", self.pipeline)  # absent from older checkpoints
+        if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
+            ray.get(self.actor.load_state_dict.remote(actor_state))
+            restored = ray.get(self.actor.state_dict.remote(self.step))
+            record = {"step": self.step, "next_task": self.next_task, "task_step": self.task_step,
+                      "checkpoint": Path(ckpt.path).name,
+                      "memory_digest": memory_digest(restored["planner"]["memory"]),
+                      "checkpoint_memory_digest": memory_digest(actor_state["planner"]["memory"])}
+            with (self.run_dir / "restores.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        _barrier()
+        self._open_plan_log()
+        self.pool = read_pool(self.run_dir, self.next_task - 1)
+        where = f"task {self.next_task + 1}" + (f", batch {self.task_step + 1}" if self.task_step else "")
+        self._say(f"resumed from checkpoint {Path(ckpt.path).name}: {where}, step {self.step}")
+
+    def checkpoint_and_report(self, next_task: int, task_step: int, metrics: dict, name: str) -> None:
+        """Report a checkpoint (all ranks call this at the same step). ``next_task``/``task_step``:
+        where training continues from it."""
+        rng_states = [None] * self.world
+        if dist.is_initialized():
+            dist.all_gather_object(rng_states, torch.get_rng_state())
+        else:
+            rng_states = [torch.get_rng_state()]
+        progress = {"next_task": next_task, "task_step": task_step, "step": self.step, "matrix": self.matrix,
+                    "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
+                    "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks],
+                    "mask_overlaps": self.mask_overlaps, "pipeline": self.pipeline,
+                    "isolation": {"method": self.cfg.isolation.method, "refreshes": self.isolation.refreshes,
+                                  "fraction": self.isolation.isolated_fraction(),
+                                  "state_mb": round(self.isolation.state_bytes() / 2**20, 3)}}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                actor_state = ray.get(self.actor.state_dict.remote(self.step))
+                save_checkpoint(Path(tmp), trainable_state_dict(self.core),
+                                {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                                 "isolation": self.isolation.state_dict(), "torch_rng": rng_states}, actor_state, progress)
+                (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+    # -- evaluation ------------------------------------------------------------------
+    def evaluate(self) -> list[float]:
+        """Score every task's test split; rows are split across ranks and summed."""
+        sums = []
+        for t in self.tasks:
+            mine = [Example(p, a) for p, a in t["test"][self.rank::self.world]]
+            scores, tokens = evaluate_examples(self.core, self.encoder, mine, get_scorer(t["scorer"]),
+                                               self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
+            sums += [sum(scores), len(scores), tokens]
+        totals = _all_sum(sums)
+        row = [totals[3 * j] / max(1.0, totals[3 * j + 1]) for j in range(len(self.tasks))]
+        self.tokens["eval"] += sum(totals[3 * j + 2] for j in range(len(self.tasks)))
+        return row
+
+    # -- training --------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    def _pool_batch(self, ids: list[int]) -> dict:
+        rows, plens = [self.pool[i][0] for i in ids], [self.pool[i][1] for i in ids]
+        return {k: v.to(self.device) for k, v in collate(rows, plens, self.tok.pad_token_id).items()}
+
+    @torch.no_grad()
+    def probe(self, ids: list[int]) -> tuple[list[float], list[bool]]:
+        """Loss and greedy exact match of pool samples, one no-grad forward pass (this rank's share)."""
+        if not ids:
+            return [], []
+        t = time.perf_counter()
+        self.core.eval()
+        b = self._pool_batch(ids)
+        with autocast_context(self.cfg.train, self.device.type):
+            logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        losses = per_sample_loss(logits, b["labels"]).float().cpu().tolist()
+        correct = answer_reproduced(logits, b["labels"]).cpu().tolist()
+        self.core.train()
+        self.probe_window[0] += float(b["attention_mask"].sum())  # summed over ranks in _log_window
+        self.probe_window[1] += time.perf_counter() - t
+        return losses, correct
+
+    def train_step(self, batch: dict) -> tuple[float, int, int, int]:
+        """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
+        t = time.perf_counter()
+        plan = ray.get(self.actor.plan.remote(self.step))
+        self.pipeline["plan_wait"] += time.perf_counter() - t
+        self.plan_log.write(json.dumps({"step": self.step, **plan}) + "\n")
+        probe_ids = plan["probe"][self.rank::self.world]
+        probe_losses, probe_correct = self.probe(probe_ids)
+        mine = plan["replay"][self.rank::self.world]
+        new_ids = [int(i) for i in batch["sample_id"]]
+        rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
+        plens = [int(p) for p in batch["prompt_len"]] + [self.pool[i][1] for i in mine]
+        real_tokens = []
+
+        def chunk_losses(start: int, stop: int) -> torch.Tensor:  # forward of rows[start:stop]
+            b = {k: v.to(self.device) for k, v in
+                 collate(rows[start:stop], plens[start:stop], self.tok.pad_token_id).items()}
+            with autocast_context(self.cfg.train, self.device.type):
+                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            real_tokens.append(b["attention_mask"].sum(dim=1).cpu())
+            return per_sample_loss(logits, b["labels"])
+
+        # the mean loss of all rows, backpropagated in train.grad_accum_steps chunks (1: one chunk, as before)
+        losses = backward_in_micro_batches(chunk_losses, len(rows), self.cfg.train.grad_accum_steps,
+                                           no_sync=getattr(self.model, "no_sync", None))
+        # gradients are all-reduced: the same importance and mask on every rank
+        self._log_isolation(self.isolation.observe_gradients(), at_step=self.step + 1)
+        before = [p.detach().clone() for p in self.trainable] if self.needs_update_norm else None
+        with self.isolation.frozen():  # isolated weights: gradient zeroed, value restored after the step
+            if self.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
+            self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        update_norm = 0.0
+        if before is not None:  # the replay clock's "model time": how far this step moved the weights
+            update_norm = float(torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before))))
+        values = losses.float().cpu().numpy()
+        n_new = len(new_ids)
+        observed = gather_step(StepObservation(new_ids, values[:n_new], mine, values[n_new:], probe_ids,
+                                               probe_losses, probe_correct, update_norm),
+                               plan, self.rank, self.world, self.per_rank_batch, self.device)
+        if observed is not None:  # rank 0: one message with every rank's losses, not waited for
+            self.actor.observe.remote(self.step, observed)
+        real_tokens = torch.cat(real_tokens).numpy()
+        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan["replay"])
+
+    def train_task(self, k: int) -> None:
+        task = self.tasks[k]
+        skip, self.task_step = self.task_step, 0  # batches already trained before a restore
+        ray.get(self.actor.start_task.remote(k, self.step - skip))  # idempotent: a restored actor knows it started
+        if skip == 0:  # after a mid-task restore the checkpoint holds the task's isolation state
+            self._log_isolation(self.isolation.start_task(k), at_step=self.step)
+        shard = ray.train.get_dataset_shard(f"train_{k}")
+        ahead = self.read_ahead.pop(k, None)
+        window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
+        task_step = 0
+        every = self.cfg.train.checkpoint_every
+        started = waiting = time.perf_counter()
+        for epoch in range(self.cfg.train.epochs_per_task):
+            batches = ahead if epoch == 0 and ahead is not None else ReadAhead(shard, self.per_rank_batch)
+            for batch in batches:
+                if task_step < skip:  # the same order as before the failure: skip what was trained
+                    task_step += 1
+                    continue
+                t0 = time.perf_counter()
+                self.pipeline["data_wait"] += t0 - waiting
+                loss, new_tok, replay_tok, replayed = self.train_step(batch)
+                self.step_seconds.append(round(time.perf_counter() - t0, 4))
+                self.train_seconds += self.step_seconds[-1]
+                window["loss"] += loss
+                window["n"] += 1
+                window["new"] += new_tok
+                window["replay"] += replay_tok
+                window["samples"] += replayed  # the plan is the same on every rank: no reduction
+                window["events"] += int(replayed > 0)
+                self.step += 1
+                task_step += 1
+                if self.step % self.cfg.train.log_every == 0:
+                    self._log_window(k, task, task_step, window)
+                if every and self.step % every == 0 and task_step < task["steps"]:
+                    if window["n"]:
+                        self._log_window(k, task, task_step, window)
+                    self.pipeline["train_wall"] += time.perf_counter() - started
+                    self.checkpoint_and_report(k, task_step, {"task_index": k, "step": self.step},
+                                               name=f"step_{self.step:06d}")
+                    started = time.perf_counter()
+                waiting = time.perf_counter()
+        if window["n"]:
+            self._log_window(k, task, task_step, window)
+        self.pipeline["train_wall"] += time.perf_counter() - started
+
+    def _log_isolation(self, metrics, at_step: int) -> None:
+        """MLflow metrics of a mask change (isolated fraction, overlap with the previous mask, state
+        size), at the number of steps whose gradients it has seen."""
+        if not metrics:
+            return
+        if "isolation/mask_overlap" in metrics:
+            self.mask_overlaps.append(round(metrics["isolation/mask_overlap"], 4))
+        if self.rank == 0:
+            self.log.log(metrics, step=at_step)
+
+    def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
+        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum([w["loss"], w["n"], w["new"], w["replay"],
+                                                                 *self.probe_window])
+        self.probe_window = [0.0, 0.0]
+        elapsed = time.perf_counter() - w["t"]
+        self.tokens["train_new"] += new
+        self.tokens["train_replay"] += replay
+        self.tokens["probe"] += probe_tok
+        self.probe_seconds += probe_s
+        tps = (new + replay) / max(elapsed, 1e-9)
+        loss = loss_sum / max(n, 1)
+        if self.rank == 0:
+            eta = self.train_seconds / max(1, self.step) * (self.total_steps - self.step)
+            print(f"[task {k + 1}/{len(self.tasks)} {task['name']}] step {task_step}/{task['steps']} "
+                  f"(total {self.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
+                  f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}", flush=True)
+            self.log.log({"train/loss": loss, "train/tokens_per_s": tps, "train/new_tokens": new,
+                          "train/replay_tokens": replay, "train/replay_samples": w["samples"],
+                          "train/replay_events": w["events"], "train/probe_tokens": probe_tok}, step=self.step)
+        w.update(loss=0.0, n=0, new=0, replay=0, samples=0, events=0, t=time.perf_counter())
+
+    def end_task(self, k: int) -> None:
+        ids = ray.get(self.actor.end_task.remote(k, self.step))
+        if self.rank == 0:
+            write_pool_part(self.run_dir, k, ids)
+        _barrier()
+        self.pool = read_pool(self.run_dir, k)
+
+    def _read_ahead(self, k: int) -> None:
+        if k < len(self.tasks):
+            self.read_ahead[k] = ReadAhead(ray.train.get_dataset_shard(f"train_{k}"), self.per_rank_batch)
+
+    def run(self) -> None:
+        self.restore()
+        self._read_ahead(self.next_task)
+        if not self.matrix:
+            self._say("evaluating the model before training (row 0 of the accuracy matrix)")
+            self.matrix.append(self.evaluate())
+        for k in range(self.next_task, len(self.tasks)):
+            self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} "
+                      f"({self.tasks[k]['steps']} steps)")
+            self.train_task(k)
+            self._read_ahead(k + 1)  # the next task's data starts streaming during this evaluation
+            self.end_task(k)
+            t = time.perf_counter()
+            row = self.evaluate()
+            self.matrix.append(row)
+            stats = ray.get(self.actor.stats.remote())
+            if self.rank == 0:
+                names = [t_["name"] for t_ in self.tasks]
+                scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row))
+                print(f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
+                      f"pool {stats['pool_size']}, replayed {stats['replay_samples']})", flush=True)
+                self.log.log({**{f"score/{n}": v for n, v in zip(names, row)},
+                              "score/mean_seen": float(np.mean(row[:k + 1])),
+                              "replay/samples": stats["replay_samples"], "replay/events": stats["replay_events"],
+                              "replay/pool_size": stats["pool_size"]}, step=k + 1)
+                self.log.flush()
+            # the metrics of the tasks seen so far (the final metrics after the last task): what
+            # a sweep's early-stopping scheduler compares, with tasks_done as its time
+            seen = [r[:k + 1] for r in self.matrix[:k + 2]]
+            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "tasks_done": k + 1, **all_metrics(seen)},
+                                       name=f"task_{k:02d}")
+
+
+def _quiet_worker() -> None:
+    """Keep the console to our progress lines: Ray Train's per-report INFO lines and two
+    library deprecation notices (peft calling a renamed transformers helper, Ray Data's own
+    use of a deprecated option) say nothing a user can act on."""
+    import transformers
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # the "Reporting training result" line comes from a logger named after its file path
+        from ray.train.v2._internal.execution import context as train_context
+
+        train_context.logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):  # another Ray layout: keep the line
+        pass
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config=...)``)."""
+    _quiet_worker()
+    Worker(config).run()

@@ -1,0 +1,299 @@
+"""``mssr tune``: a Ray Tune sweep of a search space, each trial an ordinary ``mssr run``.
+
+    mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8
+    mssr tune configs/tiny.yaml --space tune_spaces/fixed.yaml --num-samples 2 --scheduler fifo --metric bwt
+    mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --name my-sweep --resume   # after Ctrl-C
+
+The Ray Train V2 pattern: every trial is a Tune function that builds and fits one
+``TorchTrainer`` (through ``pipelines.run.run_stream``, the code path of ``mssr run``), with
+Tune's ``TuneReportCallback`` on it, so each task-boundary report of the training workers
+(the metrics of the tasks seen so far, with ``tasks_done``) reaches Tune. ASHA uses
+``tasks_done`` as its time: a trial whose score after a few tasks is in the bottom half of
+its rung is stopped there. On one machine, ``--max-concurrent`` trials share the CPUs: each
+trial takes a small slice for its Tune function and its workers get the rest in fractions.
+
+MLflow: a parent run for the sweep (the space, the best trial's metrics, the trial table
+and the best config as artifacts) and one nested run per trial, logged by the same code as
+``mssr run`` (params, loss and per-task score curves, the accuracy matrix and heatmap), so a
+trial's run in the UI looks like any other run. Outputs in ``<output_dir>/sweeps/<name>/``:
+``trials.md`` and ``trials.csv`` (one row per trial, best first), ``best.yaml`` (the whole
+config of the best finished trial, ready for ``mssr run``), and Tune's own state under
+``tune/``, from which ``--resume`` continues an interrupted sweep (finished trials are kept,
+a trial cut off mid-run continues from its last task-boundary checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from mssr.config import Config, config_to_dict, load_config
+from mssr.errors import ConfigError
+from mssr.search_space import SearchSpace, load_space, trial_overrides
+from mssr.tasks import load_stream
+
+METRICS = {"ap": "max", "bwt": "max", "fwt": "max", "avg": "max", "forgetting": "min"}
+TRIAL_CPU = 0.05  # the Tune function of a trial only waits on its TorchTrainer
+
+
+def to_ray(space: SearchSpace) -> dict:
+    """The Tune ``param_space`` of a search space (randint's high bound included, as documented)."""
+    from ray import tune
+
+    make = {"choice": tune.choice, "grid": tune.grid_search, "value": lambda v: v[0],
+            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
+            "randint": lambda v: tune.randint(v[0], v[1] + 1)}
+    return {key: make[p.kind](p.values) for key, p in space.params.items()}
+
+
+def worker_cpus(total_cpus: float, max_concurrent: int, num_workers: int) -> float:
+    """CPUs per training worker so that ``max_concurrent`` trials fit on ``total_cpus``.
+
+        >>> worker_cpus(2, 2, 2)   # 2 trials x (0.05 + 2 x 0.47) <= 2 CPUs
+        0.47
+    """
+    share = total_cpus / max_concurrent - TRIAL_CPU
+    return math.floor(100 * share / num_workers) / 100
+
+
+def trial_run_name(sweep: str, trial_id: str) -> str:
+    """The run name (and run directory) of one trial of a sweep."""
+    return f"{sweep}-{trial_id}"
+
+
+def _trial_config(config_path: str, overrides: list[str], params: dict, extra: list[str] = ()) -> Config:
+    return load_config(config_path, [*overrides, *trial_overrides(params), *extra])
+
+
+def _run_trial(params: dict, *, config_path: str, overrides: list[str], sweep: str, cpus: float,
+               parent_run_id: str) -> None:
+    """One trial (a Tune function): an ``mssr run`` of the base config with ``params`` applied."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipelines.run import run_stream
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    cfg = _trial_config(config_path, overrides, params, [
+        f"run.name={trial_run_name(sweep, trial_id)}", f"train.cpus_per_worker={cpus}",
+        "train.checkpoint_every=0",  # task-boundary reports only: each one carries the metrics ASHA reads
+    ])
+    run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
+    if (run_dir / "summary.json").exists():  # finished before an interruption of the sweep
+        summary = json.loads((run_dir / "summary.json").read_text())
+        ray.tune.report({"tasks_done": len(summary["tasks"]), **{k: summary[k] for k in METRICS}})
+        return
+    resume = "" if (run_dir / "run.json").exists() else None  # cut off mid-run: continue its checkpoint
+    run_stream(cfg, resume=resume, train_callbacks=[TuneReportCallback()],
+               tags={"sweep_id": sweep, "mlflow.parentRunId": parent_run_id, "trial_id": trial_id})
+
+
+def _rows(results, params_keys: list[str], metric: str, tasks: int) -> list[dict]:
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        done = int(m.get("tasks_done", 0))
+        status = "error" if r.error else ("finished" if done == tasks else f"stopped after {done} tasks")
+        rows.append({"trial": m.get("trial_id", Path(r.path).name if r.path else "?"), "status": status,
+                     "tasks done": done, **{k: m.get(k, float("nan")) for k in METRICS},
+                     **{k: r.config.get(k) for k in params_keys}})
+    sign = -1 if METRICS[metric] == "max" else 1
+    # finished trials first, best first; then the stopped ones by how far they got
+    rows.sort(key=lambda row: (row["status"] != "finished", -row["tasks done"],
+                               sign * row[metric] if not math.isnan(row[metric]) else math.inf))
+    return rows
+
+
+def _format_rows(rows: list[dict], params_keys: list[str], metric: str) -> str:
+    head = ["trial", "status", *METRICS, *params_keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row["trial"]), row["status"]]
+        cells += [f"{row[k]:+.3f}" if k in ("bwt", "fwt") else f"{row[k]:.3f}" for k in METRICS]
+        cells += [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row[k] for k in params_keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return f"sorted by {metric} ({METRICS[metric]}imised), finished trials first\n\n" + "\n".join(lines) + "\n"
+
+
+def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samples: int = 8,
+               max_concurrent: int = 2, scheduler: str = "asha", metric: str = "ap",
+               name: Optional[str] = None, resume: bool = False, log=print) -> dict:
+    """Run (or ``resume``) a sweep; returns ``{"name", "dir", "rows", "best_config"}``."""
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: expected one of {', '.join(METRICS)} (got {metric!r})")
+    if scheduler not in ("asha", "fifo"):
+        raise ConfigError(f"--scheduler: expected asha or fifo (got {scheduler!r})")
+    if num_samples < 1 or max_concurrent < 1:
+        raise ConfigError("--num-samples and --max-concurrent must be at least 1")
+    base = load_config(config_path, overrides)
+    space = load_space(space_path, config_path, overrides)
+    if resume and not name:
+        raise ConfigError("--resume needs the --name of the sweep to continue")
+    name = name or f"sweep-{datetime.now():%Y%m%d-%H%M%S}"
+    sweep_dir = (Path(base.run.output_dir) / "sweeps" / name).resolve()
+    if resume and not (sweep_dir / "sweep.json").exists():
+        raise ConfigError(f"--resume: no sweep {name!r} in {sweep_dir.parent}")
+    if not resume and sweep_dir.exists():
+        raise ConfigError(f"--name: {sweep_dir} already exists; choose another name, or continue it with --resume")
+    from pipelines.run import quiet_env, init_ray, validate
+
+    for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
+        validate(_trial_config(config_path, overrides, values))
+
+    quiet_env()
+    init_ray(base)
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from pipelines.placement_groups import removing_orphaned_placement_groups
+    from pipelines.tracking import finish_run, redact, reopen_run, resolve_tracking_uri, start_run
+
+    uri = resolve_tracking_uri(base.mlflow.tracking_uri, Path(base.run.output_dir))
+    if resume:
+        record = json.loads((sweep_dir / "sweep.json").read_text())
+        parent = record["mlflow_run_id"]
+        reopen_run(uri, parent)
+    else:
+        sweep_dir.mkdir(parents=True)
+        parent = start_run(uri, base.mlflow.experiment, name,
+                           {**{f"space.{k}": f"{p.kind} {p.values}" for k, p in space.params.items()},
+                            "metric": metric, "scheduler": scheduler, "num_samples": num_samples,
+                            "config": config_path, "overrides": " ".join(overrides)},
+                           tags={"sweep_id": name, "kind": "sweep"})
+        (sweep_dir / "sweep.json").write_text(json.dumps({
+            "mlflow_run_id": parent, "tracking_uri": redact(uri), "config": config_path, "overrides": overrides,
+            "space": space_path, "metric": metric, "scheduler": scheduler, "num_samples": num_samples}, indent=1))
+    tasks = len(load_stream(base.stream))
+    cpus = worker_cpus(ray.cluster_resources().get("CPU", 1), max_concurrent, base.train.num_workers)
+    if cpus <= 0:
+        raise ConfigError(f"--max-concurrent {max_concurrent}: too many trials for this machine's CPUs")
+    log(f"sweep {name}: {space_path} ({len(space.params)} keys), {num_samples} samples"
+        f"{f' x {space.grid_size()} grid points' if space.grid_size() > 1 else ''}, {scheduler}, "
+        f"{metric} {METRICS[metric]}imised, {max_concurrent} concurrent, {cpus} CPU per worker\n"
+        f"MLflow parent run {parent} in {redact(uri)}; results in {sweep_dir}")
+
+    # a trial runs in its own working directory: every path it gets is absolute, and it logs
+    # to the sweep's MLflow store (an environment-given URI reaches it through the environment)
+    every_trial = [*overrides, f"run.output_dir={Path(base.run.output_dir).resolve()}"]
+    if not base.mlflow.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        every_trial.append(f"mlflow.tracking_uri={uri}")
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_trial, config_path=str(Path(config_path).resolve()), overrides=every_trial,
+                             sweep=name, cpus=cpus, parent_run_id=parent),
+        {"CPU": TRIAL_CPU})
+    storage = str(sweep_dir)
+    try:
+        if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
+            tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
+        else:
+            # max_t one past the stream: ASHA stops a trial that reaches max_t, and Tune kills it
+            # then, before its run could write its summary and artifacts; its rungs (1, 2, 4, ...
+            # tasks) stay the same
+            asha = ASHAScheduler(time_attr="tasks_done", max_t=tasks + 1, grace_period=1, reduction_factor=2)
+            tuner = tune.Tuner(
+                trainable, param_space=to_ray(space),
+                tune_config=tune.TuneConfig(
+                    metric=metric, mode=METRICS[metric], num_samples=num_samples,
+                    max_concurrent_trials=max_concurrent, scheduler=asha if scheduler == "asha" else None,
+                    # the generator itself limits the running trials: with a search algorithm
+                    # given, Tune leaves max_concurrent_trials to it
+                    search_alg=BasicVariantGenerator(max_concurrent=max_concurrent, random_state=base.seed)),
+                run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1,
+                                          failure_config=tune.FailureConfig(max_failures=0)))
+        with removing_orphaned_placement_groups():  # frees the CPUs of the trials ASHA stops
+            grid, interrupted = _fit_noting_interrupt(tuner)
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        from pipelines.tracking import fail_run
+
+        fail_run(uri, parent)
+        log(f"sweep interrupted; continue it with: mssr tune {config_path} {' '.join(overrides)} "
+            f"--space {space_path} --name {name} --resume".replace("  ", " "))
+        raise KeyboardInterrupt
+
+    keys = [k for k, p in space.params.items() if p.kind != "value"]
+    rows = _rows(list(grid), keys, metric, tasks)
+    _close_stopped_trials(uri, base, name, rows)
+    markdown = _format_rows(rows, keys, metric)
+    (sweep_dir / "trials.md").write_text(markdown)
+    with (sweep_dir / "trials.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    finished = [r for r in rows if r["status"] == "finished"]
+    artifacts = [sweep_dir / "trials.md", sweep_dir / "trials.csv"]
+    best_config = None
+    if finished:
+        best = next(r for r in grid if (r.metrics or {}).get("trial_id") == finished[0]["trial"])
+        values = {k: best.config[k] for k in space.params}
+        cfg = _trial_config(config_path, overrides, values)
+        tree = config_to_dict(cfg)
+        tree["run"]["name"] = None  # a fresh name each time it is run
+        best_config = sweep_dir / "best.yaml"
+        best_config.write_text(f"# best trial {finished[0]['trial']} of sweep {name}: {metric} "
+                               f"{finished[0][metric]:.4f}\n#   mssr run {best_config}\n"
+                               + yaml.safe_dump(tree, sort_keys=False))
+        artifacts.append(best_config)
+    best_metrics = {f"best_{k}": finished[0][k] for k in METRICS} if finished else {}
+    finish_run(uri, parent, {**best_metrics, "trials": len(rows), "trials_finished": len(finished)}, artifacts)
+    log(f"\nsweep {name}: {len(rows)} trials, {len(finished)} finished\n\n{markdown}")
+    log(f"written to {sweep_dir}/trials.md, trials.csv" + (f", best.yaml\nrun the best config with: "
+                                                          f"mssr run {best_config}" if best_config else ""))
+    return {"name": name, "dir": str(sweep_dir), "rows": rows, "best_config": str(best_config or "")}
+
+
+def _fit_noting_interrupt(tuner):
+    """``tuner.fit()``, and whether it ended on Ctrl-C.
+
+    On the first SIGINT Tune stops the trials, saves its state and returns normally; its
+    handler puts back the SIGINT handler it replaced. So: install ours before ``fit()``; if
+    it is back in place afterwards, the sweep was interrupted.
+    """
+    if threading.current_thread() is not threading.main_thread():  # Tune installs no handler there
+        return tuner.fit(), False
+    previous = signal.getsignal(signal.SIGINT)
+
+    def ours(sig, frame):  # a second Ctrl-C (or Tune's handler disabled): stop at once
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, ours)
+    try:
+        grid = tuner.fit()
+        return grid, signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _corner_trials(space: SearchSpace) -> list[dict]:
+    """Every key at its first value, then each key at each of its values (cheap, covers every bound)."""
+    first = {k: p.values[0] for k, p in space.params.items()}
+    return [first] + [{**first, k: v} for k, p in space.params.items() for v in p.values[1:]]
+
+
+def _close_stopped_trials(uri: str, base: Config, sweep: str, rows: list[dict]) -> None:
+    """Mark the MLflow runs of trials that ASHA stopped (their process was ended mid-run) KILLED."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for row in rows:
+        if row["status"] == "finished":
+            continue
+        record = Path(base.run.output_dir).resolve() / trial_run_name(sweep, row["trial"]) / "run.json"
+        if record.exists():
+            run_id = json.loads(record.read_text())["mlflow_run_id"]
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "stopped_early", row["status"])
+                client.set_terminated(run_id, status="KILLED")
+
