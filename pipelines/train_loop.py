@@ -76,8 +76,8 @@ def _fmt_seconds(s: float) -> str:
 class ReadAhead:
     """A task shard's batches, read by a background thread into a queue of up to ``depth``
     batches: the training thread never waits on Ray Data (starting the streaming split takes
-    seconds, and each batch a round trip to its coordinator). Started before the previous
-    task's evaluation, the first batches are ready when training reaches them."""
+    seconds, and each batch a round trip to its coordinator). Started when the previous task
+    starts training, the first batches are ready when training reaches them."""
 
     _END = object()
 
@@ -320,6 +320,7 @@ class Worker:
             self._log_isolation(self.isolation.start_task(k), at_step=self.step)
         shard = ray.train.get_dataset_shard(f"train_{k}")
         ahead = self.read_ahead.pop(k, None)
+        self._read_ahead(k + 1)  # the next task's stream starts now: it takes seconds to start
         window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
         task_step = 0
         every = self.cfg.train.checkpoint_every
@@ -409,7 +410,6 @@ class Worker:
             self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} "
                       f"({self.tasks[k]['steps']} steps)")
             self.train_task(k)
-            self._read_ahead(k + 1)  # the next task's data starts streaming during this evaluation
             self.end_task(k)
             t = time.perf_counter()
             row = self.evaluate()
