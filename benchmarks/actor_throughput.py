@@ -37,6 +37,7 @@ from pipelines.memory_actor import MemoryCoordinator
 
 TARGET = 1e6  # updates/s at a pool of 10^7
 
+
 @ray.remote(num_cpus=0)
 class BenchMemoryActor(MemoryCoordinator):
     """MemoryActor plus benchmark-only methods: fill the pool, reset between runs, record
