@@ -42,8 +42,10 @@ from mssr.tokenize import PromptEncoder, collate, encoder_options
 TARGET = 0.9  # the pipeline's tokens/s over the bare loop's
 
 
-def bare_loop(cfg, threads: int) -> dict:
-    """One process, no Ray: each task's rows in the pipeline's seeded order, global batches."""
+def bare_loop(cfg, threads: int, after_task=None, before=None) -> dict:
+    """One process, no Ray: each task's rows in the pipeline's seeded order, global batches.
+    ``before(model, encoder, tasks)`` and ``after_task(k, model, encoder, tasks)``, if given,
+    run before training and after each task (not timed)."""
     torch.set_num_threads(threads)
     model, tok = load_model(cfg.model, seed=cfg.seed)
     encoder = PromptEncoder(tok, **encoder_options(cfg.stream))
@@ -51,6 +53,8 @@ def bare_loop(cfg, threads: int) -> dict:
     steps = sum(-(-len(t.train) // cfg.train.batch_size) for t in tasks)
     opt, sched = build_optimizer(model, cfg.train, steps)
     torch.manual_seed(cfg.seed)
+    if before is not None:
+        before(model, encoder, tasks)
     tokens, wall = 0, 0.0
     for k, task in enumerate(tasks):
         order = np.random.default_rng([cfg.seed, k]).permutation(len(task.train))  # as pipelines.data
@@ -70,6 +74,8 @@ def bare_loop(cfg, threads: int) -> dict:
             opt.zero_grad(set_to_none=True)
             wall += time.perf_counter() - t
             tokens += int(b["attention_mask"].sum())
+        if after_task is not None:
+            after_task(k, model, encoder, tasks)
     return {"tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall}
 
 

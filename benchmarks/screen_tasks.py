@@ -1,61 +1,200 @@
-"""Screen reasoning-gym tasks for the built-in stream: score before and after training each alone.
+"""Screen reasoning-gym tasks for the built-in stream: score each before and after training it alone.
 
-For each candidate: exact match on 40 test prompts, then 48 LoRA steps (r 16, batch 8,
-lr 1e-3, the chat template's default system prompt) on that task alone, then again.
-Prints one line per task. About 2-5 minutes per task on 2 cores.
+Uses the project's own prompt encoding (chat template, empty system prompt), batching, loss
+and forced exact match, so the numbers match what a real MSSR run sees. Per task:
 
-    .venv/bin/python benchmarks/screen_tasks.py                  # all candidates
-    .venv/bin/python benchmarks/screen_tasks.py gcd syllogism    # some
+* data: ``create_dataset(name, size=1000, seed=7, **settings)``, distinct prompts only (first
+  occurrence); the first 64 are the test set, the next 256 the training set;
+* forced exact match (``answer_reproduced``: greedy decoding would output exactly the answer and
+  end-of-sequence) and mean answer loss (``per_sample_loss``) on the 64 test prompts, before and
+  after 32 LoRA steps (r 16, alpha 32, all linear projections; batch 8; AdamW lr 1e-3; grad clip
+  1.0) on that task alone;
+* bf16 autocast on the CPU, one thread, torch seed 0.
+
+Prints one line per task and merges the results (by task key) into
+``benchmarks/results/screen_tasks.json``. About 1.5-3 minutes per task on one core.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/screen_tasks.py                # all candidates
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/screen_tasks.py gcd lcm        # some (keys below)
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/screen_tasks.py --list         # show the keys
 """
-import os, time, re, sys, torch
-os.environ["HF_HUB_OFFLINE"]="1"
-from mssr.models import prepare_default_model
-MODEL = str(prepare_default_model())
-torch.set_num_threads(2); torch.manual_seed(0)
-import reasoning_gym
-from transformers import AutoTokenizer, AutoModelForCausalLM
-from peft import LoraConfig, get_peft_model
-tok = AutoTokenizer.from_pretrained(MODEL); tok.padding_side="left"
-CANDS = {
- "chain_sum": dict(min_terms=2,max_terms=2,max_digits=1),
- "spell_backward": dict(min_word_len=3,max_word_len=4),
- "aiw": {},
- "syllogism": {},
- "color_cube_rotation": dict(max_rotations=1),
- "family_relationships": dict(max_family_size=4),
- "gcd": dict(max_value=30),
- "count_bits": dict(max_n=63),
- "base_conversion": dict(max_value=31, max_base=2),
- "letter_counting": dict(min_words=3,max_words=4),
-}
-only = sys.argv[1:] or list(CANDS)
-def fmt(q): return tok.apply_chat_template([{"role":"user","content":q}], tokenize=False, add_generation_prompt=True)
-def norm(s): return re.sub(r"\s+"," ",str(s).strip().lower().rstrip("."))
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the mssr package, when run as a script from anywhere
+sys.path.insert(0, str(HERE))  # machine.py
+
+import torch  # noqa: E402
+
+from mssr.builtin_stream import BUILTIN_TASKS  # noqa: E402
+from mssr.losses import answer_reproduced, per_sample_loss  # noqa: E402
+from mssr.models import prepare_default_model  # noqa: E402
+from mssr.tokenize import PromptEncoder, collate  # noqa: E402
+
+SIZE, DATA_SEED, N_TEST, N_TRAIN = 1000, 7, 64, 256
+STEPS, BATCH, LR, EVAL_BATCH = 32, 8, 1e-3, 32
+RESULTS = HERE / "results" / "screen_tasks.json"
+
+# key -> (reasoning-gym dataset, settings). The existing built-in tasks come first (same
+# settings as the stream, as a reference), then the candidates.
+CANDIDATES: dict[str, tuple[str, dict]] = {key: (ds, dict(s)) for key, (ds, s) in BUILTIN_TASKS.items()}
+CANDIDATES.update({
+    "count_bits": ("count_bits", {"max_n": 1023}),  # "How many 1 bits ... 332?" -> 4
+    "base_conversion": ("base_conversion", {"min_base": 2, "max_base": 2, "max_value": 255}),
+    "letter_counting": ("letter_counting", {"min_words": 3, "max_words": 4}),
+    "spell_backward": ("spell_backward", {"min_word_len": 3, "max_word_len": 5}),
+    "word_sorting": ("word_sorting", {"min_words": 3, "max_words": 3, "min_word_length": 3,
+                                      "max_word_length": 5}),
+    "number_sorting": ("number_sorting", {"min_numbers": 3, "max_numbers": 3, "min_decimals": 0,
+                                          "max_decimals": 0, "min_value": 0, "max_value": 99}),
+    "lcm": ("lcm", {"max_value": 20}),
+    "leg_counting": ("leg_counting", {"min_animals": 1, "max_animals": 2, "max_instances": 3}),
+    "decimal_chain_sum": ("decimal_chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1,
+                                                "max_decimal_places": 1}),
+    "simple_equations": ("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 10}),
+    "fraction_simplification": ("fraction_simplification", {"max_value": 20, "max_factor": 5,
+                                                            "styles": ("plain",)}),
+    "calendar_weekday": ("calendar_arithmetic", {"tasks": ["weekday_offset"]}),
+    "word_sequence_reversal": ("word_sequence_reversal", {"min_words": 3, "max_words": 3}),
+    "products": ("products", {"min_digits": 1, "max_digits": 2}),
+    "color_cube_rotation": ("color_cube_rotation", {"max_rotations": 1}),
+    "number_format": ("number_format", {"min_num_candidates": 2, "max_num_candidates": 2, "max_n": 10000}),
+})
+
+
+def load_data(dataset: str, settings: dict) -> list[dict]:
+    """Distinct prompts (first occurrence), in generation order, as {"prompt", "answer"}."""
+    import reasoning_gym
+
+    first: dict[str, str] = {}
+    for e in reasoning_gym.create_dataset(dataset, size=SIZE, seed=DATA_SEED, **settings):
+        first.setdefault(e["question"], str(e["answer"]))
+    return [{"prompt": q, "answer": a} for q, a in first.items()]
+
+
+def batches(encoder, rows, size, pad_id):
+    for i in range(0, len(rows), size):
+        part = rows[i:i + size]
+        enc = encoder.encode_many([r["prompt"] for r in part], [r["answer"] for r in part])
+        yield collate(enc["input_ids"], enc["prompt_len"], pad_id)
+
+
 @torch.no_grad()
-def evaluate(model, rows):
-    model.eval(); ok=0
-    for i in range(0,len(rows),20):
-        b=rows[i:i+20]; enc=tok([fmt(r["question"]) for r in b], return_tensors="pt", padding=True, add_special_tokens=False)
-        out=model.generate(**enc, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
-        for r,o in zip(b,out[:,enc.input_ids.shape[1]:]):
-            ok += norm(tok.decode(o, skip_special_tokens=True))==norm(r["answer"])
-    return ok/len(rows)
-for name in only:
-    ds = list(reasoning_gym.create_dataset(name, size=440, seed=7, **CANDS[name]))
-    train, test = ds[:384], ds[400:440]
-    lens=[len(tok(fmt(r["question"])+str(r["answer"])).input_ids) for r in train[:50]]
-    model = AutoModelForCausalLM.from_pretrained(MODEL)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj","k_proj","v_proj","o_proj","up_proj","down_proj","gate_proj"], task_type="CAUSAL_LM"))
-    t=time.time(); a0=evaluate(model,test); te=time.time()-t
-    opt=torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train(); t=time.time(); ntok=0
-    for s in range(48):
-        b=train[s*8:(s+1)*8]
-        p=[fmt(r["question"]) for r in b]; full=[x+str(r["answer"])+"<|im_end|>" for x,r in zip(p,b)]
-        tok.padding_side="right"; enc=tok(full,return_tensors="pt",padding=True,add_special_tokens=False); tok.padding_side="left"
-        labels=enc.input_ids.clone(); labels[enc.attention_mask==0]=-100
-        for i,x in enumerate(p): labels[i,:len(tok(x,add_special_tokens=False).input_ids)]=-100
-        loss=model(**enc,labels=labels).loss; loss.backward(); opt.step(); opt.zero_grad(); ntok+=enc.input_ids.numel()
-    tt=time.time()-t
-    a1=evaluate(model,test)
-    print(f"{name:22s} len~{sum(lens)/len(lens):.0f} zero={a0:.2f} after={a1:.2f} loss={loss.item():.3f} train {tt:.0f}s {ntok/tt:.0f}tok/s eval {te:.0f}s ex={test[0]['answer']!r}", flush=True)
+def evaluate(model, encoder, rows, pad_id) -> tuple[float, float]:
+    """(forced exact match, mean answer loss) over ``rows``."""
+    model.eval()
+    hits, losses = [], []
+    for b in batches(encoder, rows, EVAL_BATCH, pad_id):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        hits.append(answer_reproduced(logits, b["labels"]).float())
+        losses.append(per_sample_loss(logits, b["labels"]).float())
+    return torch.cat(hits).mean().item(), torch.cat(losses).mean().item()
+
+
+def train(model, encoder, rows, pad_id) -> float:
+    """STEPS optimizer steps of BATCH rows, in order (cycling if there are too few rows)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    for s in range(STEPS):
+        part = [rows[(s * BATCH + i) % len(rows)] for i in range(BATCH)]
+        b = next(batches(encoder, part, BATCH, pad_id))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        loss = per_sample_loss(logits, b["labels"]).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def screen(key: str, tok, model_path: str) -> dict:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dataset, settings = CANDIDATES[key]
+    encoder = PromptEncoder(tok, prompt_format="chat", system_prompt="")
+    rows = load_data(dataset, settings)
+    test, train_rows = rows[:N_TEST], rows[N_TEST:N_TEST + N_TRAIN]
+    enc = encoder.encode_many([r["prompt"] for r in test + train_rows], [r["answer"] for r in test + train_rows])
+    lens = [len(r) for r in enc["input_ids"]]
+    ans = [len(r) - p for r, p in zip(enc["input_ids"], enc["prompt_len"])]
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"]))
+    t = time.time()
+    em0, loss0 = evaluate(model, encoder, test, tok.pad_token_id)
+    eval_s = time.time() - t
+    t = time.time()
+    last = train(model, encoder, train_rows, tok.pad_token_id)
+    train_s = time.time() - t
+    em1, loss1 = evaluate(model, encoder, test, tok.pad_token_id)
+    q = " ".join(test[0]["prompt"].split())
+    return {"task": key, "dataset": dataset, "settings": settings, "mean_tokens": round(sum(lens) / len(lens), 1),
+            "max_tokens": max(lens), "mean_answer_tokens": round(sum(ans) / len(ans), 2),
+            "distinct_prompts": len(rows), "enough_prompts": len(rows) >= N_TEST + N_TRAIN,
+            "em_before": round(em0, 4), "em_after": round(em1, 4), "loss_before": round(loss0, 4),
+            "loss_after": round(loss1, 4), "last_train_loss": round(last, 4), "steps": STEPS,
+            "batch": BATCH, "train_rows": len(train_rows), "test_rows": len(test),
+            "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+            "example": {"question": q[:80] + ("..." if len(q) > 80 else ""), "answer": test[0]["answer"]}}
+
+
+def line(r: dict) -> str:
+    return (f"{r['task']:24s} {json.dumps(r['settings'])} tok={r['mean_tokens']:.0f} ans_tok={r['mean_answer_tokens']:.1f} "
+            f"distinct={r['distinct_prompts']}{'' if r['enough_prompts'] else ' (TOO FEW)'} "
+            f"EM {r['em_before']:.2f}->{r['em_after']:.2f} loss {r['loss_before']:.2f}->{r['loss_after']:.2f} "
+            f"train {r['train_s']:.0f}s ex={r['example']['question']!r} -> {r['example']['answer']!r}")
+
+
+def main(argv: list[str]) -> None:
+    if "--list" in argv:
+        for key, (ds, s) in CANDIDATES.items():
+            print(f"{key:24s} {ds} {json.dumps(s)}")
+        return
+    keys = argv or list(CANDIDATES)
+    unknown = [k for k in keys if k not in CANDIDATES]
+    if unknown:
+        sys.exit(f"unknown task keys: {unknown} (see --list)")
+    from transformers import AutoTokenizer
+
+    from machine import describe
+
+    torch.set_num_threads(1)
+    machine = describe()
+    path = str(prepare_default_model())
+    tok = AutoTokenizer.from_pretrained(path)
+    print(f"# {machine}; {STEPS} steps x batch {BATCH}, lr {LR}, {N_TEST} test prompts", flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    for key in keys:
+        try:
+            r = screen(key, tok, path)
+        except Exception as e:  # a bad setting must not lose the other tasks' results
+            print(f"{key:24s} FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
+        r["machine"] = machine
+        print(line(r), flush=True)
+        old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+        old = [o for o in old if o.get("task") != key] + [r]
+        RESULTS.write_text(json.dumps(old, indent=1) + "\n")
+    print(f"# total {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

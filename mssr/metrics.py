@@ -9,6 +9,16 @@ column j-1:
 * FWT = mean_{j>1} (a[j-1][j] - a[0][j])
 * Forgetting = mean_{j<T} (max_{j<=k<T} a[k][j] - a[T][j])
 * Avg = mean_{k>=1} mean_{j<=k} a[k][j]
+
+The loss matrix ``L[k][j]`` (mean answer loss of task j's test rows after training tasks
+1..k) gets the same formulas, with the sign of "better" reversed where it matters:
+
+* final loss      = mean_j L[T][j]                                 (the AP of losses)
+* loss BWT        = mean_{j<T} (L[T][j] - L[j][j])                  (positive: the loss rose, forgetting)
+* loss forgetting = mean_{j<T} (L[T][j] - min_{j<=k<T} L[k][j])     (rise above each task's best loss)
+
+Forgetting shows in the loss long before it flips an exact match, and a mean over every
+test row's loss is far less noisy than a mean of 0/1 scores.
 """
 
 from __future__ import annotations
@@ -46,12 +56,15 @@ def forward_transfer(a) -> float:
     return float(np.mean([m[j - 1, j - 1] - m[0, j - 1] for j in range(2, T + 1)]))
 
 
-def forgetting(a) -> float:
+def forgetting(a, higher_is_better: bool = True) -> float:
+    """Mean drop of each earlier task from its best value to its final one (for a loss
+    matrix, ``higher_is_better=False``: the mean rise above each task's lowest loss)."""
     m = _check(a)
     T = m.shape[1]
     if T < 2:
         return 0.0
-    return float(np.mean([m[j:T, j - 1].max() - m[T, j - 1] for j in range(1, T)]))
+    sign = 1.0 if higher_is_better else -1.0  # a loss: the same on the negated matrix
+    return float(np.mean([(sign * m[j:T, j - 1]).max() - sign * m[T, j - 1] for j in range(1, T)]))
 
 
 def average_accuracy(a) -> float:
@@ -67,6 +80,15 @@ def all_metrics(a) -> dict[str, float]:
         "fwt": forward_transfer(a),
         "forgetting": forgetting(a),
         "avg": average_accuracy(a),
+    }
+
+
+def loss_metrics(loss_matrix) -> dict[str, float]:
+    """Final loss, loss BWT and loss forgetting of a (T+1) x T loss matrix (see above)."""
+    return {
+        "loss_final": average_performance(loss_matrix),
+        "loss_bwt": backward_transfer(loss_matrix),
+        "loss_forgetting": forgetting(loss_matrix, higher_is_better=False),
     }
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import math
+
 import numpy as np
 
 from mssr.clock import build_clock
@@ -34,6 +36,29 @@ def resolve_budget(budget: int | float | None, total_new_samples: int | None) ->
             raise ValueError("a budget ratio needs the number of new samples")
         return int(budget * total_new_samples)
     return int(budget)
+
+
+def derived_fixed_interval(budget: int | None, samples_per_event: int, replay_steps: int | None) -> float | None:
+    """The fixed-interval schedule that spends ``budget`` replayed samples evenly over the
+    ``replay_steps`` steps that have a pool to replay from (every step after the first task):
+    E = ceil(budget / samples_per_event) events at intervals of replay_steps / (E + 1), so the
+    grid's E points all fall inside those steps; never below one step. None when there is no
+    budget or no step count to derive it from."""
+    if budget is None or not replay_steps:
+        return None
+    events = math.ceil(budget / samples_per_event)
+    return max(1.0, replay_steps / (events + 1))
+
+
+def with_fixed_interval(replay_cfg, budget: int | None, replay_steps: int | None):
+    """``replay_cfg`` with ``fixed.interval`` resolved: as configured, or derived from the
+    budget (``derived_fixed_interval``), or the scheduler's default when neither is known."""
+    if replay_cfg.fixed.interval is not None:
+        return replay_cfg
+    interval = derived_fixed_interval(budget, replay_cfg.samples_per_event, replay_steps)
+    if interval is None:
+        return replay_cfg
+    return replay_cfg.model_copy(update={"fixed": replay_cfg.fixed.model_copy(update={"interval": interval})})
 
 
 class Reservoir:
@@ -98,14 +123,17 @@ class StepObservation:
 
 
 class ReplayPlanner:
-    def __init__(self, replay_cfg, seed: int, total_new_samples: int | None = None):
-        self.cfg = replay_cfg
+    """``total_new_samples`` resolves a budget given as a ratio; ``replay_steps`` (the steps
+    after the first task) derives ``fixed.interval`` from the budget when it is null."""
+
+    def __init__(self, replay_cfg, seed: int, total_new_samples: int | None = None, replay_steps: int | None = None):
+        self.budget = resolve_budget(replay_cfg.budget, total_new_samples)
+        self.cfg = replay_cfg = with_fixed_interval(replay_cfg, self.budget, replay_steps)
         self.strategy = build_strategy(replay_cfg.strategy, replay_cfg)
         self.memory = MemoryState(replay_cfg.mssr)
         self.clock = build_clock(replay_cfg)
         self.rng = np.random.default_rng(seed)
         self.reservoir = Reservoir(replay_cfg.pool_per_task, self.rng)
-        self.budget = resolve_budget(replay_cfg.budget, total_new_samples)
         self.replayed = 0
         self.events = 0
         self.probed = 0

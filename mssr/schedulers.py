@@ -32,6 +32,7 @@ from mssr.memory import MemoryState
 from mssr.registry import Registry
 
 SCHEDULERS = Registry("scheduler")
+DEFAULT_FIXED_INTERVAL = 4.0  # replay.fixed.interval without a budget to derive it from
 
 
 class ReplayScheduler(Protocol):
@@ -85,20 +86,29 @@ class NeverScheduler(BaseScheduler):
 
 @SCHEDULERS.register("fixed")
 class FixedIntervalScheduler(BaseScheduler):
-    """Replay every ``replay.fixed.interval`` steps."""
+    """Replay every ``replay.fixed.interval`` units of time, on one grid that starts at the
+    first step with a non-empty pool and runs on across task boundaries. A fractional interval
+    replays at the steps where the grid crosses them, so that on average it is exact (an
+    interval derived from a budget spends that budget evenly, see ``mssr.replay``). If the
+    clock jumps past several grid points at once (model time), it replays once and the grid
+    restarts there, without a burst of catch-up events."""
 
     def __init__(self, replay_cfg):
-        self.interval = replay_cfg.fixed.interval
-        self.next_due = float(self.interval)
+        self.interval = float(replay_cfg.fixed.interval or DEFAULT_FIXED_INTERVAL)
+        self.next_due: Optional[float] = None  # set at the first step with a non-empty pool
 
     def on_task_start(self, task_index: int, now: float) -> None:
-        self.next_due = now + self.interval
+        pass
 
     def is_due(self, now: float, memory: MemoryState) -> bool:
+        if self.next_due is None:
+            self.next_due = now + self.interval
         return now >= self.next_due
 
     def on_replay(self, now: float) -> None:
-        self.next_due = now + self.interval
+        self.next_due += self.interval
+        if self.next_due <= now:
+            self.next_due = now + self.interval
 
 
 @SCHEDULERS.register("adaptive")

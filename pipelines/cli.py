@@ -4,7 +4,8 @@
     mssr run configs/demo.yaml replay.strategy=none seed=1 --summary-json out/none.json
     mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
     mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
-    mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, mean ± std
+    mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, paired 95% intervals
+    mssr compare configs/compare.yaml --strategies fixed,mssr --seeds 3 --budgets 0.05,0.1   # budget curves
     mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
     mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
@@ -35,13 +36,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pipelines.compare import compare
+    from pipelines.compare import compare, parse_budgets
 
     overrides = list(args.overrides)
     if args.tracking_uri:
         overrides.append(f"mlflow.tracking_uri={args.tracking_uri}")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
-    result = compare(args.config, overrides, strategies, seeds=args.seeds, name=args.name)
+    result = compare(args.config, overrides, strategies, seeds=args.seeds, name=args.name,
+                     budgets=parse_budgets(args.budgets), reference=args.reference)
     failed = [r for r in result["runs"] if "error" in r]
     if failed:
         print(f"mssr: {len(failed)} of {len(result['runs'])} runs failed (see the table)", file=sys.stderr)
@@ -69,7 +71,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, output_dir)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; give --output-dir or --tracking-uri")
-    index = build_report(args.id, uri, Path(args.out) if args.out else output_dir / "reports" / args.id)
+    index = build_report(args.id, uri, Path(args.out) if args.out else output_dir / "reports" / args.id,
+                         reference=args.reference)
     print(f"report written to {index.resolve()}")
     return 0
 
@@ -130,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(e.g. mssr+epi); default: all eight built-in strategies")
     cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
+    cmp.add_argument("--budgets", metavar="B1,B2,...",
+                     help="run every strategy at each replay budget (fractions of the new samples, e.g. "
+                          "0.02,0.05,0.1); fixed schedules derive their interval from the budget")
+    cmp.add_argument("--reference", metavar="STRATEGY",
+                     help="the strategy the others are paired against (default: fixed, if compared)")
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
 
@@ -161,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
                                                            "else OUTPUT_DIR/mlflow.db)")
     rep.add_argument("--out", metavar="DIR", help="where to write index.html (default OUTPUT_DIR/reports/ID)")
+    rep.add_argument("--reference", default="fixed", metavar="STRATEGY",
+                     help="the strategy the others are paired against (default fixed)")
     rep.set_defaults(func=_cmd_report)
 
     val = sub.add_parser("validate-data", help="check a task stream and describe it (counts, duplicates, leakage, lengths)",

@@ -1,24 +1,37 @@
-"""``mssr compare``: several strategies on the same stream and seeds, one table.
+"""``mssr compare``: several strategies on the same stream, seeds and budgets; tables with
+paired differences and 95% intervals.
 
-    mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2
+    mssr compare configs/compare.yaml --strategies none,fixed,accuracy,mssr --seeds 3 --budgets 0.05,0.1
     mssr compare configs/tiny.yaml --strategies fixed,mssr --name my-cmp train.lr=5e-4
     mssr compare configs/compare.yaml --strategies none,none+static,none+epi,mssr+epi
 
 An entry ``STRATEGY+ISOLATION`` also sets ``isolation.method`` (mssr/isolation.py), so
 replay strategies and parameter isolation are compared in one table.
 
-Every (seed, strategy) pair is one ordinary ``mssr run`` (same config, same budget, the
-strategy and seed overridden), logged as its own MLflow run tagged
-``comparison_id=<name>``. All pairs are validated before the first one starts. The table
-(mean ± std over seeds) is printed and written to ``<output_dir>/comparisons/<name>/``
-as ``table.md`` and ``table.csv``, with one row per run in ``runs.csv``; the files are
-rewritten after every run, so an interrupted comparison keeps what it finished.
+Every (seed, budget, strategy) is one ordinary ``mssr run`` (same config, the strategy,
+seed and budget overridden), logged as its own MLflow run tagged ``comparison_id=<name>``
+(and ``budget``). With ``--budgets``, every strategy runs at every budget, and the
+fixed-interval schedules (``fixed``, ``mssr-sampler``) derive their interval from the budget
+so that they spend it (``replay.fixed.interval`` null); strategies that never replay
+(``none``, ``joint``) run once per seed and appear at every budget. All runs are validated
+before the first one starts.
+
+For each budget the table gives the mean ± std over seeds of each strategy, then the
+**paired difference** of AP, BWT, forgetting and loss forgetting against ``--reference``
+(default ``fixed``) with a 95% interval from a bootstrap over seeds and test rows
+(``mssr.intervals``): runs of the same seed share the data order, and every run is scored on
+the same test rows, so the pairs are resampled together. An interval that contains zero is
+said to. Written to ``<output_dir>/comparisons/<name>/`` (``table.md``, ``table.csv``,
+``runs.csv``, ``intervals.csv``), rewritten after every run, so an interrupted comparison
+keeps what it finished.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,10 +40,16 @@ import numpy as np
 
 from mssr.config import Config, load_config
 from mssr.errors import ConfigError, UserError
+from mssr.intervals import noise_components, paired_bootstrap, rows_scale_needed, seeds_needed
 from mssr.isolation import ISOLATIONS
-from mssr.strategies import STRATEGIES
+from mssr.metrics import average_performance, backward_transfer, forgetting
+from mssr.schedulers import NeverScheduler
+from mssr.strategies import STRATEGIES, build_strategy
 
 DEFAULT_STRATEGIES = ["none", "joint", "fixed", "loss", "accuracy", "mssr", "mssr-sampler", "mssr-scheduler"]
+CONFIG_BUDGET = "config"  # the budget label of a comparison without --budgets
+ANY_BUDGET = "-"  # the budget label of a strategy that never replays: it belongs to every budget
+TARGET_HALF_WIDTH = 0.02  # the AP interval half width the noise summary sizes seeds and rows for
 
 # (column, how to read it from a run summary, format)
 COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
@@ -39,6 +58,8 @@ COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
     ("FWT", lambda s: s["fwt"], "+.3f"),
     ("forgetting", lambda s: s["forgetting"], ".3f"),
     ("Avg", lambda s: s["avg"], ".3f"),
+    ("final loss", lambda s: s["loss_final"], ".3f"),
+    ("loss forgetting", lambda s: s["loss_forgetting"], ".3f"),
     ("replayed", lambda s: s["replay_samples"], ".0f"),
     ("events", lambda s: s["replay_events"], ".0f"),
     ("new tok", lambda s: s["tokens"]["train_new"], ".0f"),
@@ -50,6 +71,22 @@ COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
     ("bookkeeping s", lambda s: s["bookkeeping_seconds"], ".3f"),
     ("wall s", lambda s: s["wall_seconds"], ".0f"),
 ]
+SPREAD_COLUMNS = ("AP", "BWT", "FWT", "forgetting", "Avg", "final loss", "loss forgetting")
+
+# the metrics compared pairwise: (name, which per-row results, metric of a (T+1) x T matrix)
+PAIRED_METRICS: list[tuple[str, str, Callable]] = [
+    ("AP", "scores", average_performance),
+    ("BWT", "scores", backward_transfer),
+    ("forgetting", "scores", forgetting),
+    ("loss forgetting", "losses", lambda m: forgetting(m, higher_is_better=False)),
+]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    cfg: Config
+    entry: str  # "fixed", "mssr+epi", ...
+    budget: str  # "0.05", CONFIG_BUDGET, or ANY_BUDGET for a strategy that never replays
 
 
 def _safe(name: str) -> str:
@@ -68,8 +105,27 @@ def entry_overrides(entry: str) -> list[str]:
     return [f"replay.strategy={strategy}", f"isolation.method={isolation}"]
 
 
-def plan_runs(config_path: str, overrides: list[str], strategies: list[str], seeds: int, name: str) -> list[Config]:
-    """One validated config per (seed, strategy entry); raises ConfigError before anything runs."""
+def parse_budgets(text: Optional[str]) -> Optional[list[float]]:
+    """``"0.02,0.05"`` -> ``[0.02, 0.05]`` (fractions of the new samples, or whole sample counts)."""
+    if not text:
+        return None
+    try:
+        budgets = [float(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--budgets: expected numbers separated by commas, e.g. 0.05,0.1 (got {text!r})") from None
+    if not budgets or any(b <= 0 for b in budgets):
+        raise ConfigError(f"--budgets: every budget must be positive (got {text!r})")
+    return budgets
+
+
+def _budget_label(budget: float) -> str:
+    return f"{budget:g}"
+
+
+def plan_runs(config_path: str, overrides: list[str], strategies: list[str], seeds: int, name: str,
+              budgets: Optional[list[float]] = None) -> list[PlannedRun]:
+    """One validated config per (seed, budget, strategy entry), seeds outermost; raises
+    ConfigError before anything runs."""
     from pipelines.run import validate
 
     if seeds < 1:
@@ -82,17 +138,39 @@ def plan_runs(config_path: str, overrides: list[str], strategies: list[str], see
     out = Path(base.run.output_dir) / "comparisons" / name
     if out.exists():
         raise ConfigError(f"--name: {out} already exists; choose another comparison name")
-    cfgs = []
+    planned = []
     for seed in range(base.seed, base.seed + seeds):
-        for s in strategies:
-            cfg = load_config(config_path, [*overrides, *entry_overrides(s), f"seed={seed}",
-                                            f"run.name={name}-{_safe(s)}-s{seed}"])
-            validate(cfg)
-            run_dir = Path(cfg.run.output_dir) / cfg.run.name
-            if run_dir.exists():
-                raise ConfigError(f"{run_dir} already exists; choose another comparison name (--name)")
-            cfgs.append(cfg)
-    return cfgs
+        for budget in budgets or [None]:
+            for entry in strategies:
+                extra = [*entry_overrides(entry), f"seed={seed}"]
+                cfg = load_config(config_path, [*overrides, *extra])
+                replays = not isinstance(build_strategy(cfg.replay.strategy, cfg.replay).scheduler, NeverScheduler)
+                if budget is None:
+                    label, run_name = CONFIG_BUDGET, f"{name}-{_safe(entry)}-s{seed}"
+                elif not replays:  # its runs do not depend on the budget: once per seed
+                    if budget != budgets[0]:
+                        continue
+                    label, run_name = ANY_BUDGET, f"{name}-{_safe(entry)}-s{seed}"
+                else:  # the budget, and fixed schedules derive their interval from it
+                    label, run_name = _budget_label(budget), f"{name}-{_safe(entry)}-b{_budget_label(budget)}-s{seed}"
+                    extra += [f"replay.budget={budget}", "replay.fixed.interval=null"]
+                cfg = load_config(config_path, [*overrides, *extra, f"run.name={run_name}"])
+                validate(cfg)
+                run_dir = Path(cfg.run.output_dir) / cfg.run.name
+                if run_dir.exists():
+                    raise ConfigError(f"{run_dir} already exists; choose another comparison name (--name)")
+                planned.append(PlannedRun(cfg, entry, label))
+    return planned
+
+
+def budget_groups(runs: list[dict]) -> list[str]:
+    """The budgets of a comparison, in first-seen order (the runs that never replay belong to all)."""
+    labels = list(dict.fromkeys(r["budget"] for r in runs if r["budget"] != ANY_BUDGET))
+    return labels or [ANY_BUDGET]
+
+
+def runs_at(runs: list[dict], budget: str) -> list[dict]:
+    return [r for r in runs if r["budget"] in (budget, ANY_BUDGET)]
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
@@ -113,11 +191,57 @@ def aggregate(runs: list[dict]) -> list[dict]:
     return table
 
 
-def format_markdown(table: list[dict], seeds: list[int]) -> str:
+def per_row_results(eval_rows: dict, kind: str) -> list[np.ndarray]:
+    """``eval_rows.json`` of a run -> per task j an array (T+1, N_j) of ``kind`` (scores or losses)."""
+    matrix = eval_rows[kind]  # [k][j][row]
+    return [np.array([matrix[k][j] for k in range(len(matrix))], dtype=float) for j in range(len(eval_rows["tasks"]))]
+
+
+def paired_differences(runs: list[dict], reference: str, n_boot: int = 2000) -> list[dict]:
+    """For every strategy but ``reference``: the paired difference of each of PAIRED_METRICS over
+    the seeds both finished, with its 95% interval."""
+    done = [r for r in runs if "error" not in r]
+    ref = {r["seed"]: r for r in done if r["strategy"] == reference}
+    out = []
+    for strategy in dict.fromkeys(r["strategy"] for r in done):
+        if strategy == reference:
+            continue
+        mine = {r["seed"]: r for r in done if r["strategy"] == strategy}
+        seeds = sorted(set(mine) & set(ref))
+        if not seeds:
+            continue
+        row = {"strategy": strategy, "reference": reference, "seeds": len(seeds)}
+        for metric, kind, fn in PAIRED_METRICS:
+            a = [per_row_results(mine[s]["eval_rows"], kind) for s in seeds]
+            b = [per_row_results(ref[s]["eval_rows"], kind) for s in seeds]
+            diff = paired_bootstrap(a, b, fn, n_boot=n_boot, name=metric)
+            row[metric] = diff
+            if metric == "AP":
+                row["noise"] = noise_components(a, b, fn, n_boot=n_boot)
+        out.append(row)
+    return out
+
+
+def _noise_line(row: dict) -> str:
+    """How wide the AP interval is, and what a ±TARGET_HALF_WIDTH interval would need."""
+    ap, noise = row["AP"], row["noise"]
+    half = (ap.high - ap.low) / 2
+    n = seeds_needed(noise, TARGET_HALF_WIDTH)
+    scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=max(3, row["seeds"]))
+    need_seeds = f"{n} seeds at these test rows" if n else "more test rows (the rows' noise alone exceeds it)"
+    need_rows = (f"{scale:.1f}x the test rows at {max(3, row['seeds'])} seeds" if scale
+                 else f"more seeds (the seeds' noise alone exceeds it at {max(3, row['seeds'])})")
+    return (f"{row['strategy']} - {row['reference']}: AP interval ±{half:.3f} over {row['seeds']} seed(s); "
+            f"±{TARGET_HALF_WIDTH} would need about {need_seeds}, or {need_rows}")
+
+
+def format_markdown(table: list[dict], seeds: list[int], diffs: Optional[list[dict]] = None,
+                    budget: str = CONFIG_BUDGET) -> str:
     cols = [c for c, _, _ in COLUMNS]
     fmt = {c: f for c, _, f in COLUMNS}
     head = ["strategy", *cols, "step time / fixed"]
-    lines = [f"seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)", "",
+    title = "" if budget in (CONFIG_BUDGET, ANY_BUDGET) else f"budget {budget}: "
+    lines = [f"{title}seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         if not r["seeds"]:
@@ -126,11 +250,20 @@ def format_markdown(table: list[dict], seeds: list[int]) -> str:
         cells = [r["strategy"] + (f" ({r['failed']} failed)" if r["failed"] else "")]
         for c in cols:
             cell = format(r[c], fmt[c])
-            if r["seeds"] > 1 and c in ("AP", "BWT", "FWT", "forgetting", "Avg"):
+            if r["seeds"] > 1 and c in SPREAD_COLUMNS:
                 cell += f" ± {r[c + ' std']:.3f}"
             cells.append(cell)
         cells.append(f"{r['step time / fixed']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if diffs:
+        names = [m for m, _, _ in PAIRED_METRICS]
+        lines += ["", f"paired difference against {diffs[0]['reference']}, mean [95% interval] over seeds and "
+                  "test rows (loss forgetting: lower is better)", "",
+                  "| strategy | seeds | " + " | ".join(f"Δ {m}" for m in names) + " |",
+                  "|" + "---|" * (len(names) + 2)]
+        for d in diffs:
+            lines.append(f"| {d['strategy']} | {d['seeds']} | " + " | ".join(d[m].text() for m in names) + " |")
+        lines += [""] + [_noise_line(d) for d in diffs]
     return "\n".join(lines) + "\n"
 
 
@@ -142,46 +275,66 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _run_row(summary: dict, entry: str) -> dict:
-    row = {"strategy": entry, "seed": summary["seed"]}
+def _run_row(summary: dict, planned: PlannedRun) -> dict:
+    row = {"strategy": planned.entry, "seed": summary["seed"], "budget": planned.budget}
     row.update({col: get(summary) for col, get, _ in COLUMNS})
-    row.update(mlflow_run_id=summary["mlflow_run_id"], run_dir=summary["run_dir"])
+    row.update(replay_budget=summary["replay_budget"], mlflow_run_id=summary["mlflow_run_id"],
+               run_dir=summary["run_dir"])
+    row["eval_rows"] = json.loads((Path(summary["run_dir"]) / "eval_rows.json").read_text())
     return row
 
 
-def write_outputs(out: Path, runs: list[dict], seeds: list[int]) -> str:
+def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Optional[str]) -> str:
+    """Every budget's table and paired differences: table.md (returned), table.csv, runs.csv, intervals.csv."""
     out.mkdir(parents=True, exist_ok=True)
-    table = aggregate(runs)
-    markdown = format_markdown(table, seeds)
+    parts, table_rows, interval_rows = [], [], []
+    for budget in budget_groups(runs):
+        group = runs_at(runs, budget)
+        table = aggregate(group)
+        diffs = paired_differences(group, reference) if reference else []
+        parts.append(format_markdown(table, seeds, diffs, budget))
+        table_rows += [{"budget": budget, **r} for r in table]
+        interval_rows += [{"budget": budget, "strategy": d["strategy"], "reference": d["reference"],
+                           "seeds": d["seeds"], "metric": m, "mean": d[m].mean, "low": d[m].low, "high": d[m].high,
+                           "excludes_zero": d[m].excludes_zero} for d in diffs for m, _, _ in PAIRED_METRICS]
+    markdown = "\n".join(parts)
     (out / "table.md").write_text(markdown)
-    _write_csv(out / "table.csv", table)
-    _write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "summary"} for r in runs])
+    _write_csv(out / "table.csv", table_rows)
+    _write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "eval_rows"} for r in runs])
+    if interval_rows:
+        _write_csv(out / "intervals.csv", interval_rows)
     return markdown
 
 
 def compare(config_path: str, overrides: list[str], strategies: Optional[list[str]] = None, seeds: int = 1,
-            name: Optional[str] = None, log=print) -> dict:
-    """Run every strategy on every seed; return ``{"name", "table", "runs", "dir"}``."""
+            name: Optional[str] = None, budgets: Optional[list[float]] = None, reference: Optional[str] = None,
+            log=print) -> dict:
+    """Run every strategy on every seed (and budget); return ``{"name", "runs", "dir", "markdown"}``."""
     from pipelines.run import run_stream
 
     strategies = strategies or DEFAULT_STRATEGIES
+    if reference is not None and reference not in strategies:
+        raise ConfigError(f"--reference {reference!r} is not among --strategies ({', '.join(strategies)})")
+    reference = reference or ("fixed" if "fixed" in strategies else None)  # None: no paired differences
     name = _safe(name or f"cmp-{datetime.now():%Y%m%d-%H%M%S}")
-    cfgs = plan_runs(config_path, overrides, strategies, seeds, name)
-    out = Path(cfgs[0].run.output_dir) / "comparisons" / name
-    seed_list = sorted({c.seed for c in cfgs})
-    entries = [s for _ in seed_list for s in strategies]  # plan_runs' order: seeds, then entries
+    planned = plan_runs(config_path, overrides, strategies, seeds, name, budgets)
+    out = Path(planned[0].cfg.run.output_dir) / "comparisons" / name
+    seed_list = sorted({p.cfg.seed for p in planned})
     runs: list[dict] = []
-    for i, (cfg, entry) in enumerate(zip(cfgs, entries), 1):
-        log(f"\n=== comparison {name}: run {i}/{len(cfgs)}: strategy {entry}, seed {cfg.seed} ===")
+    markdown = ""
+    for i, p in enumerate(planned, 1):
+        at = "" if p.budget in (CONFIG_BUDGET, ANY_BUDGET) else f", budget {p.budget}"
+        log(f"\n=== comparison {name}: run {i}/{len(planned)}: strategy {p.entry}, seed {p.cfg.seed}{at} ===")
         try:
-            summary = run_stream(cfg, log=log, tags={"comparison_id": name})
-            runs.append(_run_row(summary, entry))
+            summary = run_stream(p.cfg, log=log, tags={"comparison_id": name, "budget": p.budget})
+            runs.append(_run_row(summary, p))
         except UserError:
             raise
         except Exception as e:  # a crashed run is reported in the table; the others still run
-            log(f"run {cfg.run.name} failed: {type(e).__name__}: {e}")
-            runs.append({"strategy": entry, "seed": cfg.seed, "error": f"{type(e).__name__}: {e}"})
-        markdown = write_outputs(out, runs, seed_list)
-    log(f"\ncomparison {name} ({len(cfgs)} runs, MLflow tag comparison_id={name}):\n\n{markdown}")
-    log(f"written to {out.resolve()}/table.md, table.csv, runs.csv")
-    return {"name": name, "table": aggregate(runs), "runs": runs, "dir": str(out.resolve())}
+            log(f"run {p.cfg.run.name} failed: {type(e).__name__}: {e}")
+            runs.append({"strategy": p.entry, "seed": p.cfg.seed, "budget": p.budget,
+                         "error": f"{type(e).__name__}: {e}"})
+        markdown = write_outputs(out, runs, seed_list, reference)
+    log(f"\ncomparison {name} ({len(planned)} runs, MLflow tag comparison_id={name}):\n\n{markdown}")
+    log(f"written to {out.resolve()}/table.md, table.csv, runs.csv, intervals.csv")
+    return {"name": name, "runs": runs, "dir": str(out.resolve()), "markdown": markdown}

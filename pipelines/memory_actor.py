@@ -30,8 +30,9 @@ from mssr.replay import ReplayPlanner, StepObservation
 class MemoryCoordinator:
     """The actor's code as a plain class (``MemoryActor`` is its Ray actor; benchmarks subclass it)."""
 
-    def __init__(self, replay_cfg, seed: int, total_new_samples: int):
-        self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples)
+    def __init__(self, replay_cfg, seed: int, total_new_samples: int, replay_steps: int | None = None):
+        self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples,
+                                     replay_steps=replay_steps)
         self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
         self.applied_through = -1  # every step <= this has been applied
         self.plans: dict[int, dict] = {}

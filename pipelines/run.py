@@ -25,10 +25,10 @@ import yaml
 
 from mssr.config import Config, config_to_dict, flatten
 from mssr.errors import ConfigError
-from mssr.metrics import all_metrics, format_matrix
+from mssr.metrics import all_metrics, format_matrix, loss_metrics
 from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
-from mssr.replay import resolve_budget
-from mssr.schedulers import NeverScheduler
+from mssr.replay import resolve_budget, with_fixed_interval
+from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy
 from mssr.tasks import Task, load_stream
 
@@ -117,12 +117,15 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
     resolved_budget = resolve_budget(budget, new_samples)
     strategy = build_strategy(cfg.replay.strategy, cfg.replay)
     replays = not isinstance(strategy.scheduler, NeverScheduler)
+    replay_steps = sum(r["steps"] for r in rows[1:])  # the pool is empty during the first task
+    fixed_interval = with_fixed_interval(cfg.replay, resolved_budget, replay_steps).fixed.interval
     if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and replays:
         raise ConfigError(f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
                           f"event (replay.samples_per_event={cfg.replay.samples_per_event})")
     return {"tasks": rows, "total_steps": sum(r["steps"] for r in rows), "new_samples": new_samples,
             "strategy": cfg.replay.strategy, "mixes_tasks": strategy.mixes_tasks, "workers": world, "batch_per_worker": per_rank,
-            "use_gpu": cfg.train.use_gpu, "replay_budget": resolved_budget,
+            "use_gpu": cfg.train.use_gpu, "replay_budget": resolved_budget, "replay_steps": replay_steps,
+            "fixed_interval": fixed_interval if isinstance(strategy.scheduler, FixedIntervalScheduler) else None,
             "pool_per_task": cfg.replay.pool_per_task, "samples_per_event": cfg.replay.samples_per_event,
             "model": cfg.model.name, "finetune": cfg.model.finetune}
 
@@ -132,7 +135,8 @@ def format_plan(plan: dict) -> str:
              f"{plan['workers']} worker(s) x {plan['batch_per_worker']} samples/step, "
              f"{'GPU' if plan['use_gpu'] else 'CPU'}",
              f"replay: pool {plan['pool_per_task']}/task, {plan['samples_per_event']} samples/event, "
-             f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}",
+             f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}"
+             + (f", replay every {plan['fixed_interval']:.2f} steps" if plan["fixed_interval"] else ""),
              f"{'task':<22} {'train':>6} {'used':>6} {'test':>5} {'steps':>6} {'tok/row':>8} {'max':>5}  scorer"]
     for r in plan["tasks"]:
         lines.append(f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
@@ -268,7 +272,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     actor_name = f"mssr-memory-{run_id}"
     # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
     actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
-        cfg.replay, cfg.seed, plan["new_samples"])
+        cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"])
     loop_config = {
         "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
         "actor_name": actor_name, "tracking_uri": uri, "mlflow_run_id": run_id,
@@ -303,12 +307,13 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     stats = ray.get(actor.stats.remote())
     ray.kill(actor)
 
-    matrix = progress["matrix"]
+    matrix, loss_matrix = progress["matrix"], progress["loss_matrix"]
     names = [t.name for t in tasks]
-    metrics = all_metrics(matrix)
+    metrics = {**all_metrics(matrix), **loss_metrics(loss_matrix)}
     wall = time.time() - started
     summary = {
-        "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, **metrics,
+        "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, "loss_matrix": loss_matrix,
+        **metrics, "autocast": progress["autocast"], "eval_mode": cfg.eval.mode,
         "replay_budget": plan["replay_budget"], "replay_samples": stats["replay_samples"],
         "replay_events": stats["replay_events"], "probe_samples": stats["probe_samples"],
         "tokens": {k: int(v) for k, v in progress["tokens"].items()},
@@ -322,7 +327,11 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    artifacts = write_matrix_artifacts(run_dir, matrix, names) + [run_dir / "config.yaml", run_dir / "summary.json"]
+    # every test row's score and loss after each task: what intervals over test rows resample
+    rows_path = run_dir / "eval_rows.json"
+    rows_path.write_text(json.dumps({"tasks": names, "scores": progress["row_scores"], "losses": progress["row_losses"]}))
+    artifacts = (write_matrix_artifacts(run_dir, matrix, names) + write_matrix_artifacts(run_dir, loss_matrix, names, "loss")
+                 + [run_dir / "config.yaml", run_dir / "summary.json", rows_path])
     final = {**metrics, "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
              "tokens_train_new": summary["tokens"]["train_new"], "tokens_train_replay": summary["tokens"]["train_replay"],
              "tokens_eval": summary["tokens"]["eval"], "tokens_probe": summary["tokens"]["probe"],
@@ -332,7 +341,14 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     log("\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(matrix, names))
     log("  ".join(f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
                   for k in ("ap", "bwt", "fwt", "forgetting", "avg")))
+    log("\nloss matrix (mean answer loss; lower is better)\n" + format_matrix(loss_matrix, names))
+    log(f"final loss {metrics['loss_final']:.3f}  loss BWT {metrics['loss_bwt']:+.3f}  "
+        f"loss forgetting {metrics['loss_forgetting']:.3f}  (positive: the loss of earlier tasks rose)")
     log(f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
         f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
         f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s")
+    times = summary["pipeline_seconds"]
+    log(f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
+        f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: "
+        f"{'on' if summary['autocast'] == 'bf16' else 'off'}, evaluation {cfg.eval.mode})")
     return summary

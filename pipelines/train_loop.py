@@ -43,11 +43,10 @@ from mssr.config import Config
 from mssr.evaluation import evaluate_examples
 from mssr.isolation import make_isolation
 from mssr.losses import answer_reproduced, per_sample_loss
-from mssr.metrics import all_metrics
+from mssr.metrics import all_metrics, loss_metrics
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
-from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer
+from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer, resolve_autocast
 from mssr.replay import StepObservation
-from mssr.scoring import get_scorer
 from mssr.tasks import Example
 from mssr.tokenize import PromptEncoder, collate, encoder_options
 from pipelines.checkpoint import load_checkpoint, memory_digest, save_checkpoint
@@ -56,11 +55,13 @@ from pipelines.step_gather import gather_step
 from pipelines.tracking import StepLogger
 
 
-def _all_sum(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
+def _all_sum(values, device: torch.device) -> list[float]:
+    """Element-wise sum over the ranks. The tensor lives on the training device: NCCL (GPU
+    workers) reduces only CUDA tensors, gloo (CPU workers) CPU ones."""
+    t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)
     if dist.is_initialized():
         dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def _barrier() -> None:
@@ -126,19 +127,23 @@ class Worker:
         self.plan_path.parent.mkdir(parents=True, exist_ok=True)
         self._write_worker_info()
         self.per_rank_batch = self.cfg.train.batch_size // self.world
+        self.precision = resolve_autocast(self.cfg.train.autocast, self.device.type)  # "bf16" or "none"
         # progress, restored from the checkpoint when Ray Train restarts the workers
         self.next_task = 0
         self.task_step = 0  # batches of task `next_task` already trained (a mid-task checkpoint)
         self.step = 0
-        self.matrix: list[list[float]] = []
+        self.matrix: list[list[float]] = []  # accuracy matrix: mean score of task j after k tasks
+        self.loss_matrix: list[list[float]] = []  # mean answer loss of task j after k tasks
+        self.row_scores: list[list[list[float]]] = []  # [k][j][test row]: for intervals over test rows
+        self.row_losses: list[list[list[float]]] = []
         self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0, "probe": 0.0}
         self.train_seconds = 0.0
         self.probe_seconds = 0.0  # worker-seconds spent in the strategy's probes, all ranks
         self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
         self.step_seconds: list[float] = []  # rank 0's wall time of every step (for the median)
         # rank 0's wall time in the training loops (steps, waits for batches and plans,
-        # logging; evaluation aside) and two of its parts: where the pipeline waits
-        self.pipeline = {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0}
+        # logging; evaluation aside), two of its parts (where the pipeline waits), and in evaluation
+        self.pipeline = {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0, "eval_wall": 0.0}
         self.mask_overlaps: list[float] = []  # isolation: overlap of each new mask with the one before
         self.trainable = [p for p in self.core.parameters() if p.requires_grad]
         self.isolation = make_isolation(self.cfg.isolation, self.trainable)  # the same mask on every rank
@@ -181,9 +186,11 @@ class Worker:
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
         self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
+        self.loss_matrix, self.row_scores, self.row_losses = (progress["loss_matrix"], progress["row_scores"],
+                                                              progress["row_losses"])
         self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
         self.step_seconds, self.mask_overlaps = progress["step_seconds"], progress["mask_overlaps"]
-        self.pipeline = progress.get("pipeline", self.pipeline)  # absent from older checkpoints
+        self.pipeline = {**self.pipeline, **progress.get("pipeline", {})}  # older checkpoints lack some
         if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
             restored = ray.get(self.actor.state_dict.remote(self.step))
@@ -208,9 +215,10 @@ class Worker:
         else:
             rng_states = [torch.get_rng_state()]
         progress = {"next_task": next_task, "task_step": task_step, "step": self.step, "matrix": self.matrix,
+                    "loss_matrix": self.loss_matrix, "row_scores": self.row_scores, "row_losses": self.row_losses,
                     "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
                     "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks],
-                    "mask_overlaps": self.mask_overlaps, "pipeline": self.pipeline,
+                    "mask_overlaps": self.mask_overlaps, "pipeline": self.pipeline, "autocast": self.precision,
                     "isolation": {"method": self.cfg.isolation.method, "refreshes": self.isolation.refreshes,
                                   "fraction": self.isolation.isolated_fraction(),
                                   "state_mb": round(self.isolation.state_bytes() / 2**20, 3)}}
@@ -226,18 +234,33 @@ class Worker:
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
     # -- evaluation ------------------------------------------------------------------
-    def evaluate(self) -> list[float]:
-        """Score every task's test split; rows are split across ranks and summed."""
-        sums = []
+    def evaluate(self) -> None:
+        """Score every task's test rows (split across ranks) and add a row to the accuracy and
+        loss matrices, keeping every test row's score and loss."""
+        started = time.perf_counter()
+        packed = []  # per task: scores and losses at their row positions (0 where another rank scored), tokens
         for t in self.tasks:
-            mine = [Example(p, a) for p, a in t["test"][self.rank::self.world]]
-            scores, tokens = evaluate_examples(self.core, self.encoder, mine, get_scorer(t["scorer"]),
-                                               self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
-            sums += [sum(scores), len(scores), tokens]
-        totals = _all_sum(sums)
-        row = [totals[3 * j] / max(1.0, totals[3 * j + 1]) for j in range(len(self.tasks))]
-        self.tokens["eval"] += sum(totals[3 * j + 2] for j in range(len(self.tasks)))
-        return row
+            n = len(t["test"])
+            mine = np.arange(self.rank, n, self.world)
+            result = evaluate_examples(self.core, self.encoder, [Example(*t["test"][i]) for i in mine], t["scorer"],
+                                       self.cfg.eval.mode, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size,
+                                       autocast_context(self.cfg.train, self.device.type))
+            scores, losses = np.zeros(n), np.zeros(n)
+            scores[mine], losses[mine] = result.scores, result.losses
+            packed.append(np.concatenate([scores, losses, [result.tokens]]))
+        totals = np.asarray(_all_sum(np.concatenate(packed), self.device))
+        scores_row, losses_row, start = [], [], 0
+        for t in self.tasks:
+            n = len(t["test"])
+            scores_row.append(totals[start:start + n].tolist())
+            losses_row.append(totals[start + n:start + 2 * n].tolist())
+            self.tokens["eval"] += float(totals[start + 2 * n])
+            start += 2 * n + 1
+        self.row_scores.append(scores_row)
+        self.row_losses.append(losses_row)
+        self.matrix.append([float(np.mean(r)) for r in scores_row])
+        self.loss_matrix.append([float(np.mean(r)) for r in losses_row])
+        self.pipeline["eval_wall"] += time.perf_counter() - started
 
     # -- training --------------------------------------------------------------------
     def _say(self, text: str) -> None:
@@ -370,7 +393,7 @@ class Worker:
 
     def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
         loss_sum, n, new, replay, probe_tok, probe_s = _all_sum([w["loss"], w["n"], w["new"], w["replay"],
-                                                                 *self.probe_window])
+                                                                 *self.probe_window], self.device)
         self.probe_window = [0.0, 0.0]
         elapsed = time.perf_counter() - w["t"]
         self.tokens["train_new"] += new
@@ -401,35 +424,43 @@ class Worker:
             self.read_ahead[k] = ReadAhead(ray.train.get_dataset_shard(f"train_{k}"), self.per_rank_batch)
 
     def run(self) -> None:
+        precision = self.precision
+        self._say(f"matmul precision: {'bf16 autocast' if precision == 'bf16' else 'fp32'} "
+                  f"(train.autocast={self.cfg.train.autocast} on {self.device.type}); evaluation: "
+                  f"{self.cfg.eval.mode} (exact-match tasks; other scorers generate)")
         self.restore()
         self._read_ahead(self.next_task)
         if not self.matrix:
             self._say("evaluating the model before training (row 0 of the accuracy matrix)")
-            self.matrix.append(self.evaluate())
+            self.evaluate()
         for k in range(self.next_task, len(self.tasks)):
             self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} "
                       f"({self.tasks[k]['steps']} steps)")
             self.train_task(k)
             self.end_task(k)
             t = time.perf_counter()
-            row = self.evaluate()
-            self.matrix.append(row)
+            self.evaluate()
+            row, loss_row = self.matrix[-1], self.loss_matrix[-1]
             stats = ray.get(self.actor.stats.remote())
             if self.rank == 0:
                 names = [t_["name"] for t_ in self.tasks]
                 scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row))
                 print(f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
                       f"pool {stats['pool_size']}, replayed {stats['replay_samples']})", flush=True)
+                print("   answer loss: " + "  ".join(f"{n}={v:.3f}" for n, v in zip(names, loss_row)), flush=True)
                 self.log.log({**{f"score/{n}": v for n, v in zip(names, row)},
+                              **{f"loss/{n}": v for n, v in zip(names, loss_row)},
                               "score/mean_seen": float(np.mean(row[:k + 1])),
+                              "loss/mean_seen": float(np.mean(loss_row[:k + 1])),
                               "replay/samples": stats["replay_samples"], "replay/events": stats["replay_events"],
                               "replay/pool_size": stats["pool_size"]}, step=k + 1)
                 self.log.flush()
             # the metrics of the tasks seen so far (the final metrics after the last task): what
             # a sweep's early-stopping scheduler compares, with tasks_done as its time
             seen = [r[:k + 1] for r in self.matrix[:k + 2]]
-            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "tasks_done": k + 1, **all_metrics(seen)},
-                                       name=f"task_{k:02d}")
+            seen_loss = [r[:k + 1] for r in self.loss_matrix[:k + 2]]
+            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "tasks_done": k + 1, **all_metrics(seen),
+                                                  **loss_metrics(seen_loss)}, name=f"task_{k:02d}")
 
 
 def _quiet_worker() -> None:

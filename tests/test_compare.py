@@ -13,7 +13,8 @@ from tests.conftest import ROOT, run_cli
 
 
 def _row(strategy, seed, ap, step=0.1):
-    base = {"AP": ap, "BWT": -0.1, "FWT": 0.0, "forgetting": 0.2, "Avg": 0.4, "replayed": 40, "events": 10,
+    base = {"AP": ap, "BWT": -0.1, "FWT": 0.0, "forgetting": 0.2, "Avg": 0.4, "final loss": 1.0,
+            "loss forgetting": 0.3, "replayed": 40, "events": 10,
             "new tok": 1000, "replay tok": 100, "probe tok": 0, "eval tok": 500, "step s (median)": step,
             "probe s": 0.0, "bookkeeping s": 0.01, "wall s": 60}
     return {"strategy": strategy, "seed": seed, **base}
@@ -78,12 +79,92 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     assert len(set((ids >> 32).tolist())) == 5
 
 
+@pytest.mark.e2e
+def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
+    """Every strategy at two budgets on the tiny model: none once (it never replays), the
+    fixed schedule spends its budget to the last sample (its interval derived from it), and
+    nothing spends more than its budget; the table pairs each strategy with fixed."""
+    out = tmp_path / "out"
+    proc = run_cli("compare", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "stream.train_size=16",
+                   "--strategies", "none,fixed,mssr", "--budgets", "0.1,0.25", "--name", "bud", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = list(csv.DictReader((out / "comparisons" / "bud" / "runs.csv").open()))
+    assert sorted((r["strategy"], r["budget"]) for r in runs) == [
+        ("fixed", "0.1"), ("fixed", "0.25"), ("mssr", "0.1"), ("mssr", "0.25"), ("none", "-")]
+    for r in runs:
+        spent, budget = float(r["replayed"]), r["replay_budget"]
+        if r["strategy"] == "none":
+            assert spent == 0
+            continue
+        assert 0 < spent <= int(budget)
+        if r["strategy"] == "fixed":  # 5 tasks x 4 steps, 2 samples per event: the whole budget
+            assert spent == int(budget), r
+    md = (out / "comparisons" / "bud" / "table.md").read_text()
+    assert md.count("paired difference against fixed") == 2 and "budget 0.25: seeds: 0" in md
+    intervals = list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open()))
+    assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {("mssr", "0.1", "AP"), ("none", "0.25", "AP")}
+
+
 def test_strategy_plus_isolation_entries_set_both(tmp_path):
     from pipelines.compare import entry_overrides, plan_runs
 
     assert entry_overrides("mssr+epi") == ["replay.strategy=mssr", "isolation.method=epi"]
     assert entry_overrides("fixed") == ["replay.strategy=fixed"]
-    cfgs = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}"],
-                     ["none", "none+static", "mssr+epi"], 1, "iso")
-    assert [(c.replay.strategy, c.isolation.method, c.run.name) for c in cfgs] == [
+    planned = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}"],
+                        ["none", "none+static", "mssr+epi"], 1, "iso")
+    assert [(p.cfg.replay.strategy, p.cfg.isolation.method, p.cfg.run.name) for p in planned] == [
         ("none", "none", "iso-none-s0"), ("none", "static", "iso-none_static-s0"), ("mssr", "epi", "iso-mssr_epi-s0")]
+
+
+def test_budgets_run_every_replaying_strategy_at_each_budget_and_the_others_once(tmp_path):
+    from pipelines.compare import parse_budgets, plan_runs
+
+    planned = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}", "replay.fixed.interval=3"],
+                        ["none", "fixed", "mssr"], 2, "bud", budgets=parse_budgets("0.05,0.1"))
+    names = [p.cfg.run.name for p in planned]
+    assert names == ["bud-none-s0", "bud-fixed-b0.05-s0", "bud-mssr-b0.05-s0", "bud-fixed-b0.1-s0", "bud-mssr-b0.1-s0",
+                     "bud-none-s1", "bud-fixed-b0.05-s1", "bud-mssr-b0.05-s1", "bud-fixed-b0.1-s1", "bud-mssr-b0.1-s1"]
+    fixed = [p for p in planned if p.entry == "fixed"]
+    # the budget is set, and the hand-set interval gives way to the one derived from the budget
+    assert [(p.budget, p.cfg.replay.budget, p.cfg.replay.fixed.interval) for p in fixed[:2]] == [
+        ("0.05", 0.05, None), ("0.1", 0.1, None)]
+    assert {p.budget for p in planned if p.entry == "none"} == {"-"}
+
+
+@pytest.mark.parametrize("text,fragment", [("0.05,x", "expected numbers"), ("0.05,-1", "must be positive"),
+                                           (",", "must be positive")])
+def test_bad_budgets_are_refused(text, fragment):
+    from mssr.errors import ConfigError
+    from pipelines.compare import parse_budgets
+
+    with pytest.raises(ConfigError, match=fragment):
+        parse_budgets(text)
+
+
+def _eval_rows(final_correct: int, n: int = 20, tasks: int = 2) -> dict:
+    """Per-row results of a run: every task learned (all rows right), then task 1 keeps
+    ``final_correct`` of its ``n`` rows at the end."""
+    scores = [[[0.0] * n for _ in range(tasks)]]
+    for k in range(1, tasks + 1):
+        scores.append([[1.0] * n if j < k else [0.0] * n for j in range(tasks)])
+    scores[-1][0] = [1.0] * final_correct + [0.0] * (n - final_correct)
+    losses = [[[1.0 - v for v in row] for row in step] for step in scores]
+    return {"tasks": [f"t{j}" for j in range(tasks)], "scores": scores, "losses": losses}
+
+
+def test_paired_differences_against_the_reference_with_intervals():
+    from pipelines.compare import format_markdown, paired_differences
+
+    runs = [{"strategy": "fixed", "seed": s, "eval_rows": _eval_rows(10)} for s in (0, 1)]
+    runs += [{"strategy": "mssr", "seed": s, "eval_rows": _eval_rows(16)} for s in (0, 1)]
+    runs += [{"strategy": "none", "seed": 0, "eval_rows": _eval_rows(2)}, {"strategy": "loss", "seed": 0, "error": "x"}]
+    diffs = {d["strategy"]: d for d in paired_differences(runs, "fixed", n_boot=500)}
+    assert set(diffs) == {"mssr", "none"}  # the failed run has nothing to pair
+    mssr = diffs["mssr"]
+    # task 1 keeps 16 instead of 10 of 20 rows: AP +0.15, BWT and forgetting 0.3 better
+    assert mssr["AP"].mean == pytest.approx(0.15) and mssr["AP"].low > 0 and mssr["AP"].excludes_zero
+    assert mssr["BWT"].mean == pytest.approx(0.3) and mssr["forgetting"].mean == pytest.approx(-0.3)
+    assert mssr["loss forgetting"].mean == pytest.approx(-0.3) and diffs["none"]["seeds"] == 1
+    md = format_markdown([], [0, 1], list(diffs.values()), budget="0.05")
+    assert md.startswith("budget 0.05: seeds: 0, 1") and "paired difference against fixed" in md
+    assert "| mssr | 2 | +0.150 [" in md and "±0.02 would need" in md

@@ -21,7 +21,26 @@ def test_summary_has_every_field_and_a_full_matrix(tiny_run):
     assert s["strategy"] == "mssr"
     assert s["tokens"]["train_new"] > 0 and s["tokens"]["eval"] > 0 and s["tokens"]["train_replay"] > 0
     assert s["replay_samples"] > 0
-    assert "accuracy matrix" in stdout and "AP " in stdout
+    assert "accuracy matrix" in stdout and "AP " in stdout and "loss matrix" in stdout
+
+
+@pytest.mark.e2e
+def test_the_loss_matrix_and_every_test_rows_results(tiny_run):
+    """The forced pass scores each test row and gives its answer loss; the matrices are their means."""
+    out, s, _ = tiny_run
+    T = len(s["tasks"])
+    loss = np.asarray(s["loss_matrix"])
+    assert loss.shape == (T + 1, T) and np.all(loss > 0)
+    # each task's loss fell while it was trained (the tiny model learns a little)
+    assert all(loss[k, k - 1] < loss[k - 1, k - 1] for k in range(1, T + 1))
+    for key in ("loss_final", "loss_bwt", "loss_forgetting"):
+        assert np.isfinite(s[key])
+    assert s["eval_mode"] == "forced" and s["autocast"] in ("bf16", "none")
+    rows = json.loads((out / "tiny" / "eval_rows.json").read_text())
+    scores, losses = np.asarray(rows["scores"]), np.asarray(rows["losses"])
+    assert scores.shape == losses.shape == (T + 1, T, 8)  # 8 test rows per task, split over 2 ranks
+    assert np.allclose(losses.mean(axis=2), loss) and np.allclose(scores.mean(axis=2), s["accuracy_matrix"])
+    assert set(np.unique(scores)) <= {0.0, 1.0} and len(np.unique(losses[0, 0])) == 8  # every row its own
 
 
 @pytest.mark.e2e
@@ -72,7 +91,11 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     assert sum(m.value for m in replayed) == s["replay_samples"]
     assert len(client.get_metric_history(run.info.run_id, "score/aiw")) == 5
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"accuracy_matrix.csv", "accuracy_matrix.json", "accuracy_matrix.png", "config.yaml"} <= artifacts
+    assert {"accuracy_matrix.csv", "accuracy_matrix.json", "accuracy_matrix.png", "config.yaml", "loss_matrix.csv",
+            "loss_matrix.json", "loss_matrix.png", "eval_rows.json"} <= artifacts
+    for key in ("loss_final", "loss_bwt", "loss_forgetting"):
+        assert run.data.metrics[key] == pytest.approx(s[key])
+    assert len(client.get_metric_history(run.info.run_id, "loss/aiw")) == 5
 
 
 @pytest.mark.e2e
@@ -86,7 +109,7 @@ def test_same_seed_same_run(tiny_run, tmp_path):
                    "--summary-json", str(tmp_path / "s.json"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     second = json.loads((tmp_path / "s.json").read_text())
-    assert second["accuracy_matrix"] == first["accuracy_matrix"]
+    assert second["accuracy_matrix"] == first["accuracy_matrix"] and second["loss_matrix"] == first["loss_matrix"]
     assert second["replay_samples"] == first["replay_samples"] and second["tokens"] == first["tokens"]
     assert (tmp_path / "again" / "plans" / "rank_0.jsonl").read_text() == \
         (out / "tiny" / "plans" / "rank_0.jsonl").read_text()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mssr.metrics import all_metrics, format_matrix
+from mssr.metrics import all_metrics, format_matrix, loss_metrics
 
 # 3 tasks; row 0 before training. Hand-computed values below.
 A = [
@@ -39,3 +39,29 @@ def test_wrong_shape_is_rejected():
 def test_format_matrix_lists_every_row():
     text = format_matrix(A, ["a", "b", "c"])
     assert len(text.splitlines()) == 5 and "(start)" in text and "0.900" in text
+
+
+# the loss matrix of the same 3 tasks (mean answer loss; lower is better)
+L = [
+    [3.0, 2.5, 4.0],  # before training
+    [0.4, 2.0, 3.5],  # after task 1
+    [0.9, 0.3, 3.0],  # after task 2
+    [1.2, 0.5, 0.2],  # after task 3
+]
+
+
+def test_loss_metrics_match_hand_computation():
+    m = loss_metrics(L)
+    assert m["loss_final"] == pytest.approx((1.2 + 0.5 + 0.2) / 3)
+    # loss BWT: (L[3][1]-L[1][1] + L[3][2]-L[2][2]) / 2 = (1.2-0.4 + 0.5-0.3)/2: positive, the losses rose
+    assert m["loss_bwt"] == pytest.approx(((1.2 - 0.4) + (0.5 - 0.3)) / 2)
+    # loss forgetting: task 1 1.2-min(0.4,0.9)=0.8 ; task 2 0.5-min(0.3)=0.2
+    assert m["loss_forgetting"] == pytest.approx((0.8 + 0.2) / 2)
+
+
+def test_loss_forgetting_takes_the_best_loss_not_the_first():
+    # task 1's loss kept falling after its own training (0.4 -> 0.1) before rising to 0.6
+    m = loss_metrics([[2.0, 2.0], [0.4, 1.5], [0.6, 0.3]])
+    assert m["loss_forgetting"] == pytest.approx(0.6 - 0.4)
+    m = loss_metrics([[2.0, 2.0, 2.0], [0.4, 1.5, 2.0], [0.1, 0.3, 2.0], [0.6, 0.5, 0.2]])
+    assert m["loss_forgetting"] == pytest.approx(((0.6 - 0.1) + (0.5 - 0.3)) / 2)

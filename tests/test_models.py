@@ -9,7 +9,6 @@ from mssr.errors import ModelError
 from mssr.evaluation import evaluate_examples
 from mssr.losses import per_sample_loss
 from mssr.models import load_model, load_trainable_state_dict, resolve_model_path, trainable_state_dict
-from mssr.scoring import exact_match
 from mssr.tasks import Example
 from mssr.tokenize import IGNORE, PromptEncoder, collate, encoder_options
 
@@ -85,6 +84,8 @@ def test_evaluation_scores_every_example_and_counts_tokens(tiny_lora):
     model, tok = tiny_lora
     enc = PromptEncoder(tok, **encoder_options(StreamConfig()))
     examples = [Example("1 + 1 =", "2"), Example("Say yes", "yes"), Example("3 + 3 =", "6")]
-    scores, tokens = evaluate_examples(model, enc, examples, exact_match, max_new_tokens=3, batch_size=2)
-    assert len(scores) == 3 and all(s in (0.0, 1.0) for s in scores)
-    assert tokens > sum(len(enc.prompt_ids(e.prompt)) for e in examples)
+    for mode in ("forced", "generate"):
+        result = evaluate_examples(model, enc, examples, "exact_match", mode, max_new_tokens=3, batch_size=2)
+        assert len(result.scores) == 3 and all(s in (0.0, 1.0) for s in result.scores)
+        assert len(result.losses) == 3 and all(x > 0 for x in result.losses)
+        assert result.tokens > sum(len(enc.prompt_ids(e.prompt)) for e in examples)

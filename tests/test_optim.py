@@ -259,5 +259,15 @@ def test_bf16_autocast_runs_a_forward_on_cpu():
     loss.backward()
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
-    with autocast_context(TrainConfig(), "cpu"):
+    with autocast_context(TrainConfig(autocast="none"), "cpu"):
         assert model(input_ids=ids, attention_mask=mask).logits.dtype == torch.float32
+
+
+def test_auto_autocast_follows_the_hardware(monkeypatch):
+    import mssr.optim as optim
+
+    for has, expected in ((True, "bf16"), (False, "none")):
+        monkeypatch.setattr(optim, "has_bf16_matmul", lambda device_type, has=has: has)
+        assert optim.resolve_autocast("auto", "cpu") == expected
+        assert optim.resolve_autocast("none", "cpu") == "none" and optim.resolve_autocast("bf16", "cpu") == "bf16"
+    assert TrainConfig().autocast == "auto"

@@ -7,9 +7,9 @@ from mssr.config import ReplayConfig
 from mssr.memory import MemoryState
 from mssr.clock import StepClock, UpdateNormClock
 from mssr.errors import ConfigError
-from mssr.replay import ReplayPlanner, Reservoir, StepObservation
+from mssr.replay import ReplayPlanner, Reservoir, StepObservation, derived_fixed_interval
 from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
-from mssr.schedulers import AdaptiveScheduler, FixedIntervalScheduler, LossTriggerScheduler
+from mssr.schedulers import DEFAULT_FIXED_INTERVAL, AdaptiveScheduler, FixedIntervalScheduler, LossTriggerScheduler
 from mssr.strategies import STRATEGIES, build_strategy
 from tests.planner_sim import replayed, simulate
 
@@ -88,6 +88,32 @@ def test_no_strategy_exceeds_its_budget(strategy, extra, budget):
         assert total == 0
     else:
         assert total > 0
+
+
+@pytest.mark.parametrize("budget", [6, 10, 0.05, 0.2])
+@pytest.mark.parametrize("strategy", ["fixed", "mssr-sampler"])
+def test_an_interval_derived_from_the_budget_spends_it_to_the_last_event(strategy, budget):
+    """With ``fixed.interval`` null, the fixed schedule spreads the budget evenly over the
+    steps after the first task: it spends all of it (the last event may be partial), and its
+    last event falls in the last task."""
+    cfg = ReplayConfig(strategy=strategy, budget=budget, pool_per_task=16, samples_per_event=4)
+    planner = ReplayPlanner(cfg, seed=0, total_new_samples=3 * 40 * 4, replay_steps=2 * 40)
+    plans = simulate(planner, tasks=3, steps=40, batch=4)
+    cap = budget if isinstance(budget, int) else int(budget * 3 * 40 * 4)
+    assert replayed(plans) == cap
+    events = [i for i, p in enumerate(plans) if p["replay"]]
+    assert len(events) == -(-cap // 4) and events[-1] >= 80  # ceil(cap / 4) events, the last in task 3
+    gaps = np.diff(events)
+    assert gaps.max() - gaps.min() <= 1  # evenly spread (the grid's fractional interval)
+
+
+def test_a_configured_interval_is_kept_and_a_missing_budget_falls_back_to_the_default():
+    with_interval = ReplayPlanner(ReplayConfig(strategy="fixed", budget=10, fixed={"interval": 7}), seed=0,
+                                  total_new_samples=480, replay_steps=80)
+    assert with_interval.strategy.scheduler.interval == 7
+    no_budget = ReplayPlanner(ReplayConfig(strategy="fixed"), seed=0, total_new_samples=480, replay_steps=80)
+    assert no_budget.strategy.scheduler.interval == DEFAULT_FIXED_INTERVAL
+    assert derived_fixed_interval(400, 4, 80) == 1.0  # more events than steps: every step
 
 
 @pytest.mark.parametrize("strategy,extra", VARIANTS)
