@@ -224,15 +224,17 @@ def paired_differences(runs: list[dict], reference: str, n_boot: int = 2000) -> 
 
 def _noise_line(row: dict) -> str:
     """How wide the AP interval is, and what a ±TARGET_HALF_WIDTH interval would need."""
-    ap, noise = row["AP"], row["noise"]
-    half = (ap.high - ap.low) / 2
+    ap, noise, seeds = row["AP"], row["noise"], row["seeds"]
+    head = (f"{row['strategy']} - {row['reference']}: AP interval ±{(ap.high - ap.low) / 2:.3f} over "
+            f"{seeds} seed{'s' if seeds > 1 else ''}")
+    if seeds < 2:
+        return head + " (test rows only: with one seed, the noise between seeds is unknown)"
     n = seeds_needed(noise, TARGET_HALF_WIDTH)
-    scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=max(3, row["seeds"]))
-    need_seeds = f"{n} seeds at these test rows" if n else "more test rows (the rows' noise alone exceeds it)"
-    need_rows = (f"{scale:.1f}x the test rows at {max(3, row['seeds'])} seeds" if scale
-                 else f"more seeds (the seeds' noise alone exceeds it at {max(3, row['seeds'])})")
-    return (f"{row['strategy']} - {row['reference']}: AP interval ±{half:.3f} over {row['seeds']} seed(s); "
-            f"±{TARGET_HALF_WIDTH} would need about {need_seeds}, or {need_rows}")
+    scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=max(3, seeds))
+    need_seeds = f"{n} seeds at these test rows" if n is not None else "more test rows (their noise alone exceeds it)"
+    need_rows = (f"{max(scale, 1.0):.1f}x the test rows at {max(3, seeds)} seeds" if scale is not None
+                 else f"more seeds (their noise alone exceeds it at {max(3, seeds)})")
+    return f"{head}; ±{TARGET_HALF_WIDTH} would need about {need_seeds}, or {need_rows}"
 
 
 def format_markdown(table: list[dict], seeds: list[int], diffs: Optional[list[dict]] = None,

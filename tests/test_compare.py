@@ -167,4 +167,5 @@ def test_paired_differences_against_the_reference_with_intervals():
     assert mssr["loss forgetting"].mean == pytest.approx(-0.3) and diffs["none"]["seeds"] == 1
     md = format_markdown([], [0, 1], list(diffs.values()), budget="0.05")
     assert md.startswith("budget 0.05: seeds: 0, 1") and "paired difference against fixed" in md
-    assert "| mssr | 2 | +0.150 [" in md and "±0.02 would need" in md
+    assert "| mssr | 2 | +0.150 [" in md and "mssr - fixed: AP interval ±" in md
+    assert "none - fixed: AP interval ±" in md and "over 1 seed (test rows only" in md

@@ -1,0 +1,59 @@
+"""Replay diagnostics: calibration on a simulated pool whose forgetting is known, and the
+per-task accounting of a plan."""
+
+import numpy as np
+import pytest
+
+from mssr.diagnostics import (ReplayRecord, calibration, events_by_task_phase, picks_by_task, spend_by_task,
+                              task_of_step)
+
+
+def _records(true_strength, believed_strength, n=400, seed=0):
+    """Replays at random ages; the true loss rise is 2 (1 - exp(-age / S_true)) plus noise;
+    the memory model predicts R from its own belief of S."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(0, 100, n)
+    rise = 2.0 * (1 - np.exp(-age / true_strength)) + rng.normal(0, 0.1, n)
+    believed = np.broadcast_to(believed_strength, (n,))
+    return [ReplayRecord(step=float(a), sample_id=i, task=0, age=float(a), strength=float(s),
+                         predicted_retention=float(np.exp(-a / s)), entry_loss=0.5, loss=0.5 + float(x))
+            for i, (a, x, s) in enumerate(zip(age, rise, believed))]
+
+
+def test_a_calibrated_memory_model_ranks_forgetting_and_a_blind_one_does_not():
+    good = calibration(_records(true_strength=np.full(400, 30.0), believed_strength=30.0))
+    assert good["n"] == 400 and good["spearman"] > 0.9
+    rises = [b["mean_loss_rise"] for b in good["bins"]]
+    assert rises == sorted(rises, reverse=True)  # more retained, less forgotten
+    assert sum(b["n"] for b in good["bins"]) == 400 and good["bins"][0]["r_high"] <= good["bins"][1]["r_low"]
+
+    # strengths the model made up: its R varies, but says nothing about the (noise-only) loss rise
+    rng = np.random.default_rng(1)
+    blind = calibration([ReplayRecord(step=0, sample_id=i, task=0, age=10.0, strength=s,
+                                      predicted_retention=float(np.exp(-10 / s)), entry_loss=0.5,
+                                      loss=0.5 + float(rng.normal(1.0, 0.3)))
+                         for i, s in enumerate(rng.uniform(1, 100, 400))])
+    assert abs(blind["spearman"]) < 0.15
+
+
+def test_calibration_of_too_few_records():
+    assert calibration([])["spearman"] != calibration([])["spearman"]  # NaN
+    one = calibration(_records(30.0, 30.0, n=2))
+    assert one["n"] == 2 and np.isnan(one["spearman"]) and len(one["bins"]) == 2
+
+
+def test_plan_accounting_by_task():
+    task_steps = [4, 6, 6]
+    replays = [[]] * 4 + [[], [], [1, 2], [], [], [3]] + [[(1 << 32) + 5, 7], [], [], [], [], [(1 << 32) + 6]]
+    assert task_of_step(0, task_steps) == (0, 0) and task_of_step(9, task_steps) == (1, 5)
+    assert task_of_step(10, task_steps) == (2, 0)
+    with pytest.raises(ValueError, match="past the stream"):
+        task_of_step(16, task_steps)
+    events = events_by_task_phase(replays, task_steps)
+    assert events["events_per_task"] == [0, 2, 2]
+    assert events["phases"] == {"first": 1, "middle": 1, "last": 2}
+    assert spend_by_task(replays, task_steps, budget=10) == [
+        {"task": 0, "replayed": 0, "budget_left": 10}, {"task": 1, "replayed": 3, "budget_left": 7},
+        {"task": 2, "replayed": 3, "budget_left": 4}]
+    picks = picks_by_task(replays, task_steps, lambda i: i >> 32)
+    assert picks[1]["replayed_from"] == {0: 3} and picks[2]["replayed_from"] == {1: 2, 0: 1}
