@@ -17,9 +17,13 @@ Prints one line per task and merges the results (by task key) into
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/screen_tasks.py                # all candidates
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/screen_tasks.py gcd lcm        # some (keys below)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/screen_tasks.py --list         # show the keys
+
+"majority_share" is the share of test prompts whose answer is the most common one: a model
+that always gives that answer scores it, so a task is only learned when em_after is well above.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -78,6 +82,22 @@ CANDIDATES.update({
     "prime_factorization": ("prime_factorization", {"max_value": 500}),  # -> "2 × 59"
     "color_cube_rotation": ("color_cube_rotation", {"max_rotations": 1}),
     "number_format": ("number_format", {"min_num_candidates": 2, "max_num_candidates": 2, "max_n": 10000}),
+    # second round: True/False, list and letter-string answers, and easier variants of the above
+    "isomorphic_strings": ("isomorphic_strings", {"min_string_length": 2, "max_string_length": 4}),
+    "ransom_note": ("ransom_note", {"max_note_length": 3, "min_magazine_length": 2, "max_magazine_length": 6}),
+    "number_sequence": ("number_sequence", {"min_terms": 4, "max_terms": 4, "min_value": 0, "max_value": 20,
+                                            "max_complexity": 1}),  # "5, 3, 1, -1, ?" -> -3
+    "number_filtering": ("number_filtering", {"min_numbers": 3, "max_numbers": 3, "max_decimals": 0,
+                                              "min_value": 0, "max_value": 99}),  # -> "['94', '81']"
+    "palindrome_generation": ("palindrome_generation", {"min_length": 3, "max_length": 3}),  # -> "ymy"
+    "simple_equations_add": ("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 10,
+                                                  "operators": ("+", "-"), "operators_weights": [0.5, 0.5]}),
+    "leg_counting_2x1": ("leg_counting", {"min_animals": 2, "max_animals": 2, "max_instances": 1}),
+    "spell_backward_3": ("spell_backward", {"min_word_len": 3, "max_word_len": 3}),
+    "word_sorting_2": ("word_sorting", {"min_words": 2, "max_words": 2, "min_word_length": 3,
+                                        "max_word_length": 5}),
+    "subtraction": ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "max_digits": 2, "operators": ("-",),
+                                         "allow_parentheses": False, "allow_negation": False}),  # -> "-4"
 })
 
 
@@ -89,6 +109,11 @@ def load_data(dataset: str, settings: dict) -> list[dict]:
     for e in reasoning_gym.create_dataset(dataset, size=SIZE, seed=DATA_SEED, **settings):
         first.setdefault(e["question"], str(e["answer"]))
     return [{"prompt": q, "answer": a} for q, a in first.items()]
+
+
+def majority_share(test: list[dict]) -> float:
+    """What always giving the most common test answer would score (a floor for "learned")."""
+    return collections.Counter(r["answer"] for r in test).most_common(1)[0][1] / len(test)
 
 
 def batches(encoder, rows, size, pad_id):
@@ -157,7 +182,7 @@ def screen(key: str, tok, model_path: str) -> dict:
     return {"task": key, "dataset": dataset, "settings": settings, "mean_tokens": round(sum(lens) / len(lens), 1),
             "max_tokens": max(lens), "mean_answer_tokens": round(sum(ans) / len(ans), 2),
             "distinct_prompts": len(rows), "enough_prompts": len(rows) >= N_TEST + N_TRAIN,
-            "em_before": round(em0, 4), "em_after": round(em1, 4), "loss_before": round(loss0, 4),
+            "majority_share": round(majority_share(test), 4), "em_before": round(em0, 4), "em_after": round(em1, 4), "loss_before": round(loss0, 4),
             "loss_after": round(loss1, 4), "last_train_loss": round(last, 4), "steps": STEPS,
             "batch": BATCH, "train_rows": len(train_rows), "test_rows": len(test),
             "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
@@ -167,7 +192,7 @@ def screen(key: str, tok, model_path: str) -> dict:
 def line(r: dict) -> str:
     return (f"{r['task']:24s} {json.dumps(r['settings'])} tok={r['mean_tokens']:.0f} ans_tok={r['mean_answer_tokens']:.1f} "
             f"distinct={r['distinct_prompts']}{'' if r['enough_prompts'] else ' (TOO FEW)'} "
-            f"EM {r['em_before']:.2f}->{r['em_after']:.2f} loss {r['loss_before']:.2f}->{r['loss_after']:.2f} "
+            f"EM {r['em_before']:.2f}->{r['em_after']:.2f} (majority {r['majority_share']:.2f}) loss {r['loss_before']:.2f}->{r['loss_after']:.2f} "
             f"train {r['train_s']:.0f}s ex={r['example']['question']!r} -> {r['example']['answer']!r}")
 
 
@@ -175,6 +200,13 @@ def main(argv: list[str]) -> None:
     if "--list" in argv:
         for key, (ds, s) in CANDIDATES.items():
             print(f"{key:24s} {ds} {json.dumps(s)}")
+        return
+    if "--backfill" in argv:  # add data-only fields to results written before they existed
+        old = json.loads(RESULTS.read_text())
+        for o in old:
+            if "majority_share" not in o and o["task"] in CANDIDATES:
+                o["majority_share"] = round(majority_share(load_data(*CANDIDATES[o["task"]])[:N_TEST]), 4)
+        RESULTS.write_text(json.dumps(old, indent=1) + "\n")
         return
     keys = argv or list(CANDIDATES)
     unknown = [k for k in keys if k not in CANDIDATES]

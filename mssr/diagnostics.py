@@ -117,3 +117,25 @@ def picks_by_task(plan_replays: Sequence[Sequence[int]], task_steps: Sequence[in
             t = int(task_of_id(int(i)))
             during[t] = during.get(t, 0) + 1
     return out
+
+
+def summarise(replay_log: Sequence[dict], events: Sequence[Sequence], task_steps: Sequence[int],
+              budget: int | None) -> dict:
+    """Every diagnostic of a run from the memory actor's record: ``replay_log`` (ReplayRecord
+    dicts) and ``events`` ([step, ids] of each replay event)."""
+    replays = [[] for _ in range(sum(task_steps))]
+    for step, ids in events:
+        replays[int(step)] = list(ids)
+    records = [ReplayRecord(**r) for r in replay_log]
+    return {"calibration": calibration(records), **events_by_task_phase(replays, task_steps),
+            "spend_by_task": spend_by_task(replays, task_steps, budget),
+            "picks_by_task": picks_by_task(replays, task_steps, lambda i: i >> 32)}
+
+
+def format_summary(d: dict) -> str:
+    """One line for the console."""
+    rho = d["calibration"]["spearman"]
+    spend = "/".join(str(t["replayed"]) for t in d["spend_by_task"])
+    return (f"replay diagnostics: events by third of their task {d['phases']['first']}/{d['phases']['middle']}/"
+            f"{d['phases']['last']} (first/middle/last); replayed per task {spend}; calibration of predicted "
+            f"retention against the loss rise at replay: Spearman {rho:+.2f} over {d['calibration']['n']} samples")

@@ -1,6 +1,7 @@
 """Memory strength of every sample in the replay pool (DESIGN §3.1), vectorised with NumPy.
 
-For sample i: last-trained time tau_i, strength S_i > 0, last loss l_i.
+For sample i: last-trained time tau_i, strength S_i > 0, last loss l_i, and its loss when
+it entered the pool (``entry_loss``: what replay diagnostics compare later losses with).
 
 * retention       R_i(t) = exp(-(t - tau_i) / S_i)
 * on entering     S_i = S0 / (1 + l_i / loss_ref)           (S0 = 1 / decay)
@@ -29,6 +30,8 @@ MEAN_SAMPLE = 1 << 16  # larger pools: the mean over this many evenly spaced sam
 
 
 class MemoryState:
+    ARRAYS = ("ids", "task", "tau", "strength", "loss", "entry_loss")  # one value per pooled sample each
+
     def __init__(self, params):
         self.p = params
         self.ids = np.zeros(0, dtype=np.int64)  # kept sorted for searchsorted look-ups
@@ -36,6 +39,7 @@ class MemoryState:
         self.tau = np.zeros(0, dtype=np.float64)
         self.strength = np.zeros(0, dtype=np.float64)
         self.loss = np.zeros(0, dtype=np.float64)
+        self.entry_loss = np.zeros(0, dtype=np.float64)
         self._task_bounds: dict[int, tuple[int, int]] | None = None  # task -> its slice, when contiguous
 
     def __len__(self) -> int:
@@ -58,8 +62,9 @@ class MemoryState:
         self.tau = np.concatenate([self.tau, np.full(ids.size, float(now))])
         self.strength = np.concatenate([self.strength, self.initial_strength(losses)])
         self.loss = np.concatenate([self.loss, losses])
+        self.entry_loss = np.concatenate([self.entry_loss, losses])
         order = np.argsort(self.ids, kind="stable")
-        for name in ("ids", "task", "tau", "strength", "loss"):
+        for name in self.ARRAYS:
             setattr(self, name, getattr(self, name)[order])
         self._task_bounds = None
 
@@ -119,7 +124,7 @@ class MemoryState:
         if bounds and len(tasks) == 1 and int(tasks[0]) in bounds:
             out = MemoryState(self.p)
             a, b = bounds[int(tasks[0])]
-            for k in ("ids", "task", "tau", "strength", "loss"):
+            for k in self.ARRAYS:
                 setattr(out, k, getattr(self, k)[a:b])
             return out
         return self.subset(np.isin(self.task, np.asarray(tasks)))
@@ -127,14 +132,14 @@ class MemoryState:
     def subset(self, mask: np.ndarray) -> "MemoryState":
         """A copy holding the samples where ``mask`` is true (e.g. one task's samples)."""
         out = MemoryState(self.p)
-        for k in ("ids", "task", "tau", "strength", "loss"):
+        for k in self.ARRAYS:
             setattr(out, k, getattr(self, k)[mask])
         return out
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k).copy() for k in ("ids", "task", "tau", "strength", "loss")}
+        return {k: getattr(self, k).copy() for k in self.ARRAYS}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("ids", "task", "tau", "strength", "loss"):
+        for k in self.ARRAYS:
             setattr(self, k, np.asarray(state[k]).copy())
         self._task_bounds = None

@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from mssr.clock import build_clock
+from mssr.diagnostics import ReplayRecord
 from mssr.memory import MemoryState
 from mssr.strategies import build_strategy
 
@@ -130,6 +131,9 @@ class ReplayPlanner:
         self.budget = resolve_budget(replay_cfg.budget, total_new_samples)
         self.cfg = replay_cfg = with_fixed_interval(replay_cfg, self.budget, replay_steps)
         self.strategy = build_strategy(replay_cfg.strategy, replay_cfg)
+        on_budget = getattr(self.strategy.scheduler, "on_budget", None)  # optional: see BaseScheduler
+        if on_budget is not None:
+            on_budget(self.budget, replay_cfg.samples_per_event, replay_steps)
         self.memory = MemoryState(replay_cfg.mssr)
         self.clock = build_clock(replay_cfg)
         self.rng = np.random.default_rng(seed)
@@ -138,6 +142,7 @@ class ReplayPlanner:
         self.events = 0
         self.probed = 0
         self.task_index = -1
+        self.replay_log: list[ReplayRecord] = []  # every replayed sample, as the memory model saw it
 
     @property
     def now(self) -> float:
@@ -192,7 +197,9 @@ class ReplayPlanner:
         self.reservoir.offer(joined("new_ids", np.int64), new_losses)
         replay_ids = joined("replay_ids", np.int64)
         if replay_ids.size:
-            self.memory.update(replay_ids, joined("replay_losses", np.float64), now)
+            replay_losses = joined("replay_losses", np.float64)
+            self._record_replays(replay_ids, replay_losses, now)
+            self.memory.update(replay_ids, replay_losses, now)
         probe_ids = joined("probe_ids", np.int64)
         probe_losses, probe_correct = joined("probe_losses", np.float64), joined("probe_correct", bool)
         scheduler = self.strategy.scheduler
@@ -201,6 +208,16 @@ class ReplayPlanner:
         if new_losses.size and hasattr(scheduler, "on_step"):
             scheduler.on_step(now, float(np.mean(new_losses)))
         self.clock.tick(observations[0].update_norm if observations else 0.0)
+
+    def _record_replays(self, ids: np.ndarray, losses: np.ndarray, now: float) -> None:
+        """What the memory model predicted for each replayed sample, beside its observed loss."""
+        m = self.memory
+        pos = m.positions(ids)
+        for p, i, loss, r in zip(pos.tolist(), ids.tolist(), losses.tolist(), m.retention(now, pos).tolist()):
+            self.replay_log.append(ReplayRecord(step=float(now), sample_id=int(i), task=int(m.task[p]),
+                                                age=float(now - m.tau[p]), strength=float(m.strength[p]),
+                                                predicted_retention=float(r), entry_loss=float(m.entry_loss[p]),
+                                                loss=float(loss)))
 
     def end_task(self, task_index: int) -> list[int]:
         """The reservoir's samples join the pool with strength from their last loss."""
@@ -221,6 +238,7 @@ class ReplayPlanner:
             "events": self.events,
             "probed": self.probed,
             "task_index": self.task_index,
+            "replay_log": [r.to_json() for r in self.replay_log],
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -232,3 +250,4 @@ class ReplayPlanner:
         self.reservoir.load_state_dict(s["reservoir"])
         self.replayed, self.events, self.task_index = s["replayed"], s["events"], s["task_index"]
         self.probed = s["probed"]
+        self.replay_log = [ReplayRecord(**r) for r in s.get("replay_log", [])]

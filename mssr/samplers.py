@@ -129,6 +129,25 @@ class StrengthSampler:
         return np.maximum(risk + self.epsilon, 1e-12)  # epsilon = 0, R = 1: stay defined
 
 
+@SAMPLERS.register("surprise")
+class SurpriseSampler:
+    """Surprise-prioritised replay (after SuRe, arXiv 2511.22367): the pool samples with the
+    highest loss when last seen (in their own task's training step, or their last replay),
+    ties broken at random. A replayed sample's loss usually drops, so the picks rotate. No
+    extra forward pass: the losses come from training steps."""
+
+    def __init__(self, params=None):
+        self.params = params
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        n = min(n, len(memory))
+        if n <= 0:
+            return memory.ids[:0]
+        keys = memory.loss + 1e-9 * rng.random(len(memory))  # the jitter only orders equal losses
+        top = np.argpartition(-keys, n - 1)[:n] if n < len(memory) else np.arange(len(memory))
+        return memory.ids[np.sort(top)]
+
+
 class TaskBalancedSampler:
     """Wraps a sampler: split each draw evenly over the pool's tasks (the remainder goes to
     randomly chosen tasks), then let the wrapped sampler pick within each task.

@@ -20,6 +20,9 @@ Signals a scheduler can use besides time and the memory state:
   (every answer token is the argmax given the answer's prefix, which is exactly when greedy
   generation would output it).
 * ``focus_tasks()``: restrict the next replay draw to these tasks (None: the whole pool).
+* ``on_budget(budget, samples_per_event, replay_steps)``: told once, before the first step,
+  the replay budget (None: no cap), the samples per event and the number of steps after the
+  first task (None when unknown), for a scheduler that paces its events.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class BaseScheduler:
 
     def focus_tasks(self) -> Optional[list[int]]:
         return None
+
+    def on_budget(self, budget: Optional[int], samples_per_event: int, replay_steps: Optional[int]) -> None:
+        pass
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -137,6 +143,56 @@ class AdaptiveScheduler(BaseScheduler):
         self.interval = min(float(self.i_max), self.growth * self.interval)
         self.next_due = now + self.interval
         self.last_replay = float(now)
+
+
+@SCHEDULERS.register("paced")
+class PacedScheduler(BaseScheduler):
+    """MSSR's schedule paced over the stream: the replay rate follows the memory model's
+    predicted forgetting, and the budget is spent by the end of the stream.
+
+    At each step with a pool, the pool's predicted forgotten fraction p = 1 - mean R is
+    compared with its mean so far, p_bar; the step earns ``rate = (events left / steps left)
+    * p / p_bar`` (at most one) of an event, and an event is due once a whole one is earned.
+    Replay therefore comes when forgetting runs above its usual level (late in a task, as
+    interference from the new task accumulates) and less when the pool is fresh, while the
+    events left are always spread over the steps left: the budget is neither exhausted early
+    nor left unspent. Events total ``ceil(budget / samples_per_event)``; without a budget, one
+    every ``DEFAULT_FIXED_INTERVAL`` steps on average. Steps are counted, not clock time, so
+    the pacing holds with any replay clock."""
+
+    def __init__(self, replay_cfg):
+        self.events_total: Optional[int] = None
+        self.replay_steps: Optional[int] = None
+        self.steps_seen = 0  # steps with a pool so far
+        self.events_done = 0
+        self.credit = 0.0
+        self.p_sum = 0.0
+
+    def on_budget(self, budget: Optional[int], samples_per_event: int, replay_steps: Optional[int]) -> None:
+        self.events_total = None if budget is None else -(-budget // samples_per_event)
+        self.replay_steps = replay_steps
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        pass
+
+    def _base_rate(self) -> float:
+        """Events per step if forgetting ran at its usual level for the rest of the stream."""
+        if self.events_total is None or self.replay_steps is None:
+            return 1.0 / DEFAULT_FIXED_INTERVAL
+        left = self.events_total - self.events_done
+        return left / max(1, self.replay_steps - self.steps_seen + 1)
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        self.steps_seen += 1
+        p = 1.0 - memory.mean_retention(now)
+        self.p_sum += p
+        p_bar = self.p_sum / self.steps_seen
+        self.credit += min(1.0, self._base_rate() * (p / p_bar if p_bar > 0 else 1.0))
+        return self.credit >= 1.0 - 1e-9
+
+    def on_replay(self, now: float) -> None:
+        self.credit = max(0.0, self.credit - 1.0)
+        self.events_done += 1
 
 
 @SCHEDULERS.register("loss")

@@ -15,9 +15,12 @@ The built-in strategies (DESIGN §3.1-3.2):
     fixed           every K steps, uniform draws from the pool
     loss            when the loss jumps above its running mean + z*std, uniform draws
     accuracy        when a past task's probed accuracy drops by more than delta, draws from it
+    surprise        the fixed schedule, drawing the pool samples with the highest last loss (SuRe)
     mssr            memory-strength sampler + expanding, retention-aware schedule
     mssr-sampler    ablation: MSSR's sampler on the fixed schedule
     mssr-scheduler  ablation: MSSR's schedule with uniform draws
+    mssr-paced      memory-strength sampler + a replay rate that follows predicted forgetting,
+                    paced to spend the budget by the end of the stream
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ _combo("joint", "uniform", "never", mixes_tasks=True)
 _combo("fixed", "uniform", "fixed")
 _combo("loss", "uniform", "loss")
 _combo("accuracy", "uniform", "accuracy")  # the scheduler narrows draws to the dropped tasks
+_combo("surprise", "surprise", "fixed")
 _combo("mssr", "strength", "adaptive")
 _combo("mssr-sampler", "strength", "fixed")
 _combo("mssr-scheduler", "uniform", "adaptive")
+_combo("mssr-paced", "strength", "paced")
 
 
 def build_strategy(name: str, replay_cfg) -> Strategy:

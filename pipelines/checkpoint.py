@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-_MEMORY_ARRAYS = ("ids", "task", "tau", "strength", "loss")
+from mssr.memory import MemoryState
+
+_MEMORY_ARRAYS = MemoryState.ARRAYS
 
 
 def memory_digest(memory: dict) -> str:

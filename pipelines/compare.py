@@ -46,7 +46,7 @@ from mssr.metrics import average_performance, backward_transfer, forgetting
 from mssr.schedulers import NeverScheduler
 from mssr.strategies import STRATEGIES, build_strategy
 
-DEFAULT_STRATEGIES = ["none", "joint", "fixed", "loss", "accuracy", "mssr", "mssr-sampler", "mssr-scheduler"]
+DEFAULT_STRATEGIES = ["none", "joint", "fixed", "loss", "accuracy", "surprise", "mssr", "mssr-sampler", "mssr-scheduler"]
 CONFIG_BUDGET = "config"  # the budget label of a comparison without --budgets
 ANY_BUDGET = "-"  # the budget label of a strategy that never replays: it belongs to every budget
 TARGET_HALF_WIDTH = 0.02  # the AP interval half width the noise summary sizes seeds and rows for

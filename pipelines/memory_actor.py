@@ -40,6 +40,7 @@ class MemoryCoordinator:
         self.ended: dict[int, list[int]] = {}
         self.changed = asyncio.Condition()
         self.bookkeeping_seconds = 0.0
+        self.events: list[list] = []  # [step, replayed ids] of every replay event, in step order
 
     async def _wait_applied(self, step: int) -> None:
         async with self.changed:
@@ -58,6 +59,8 @@ class MemoryCoordinator:
             t = time.perf_counter()
             self.plans[step] = self.planner.plan()
             self.bookkeeping_seconds += time.perf_counter() - t
+            if self.plans[step]["replay"]:
+                self.events.append([step, self.plans[step]["replay"]])
             self.plans.pop(step - 64, None)  # bounded cache; ranks never lag that far
         return self.plans[step]
 
@@ -89,6 +92,10 @@ class MemoryCoordinator:
                 "bookkeeping_seconds": self.bookkeeping_seconds, "clock": self.planner.now,
                 "mean_retention": self.planner.memory.mean_retention(self.planner.now)}
 
+    def diagnostics(self) -> dict:
+        """The replay events (step, ids) and every replayed sample's record (mssr.diagnostics)."""
+        return {"events": self.events, "replay_log": [r.to_json() for r in self.planner.replay_log]}
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -96,13 +103,15 @@ class MemoryCoordinator:
         """The state after every step before ``step`` has been applied."""
         await self._wait_applied(step - 1)
         return {"planner": self.planner.state_dict(), "applied_through": self.applied_through,
-                "started": sorted(self.started), "ended": self.ended}
+                "started": sorted(self.started), "ended": self.ended,
+                "events": [e for e in self.events if e[0] < step]}
 
     def load_state_dict(self, state: dict) -> None:
         self.planner.load_state_dict(state["planner"])
         self.applied_through = state["applied_through"]
         self.started = set(state["started"])
         self.ended = {int(k): v for k, v in state["ended"].items()}
+        self.events = state.get("events", [])
         self.pending.clear()
         self.plans.clear()
 

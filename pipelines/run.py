@@ -24,6 +24,8 @@ from typing import Optional
 import yaml
 
 from mssr.config import Config, config_to_dict, flatten
+from mssr.diagnostics import format_summary as format_diagnostics
+from mssr.diagnostics import summarise as summarise_diagnostics
 from mssr.errors import ConfigError
 from mssr.metrics import all_metrics, format_matrix, loss_metrics
 from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
@@ -305,6 +307,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     if progress["next_task"] < len(tasks):  # aborted (Ctrl-C) without an error
         raise KeyboardInterrupt
     stats = ray.get(actor.stats.remote())
+    record = ray.get(actor.diagnostics.remote())
     ray.kill(actor)
 
     matrix, loss_matrix = progress["matrix"], progress["loss_matrix"]
@@ -326,12 +329,18 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         "isolation": {**progress["isolation"], "mask_overlaps": progress["mask_overlaps"]},
         "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
     }
+    diagnostics = summarise_diagnostics(record["replay_log"], record["events"],
+                                        [t["steps"] for t in plan["tasks"]], plan["replay_budget"])
+    (run_dir / "diagnostics.json").write_text(json.dumps({**diagnostics, "replay_log": record["replay_log"],
+                                                          "events": record["events"]}))
+    summary["diagnostics"] = {k: diagnostics[k] for k in ("phases", "events_per_task", "spend_by_task")}
+    summary["diagnostics"]["calibration_spearman"] = diagnostics["calibration"]["spearman"]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     # every test row's score and loss after each task: what intervals over test rows resample
     rows_path = run_dir / "eval_rows.json"
     rows_path.write_text(json.dumps({"tasks": names, "scores": progress["row_scores"], "losses": progress["row_losses"]}))
     artifacts = (write_matrix_artifacts(run_dir, matrix, names) + write_matrix_artifacts(run_dir, loss_matrix, names, "loss")
-                 + [run_dir / "config.yaml", run_dir / "summary.json", rows_path])
+                 + [run_dir / "config.yaml", run_dir / "summary.json", rows_path, run_dir / "diagnostics.json"])
     final = {**metrics, "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
              "tokens_train_new": summary["tokens"]["train_new"], "tokens_train_replay": summary["tokens"]["train_replay"],
              "tokens_eval": summary["tokens"]["eval"], "tokens_probe": summary["tokens"]["probe"],
@@ -347,6 +356,8 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     log(f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
         f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
         f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s")
+    if stats["replay_events"]:
+        log(format_diagnostics(diagnostics))
     times = summary["pipeline_seconds"]
     log(f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
         f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: "

@@ -9,7 +9,8 @@ from mssr.clock import StepClock, UpdateNormClock
 from mssr.errors import ConfigError
 from mssr.replay import ReplayPlanner, Reservoir, StepObservation, derived_fixed_interval
 from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
-from mssr.schedulers import DEFAULT_FIXED_INTERVAL, AdaptiveScheduler, FixedIntervalScheduler, LossTriggerScheduler
+from mssr.schedulers import (DEFAULT_FIXED_INTERVAL, AdaptiveScheduler, FixedIntervalScheduler, LossTriggerScheduler,
+                             PacedScheduler)
 from mssr.strategies import STRATEGIES, build_strategy
 from tests.planner_sim import replayed, simulate
 
@@ -351,3 +352,64 @@ def test_mean_retention_of_a_huge_pool_is_estimated_closely():
     mem.update(np.sort(rng.choice(n, n // 3, replace=False)), rng.gamma(2.0, 0.1, size=n // 3), now=60)
     exact = float(mem.retention(120).mean())
     assert 0.05 < exact < 0.95 and abs(mem.mean_retention(120) - exact) < 0.005
+
+
+def test_the_surprise_sampler_replays_the_highest_losses_first():
+    from mssr.samplers import SurpriseSampler
+
+    mem = MemoryState(ReplayConfig().mssr)
+    losses = np.array([0.1, 2.0, 0.5, 3.0, 0.2, 1.0, 0.3, 0.4])
+    mem.add(np.arange(8), task=0, losses=losses, now=0)
+    sampler = SurpriseSampler()
+    assert sampler.sample(mem, 5, 3, np.random.default_rng(0)).tolist() == [1, 3, 5]  # losses 3.0, 2.0, 1.0
+    # after a replay lowers their losses, the next draw moves on to the next most surprising
+    mem.update(np.array([1, 3, 5]), losses=np.array([0.05, 0.05, 0.05]), now=5)
+    assert sampler.sample(mem, 6, 2, np.random.default_rng(0)).tolist() == [2, 7]  # 0.5, 0.4
+    # equal losses: ties broken at random, all reachable
+    flat = MemoryState(ReplayConfig().mssr)
+    flat.add(np.arange(6), task=0, losses=np.ones(6), now=0)
+    seen = {int(i) for seed in range(30) for i in sampler.sample(flat, 1, 1, np.random.default_rng(seed))}
+    assert seen == set(range(6))
+    assert build_strategy("surprise", ReplayConfig()).sampler.__class__ is SurpriseSampler
+
+
+@pytest.mark.parametrize("budget", [6, 10, 0.05, 0.2])
+def test_the_paced_schedule_spends_its_budget_and_never_more(budget):
+    cfg = ReplayConfig(strategy="mssr-paced", budget=budget, pool_per_task=16, samples_per_event=4)
+    planner = ReplayPlanner(cfg, seed=0, total_new_samples=3 * 40 * 4, replay_steps=2 * 40)
+    plans = simulate(planner, tasks=3, steps=40, batch=4)
+    cap = budget if isinstance(budget, int) else int(budget * 3 * 40 * 4)
+    assert replayed(plans) == cap  # all of it, not one sample more
+    events = [i for i, p in enumerate(plans) if p["replay"]]
+    assert events[0] >= 40 and events[-1] >= 80  # none before the pool exists; still replaying in the last task
+
+
+def test_the_paced_schedule_replays_more_when_more_is_forgotten():
+    """Steps whose predicted forgotten fraction runs above its mean so far earn events faster.
+    As in a run, the pool's forgetting rises through each task (interference accumulates) and
+    drops when the task's fresh samples join: the events lean towards the end of each task."""
+
+    class Pool:  # only what the scheduler reads of the memory
+        forgotten = 0.0
+
+        def mean_retention(self, now):
+            return 1.0 - self.forgotten
+
+    sched = PacedScheduler(ReplayConfig())
+    sched.on_budget(budget=96, samples_per_event=4, replay_steps=100)
+    pool, events = Pool(), []
+    for t in range(100):
+        pool.forgotten = 0.1 + 0.6 * (t % 25) / 24  # four tasks of 25 steps
+        if sched.is_due(t, pool):
+            sched.on_replay(t)
+            events.append(t)
+    assert len(events) == 24  # the budget's 96 samples, 4 per event
+    later = [t % 25 for t in events if t >= 25]  # after the first task has set the mean
+    assert sum(i >= 12 for i in later) > 1.5 * sum(i < 12 for i in later)
+
+
+def test_the_paced_schedule_without_a_budget_replays_at_the_default_rate():
+    planner = ReplayPlanner(ReplayConfig(strategy="mssr-paced", pool_per_task=16), seed=0)
+    plans = simulate(planner, tasks=3, steps=40, batch=4)
+    n = sum(bool(p["replay"]) for p in plans)
+    assert abs(n - 80 / DEFAULT_FIXED_INTERVAL) <= 6  # 80 steps with a pool, about one event in four
