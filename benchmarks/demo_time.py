@@ -41,7 +41,7 @@ def run_tree(tree: Path, config: str, overrides: list[str], out: Path, name: str
     if evaluation is None:  # an older checkout: the per-task evaluation times of its progress lines
         evaluation = sum(float(x) for x in re.findall(r"\(eval (\d+)s", proc.stdout))
     train = times.get("train_wall", s["train_seconds"])
-    return {"tree": str(tree), "wall": s["wall_seconds"], "train": train, "eval": evaluation,
+    return {"tree": str(tree), "console": proc.stdout, "wall": s["wall_seconds"], "train": train, "eval": evaluation,
             "rest": s["wall_seconds"] - train - evaluation, "ap": s["ap"], "bwt": s["bwt"],
             "loss_final": s.get("loss_final"), "autocast": s.get("autocast", "none"),
             "eval_mode": s.get("eval_mode", "generate"), "matrix": s["accuracy_matrix"],

@@ -98,6 +98,15 @@ CANDIDATES.update({
                                         "max_word_length": 5}),
     "subtraction": ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "max_digits": 2, "operators": ("-",),
                                          "allow_parentheses": False, "allow_negation": False}),  # -> "-4"
+    # third round: a name, a 2x2 matrix, and easier variants of near misses
+    "needle_haystack": ("needle_haystack", {"min_num_statements": 2, "max_num_statements": 3}),  # -> "Dan"
+    "rotate_matrix": ("rotate_matrix", {"min_n": 2, "max_n": 2, "min_rotations": 1,
+                                        "max_rotations": 1}),  # -> "0 2\n1 6"
+    "simple_geometry": ("simple_geometry", {"min_sides": 3, "max_sides": 3}),  # third angle of a triangle
+    "number_sequence_5": ("number_sequence", {"min_terms": 5, "max_terms": 5, "min_value": 0, "max_value": 20,
+                                              "max_complexity": 1}),
+    "count_primes_30": ("count_primes", {"max_n": 30}),
+    "isomorphic_strings_35": ("isomorphic_strings", {"min_string_length": 3, "max_string_length": 5}),
 })
 
 

@@ -1,8 +1,12 @@
-"""The built-in task stream, generated offline with ``reasoning-gym`` (fixed seed).
+"""The built-in task streams, generated offline with ``reasoning-gym`` (fixed seed).
 
-Five short reasoning tasks, each with its own answer format, picked so that on
-SmolLM2-135M-Instruct (measured, see README): scores before training are near zero, each
-task is learned within the demo's budget, and sequential fine-tuning forgets earlier tasks.
+``reasoning-gym`` (the demo's): five short reasoning tasks, each with its own answer format,
+picked so that on SmolLM2-135M-Instruct (measured, see README): scores before training are
+near zero, each task is learned within the demo's budget, and sequential fine-tuning
+forgets earlier tasks. ``reasoning-gym-long``: those five, then six more screened the same
+way (``benchmarks/screen_tasks.py``: 32 LoRA steps on each task alone, forced exact match on
+64 test prompts, well above the share of the most common answer), neighbours never sharing
+an answer format: eleven tasks, as many as the sequences MSSR was published on.
 
 Files are written once per (data_seed, sizes) into ``$MSSR_CACHE/streams/`` as TRACE-style
 JSONL and then loaded like any user stream.
@@ -26,8 +30,23 @@ BUILTIN_TASKS: dict[str, tuple[str, dict]] = {
     "gcd": ("gcd", {"max_value": 30}),  # GCD of two numbers <= 30
     "syllogism": ("syllogism", {}),  # -> "Yes" / "No"
     "aiw": ("aiw", {}),  # "Alice has 3 sisters and 2 brothers. How many sisters does her brother have?"
+    # the long stream's six more (after the screen: score after 32 steps on the task alone)
+    "word_sequence_reversal": ("word_sequence_reversal", {"min_words": 3, "max_words": 3}),  # "c, b, a" (0.97)
+    "number_format": ("number_format", {"min_num_candidates": 2, "max_num_candidates": 2,
+                                        "max_n": 10000}),  # the larger of two numbers, "9530.788" (0.72)
+    "needle_haystack": ("needle_haystack", {"min_num_statements": 2, "max_num_statements": 3}),  # a name (0.94)
+    "rotate_matrix": ("rotate_matrix", {"min_n": 2, "max_n": 2, "min_rotations": 1,
+                                        "max_rotations": 1}),  # a 2x2 matrix "0 2\n1 6" (0.95)
+    "palindrome_generation": ("palindrome_generation", {"min_length": 3, "max_length": 3}),  # "ymy" (0.59)
+    "decimal_chain_sum": ("decimal_chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1,
+                                                "max_decimal_places": 1}),  # "6.7" (0.48)
 }
-BUILTIN_STREAMS = {"reasoning-gym": list(BUILTIN_TASKS)}
+_FIVE = ["chain_sum", "family_relationships", "gcd", "syllogism", "aiw"]
+BUILTIN_STREAMS = {
+    "reasoning-gym": _FIVE,
+    "reasoning-gym-long": _FIVE + ["word_sequence_reversal", "number_format", "needle_haystack", "rotate_matrix",
+                                   "palindrome_generation", "decimal_chain_sum"],
+}
 
 
 def _generate(dataset: str, settings: dict, size: int, seed: int) -> list[dict]:

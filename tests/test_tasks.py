@@ -65,3 +65,19 @@ def test_load_task_caps_sizes_and_checks_scorer(write_jsonl):
 
     with pytest.raises(ConfigError, match="unknown scorer"):
         load_task("x", str(tr), str(te), None, "f1_score")
+
+
+@pytest.mark.parametrize("stream,first,last,count", [("reasoning-gym", "chain_sum", "aiw", 5),
+                                                     ("reasoning-gym-long", "chain_sum", "decimal_chain_sum", 11)])
+def test_builtin_streams_generate_distinct_train_and_test_prompts(tmp_path, stream, first, last, count):
+    from mssr.builtin_stream import builtin_task_specs
+    from mssr.config import StreamConfig
+
+    specs = builtin_task_specs(StreamConfig(builtin=stream, train_size=12, test_size=6), cache=tmp_path)
+    assert [s.name for s in specs][0] == first and specs[-1].name == last and len(specs) == count
+    assert len({s.name for s in specs}) == count
+    for s in specs:
+        train, test = read_rows(s.train), read_rows(s.test)
+        assert len(train) == 12 and len(test) == 6
+        assert not {e.prompt for e in train} & {e.prompt for e in test}  # no test prompt is trained on
+        assert all(e.answer.strip() for e in train + test)
