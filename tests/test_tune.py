@@ -166,7 +166,7 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
     assert parent.data.metrics["trials_finished"] == 2 and "best_ap" in parent.data.metrics
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "trials.md", "best.yaml"}
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    intervals = sorted(int(c.data.params["replay.fixed.interval"]) for c in children)
+    intervals = sorted(float(c.data.params["replay.fixed.interval"]) for c in children)
     assert all(2 <= i <= 10 for i in intervals)
     for c in children:
         assert {"accuracy_matrix.png", "accuracy_matrix.csv"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
