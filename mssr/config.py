@@ -115,8 +115,8 @@ class TrainConfig(_Strict):
     # gradients with a fraction of the activation memory; 1: the step's batch fits at once
     grad_accum_steps: int = Field(1, gt=0)
     gradient_checkpointing: bool = False  # recomputing activations costs ~30% more time; for when memory is short
-    # auto: bf16 matmuls where the device has bf16 matrix instructions (1.6x faster on such
-    # CPUs, loss and scores within noise of fp32), fp32 elsewhere; none: always fp32
+    # auto: bf16 on CUDA GPUs that support it, fp32 on CPUs (where bf16 autocast was measured
+    # both faster and slower, see mssr/optim.py); none: always fp32; bf16: always bf16
     autocast: Literal["auto", "none", "bf16"] = "auto"
     grad_clip: float = Field(1.0, ge=0)  # 0 disables; 1.0 guards against loss spikes at task switches
     log_every: int = Field(5, gt=0)  # steps between progress lines and MLflow step metrics

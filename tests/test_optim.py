@@ -268,6 +268,7 @@ def test_auto_autocast_follows_the_hardware(monkeypatch):
 
     for has, expected in ((True, "bf16"), (False, "none")):
         monkeypatch.setattr(optim, "has_bf16_matmul", lambda device_type, has=has: has)
-        assert optim.resolve_autocast("auto", "cpu") == expected
+        assert optim.resolve_autocast("auto", "cuda") == expected
+        assert optim.resolve_autocast("auto", "cpu") == "none"  # CPUs: fp32 unless asked, whatever their flags
         assert optim.resolve_autocast("none", "cpu") == "none" and optim.resolve_autocast("bf16", "cpu") == "bf16"
     assert TrainConfig().autocast == "auto"
