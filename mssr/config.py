@@ -173,7 +173,7 @@ class FixedConfig(_Strict):
 
 
 class MSSRConfig(_Strict):
-    """The memory model and the adaptive scheduler of MSSR (see DESIGN §3.1)."""
+    """The memory model and the adaptive scheduler of MSSR (mssr/memory.py, mssr/schedulers.py)."""
 
     decay: float = Field(0.02, gt=0)  # 1/S0: a fresh average sample keeps e^-1 of its memory after 50 steps
     loss_ref: float = Field(1.0, gt=0)  # loss scale of f(l) = 1/(1 + l/loss_ref) in the initial strength
@@ -190,7 +190,7 @@ class MSSRConfig(_Strict):
 
 
 class LossTriggerConfig(_Strict):
-    """The loss-triggered baseline (DESIGN §3.2)."""
+    """The loss-triggered baseline (mssr/schedulers.py)."""
 
     signal: Literal["train", "probe"] = "train"  # the training loss costs nothing extra
     z: float = Field(1.0, ge=0)  # trigger above mean + 1 std: about one step in six on noise alone
@@ -201,7 +201,7 @@ class LossTriggerConfig(_Strict):
 
 
 class AccuracyTriggerConfig(_Strict):
-    """The accuracy-triggered baseline (DESIGN §3.2)."""
+    """The accuracy-triggered baseline (mssr/schedulers.py)."""
 
     every: int = Field(8, gt=0)  # steps between accuracy probes of the past tasks
     probe_per_task: int = Field(8, gt=0)  # validation slice per past task, taken from its pool samples

@@ -1,4 +1,4 @@
-"""Memory strength of every sample in the replay pool (DESIGN §3.1), vectorised with NumPy.
+"""Memory strength of every sample in the replay pool, vectorised with NumPy.
 
 For sample i: last-trained time tau_i, strength S_i > 0, last loss l_i, and its loss when
 it entered the pool (``entry_loss``: what replay diagnostics compare later losses with).
@@ -10,9 +10,9 @@ it entered the pool (``entry_loss``: what replay diagnostics compare later losse
                   then tau_i = t
 
 Reviewing a half-forgotten sample strengthens it most (the spacing effect): the gain is
-scaled by how much was forgotten, 1 - R. (DESIGN writes the factor as ``alpha * R``; with
-R close to 1 right after training that would reward cramming, the opposite of the spacing
-effect the model is named for, so we scale by the forgotten fraction.)
+scaled by how much was forgotten, 1 - R. (A factor ``alpha * R`` would, with R close to 1
+right after training, reward cramming, the opposite of the spacing effect the model is
+named for; hence the forgotten fraction.)
 
     mem = MemoryState(cfg.replay.mssr)
     mem.add(ids, task=0, losses=losses, now=step)

@@ -8,7 +8,7 @@ A user strategy is a factory function or class taking the replay config and retu
 ``replay.scheduler`` (a registered name or an import path) replace one half of any strategy,
 and ``replay.balance_tasks`` splits every draw evenly over the pool's tasks.
 
-The built-in strategies (DESIGN §3.1-3.2):
+The built-in strategies:
 
     none            no replay: sequential fine-tuning, the lower bound
     joint           all tasks' data mixed into one stream, no replay: the non-continual reference
