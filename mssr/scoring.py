@@ -16,11 +16,18 @@ from mssr.errors import ConfigError
 Scorer = Callable[[str, str], float]
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+# A number keeps its sign and decimal point: "-2" is not "2", "3.5" is not "35".
+_NUMBER = re.compile(r"((?<!\w)-?\d+(?:\.\d+)?)")
 
 
 def normalise(text: str) -> str:
-    """Lower-case, drop punctuation and articles, collapse whitespace (SQuAD-style)."""
-    text = _PUNCT.sub(" ", text.lower())
+    """Lower-case, drop punctuation and articles, collapse whitespace (SQuAD-style).
+
+    Unlike SQuAD, numbers keep their minus sign and decimal point, so that an arithmetic
+    answer of ``-2`` does not match ``2``.
+    """
+    pieces = _NUMBER.split(text.lower())  # odd indices are numbers
+    text = " ".join(p if i % 2 else _PUNCT.sub(" ", p) for i, p in enumerate(pieces))
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 

@@ -9,6 +9,14 @@ def test_exact_match_normalises_case_punctuation_articles():
     assert exact_match("42", "43") == 0.0
 
 
+def test_exact_match_keeps_a_numbers_sign_and_decimal_point():
+    assert exact_match("-2", "2") == 0.0
+    assert exact_match("x = -2.", "x -2") == 1.0
+    assert exact_match("3.5", "35") == 0.0
+    assert exact_match("3.5.", "3.5") == 1.0
+    assert exact_match("5-3", "5 3") == 1.0  # a hyphen between words is punctuation
+
+
 def test_multiple_choice_compares_option_letters():
     assert multiple_choice("(B) because...", "B") == 1.0
     assert multiple_choice("A", "B") == 0.0
