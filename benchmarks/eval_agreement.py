@@ -7,14 +7,16 @@ task scores every test row of every task three ways, side by side:
 * ``generate fp32``: greedy decoding in fp32, batches of ``eval.batch_size``, up to
   ``eval.max_new_tokens`` tokens: the evaluation every run used before forced scoring;
 * ``forced fp32``: one forward pass per batch (``mssr.evaluation.forced_pass``), fp32;
-* ``forced`` at the config's ``train.autocast`` (``auto``: bf16 on a CPU with bf16 matrix
+* ``forced`` at the config's ``eval.autocast`` (``auto``: bf16 on a CPU with bf16 matrix
   instructions): what a run now does.
 
 Prints, per point of the run, the rows where forced and generated exact match differ, each
 with its kind (the generated text equals the reference only after normalisation; the
 generated text is the reference spelled with other tokens; or neither: a near-tie between
 two tokens that the two passes' numerics break differently), then the totals, the seconds
-per row of each method (medians over the points) and their ratios. JSON to ``--json``.
+per row of each method (medians over the points) and their ratios, and how far the loss
+matrix's cells (mean answer loss of a task at a point) move between fp32 and ``eval.autocast``
+against their standard errors. JSON to ``--json``.
 
     .venv/bin/python benchmarks/eval_agreement.py                      # the demo config, ~15 min on 2 cores
     .venv/bin/python benchmarks/eval_agreement.py --config configs/compare.yaml stream.test_size=100
@@ -54,7 +56,7 @@ def kind_of_disagreement(generated: str, reference: str, forced_ok: bool) -> str
 
 def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
     """Score every test row of every task the three ways; add the rows, times and disagreements."""
-    autocast = autocast_context(cfg.train, "cpu")
+    autocast = autocast_context(cfg.eval.autocast, "cpu", "eval")
     for task in tasks:
         rows = task.test
         t = time.perf_counter()
@@ -62,11 +64,14 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
                                       cfg.eval.batch_size)
         t_gen = time.perf_counter() - t
         t = time.perf_counter()
-        forced32, _, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size)
+        forced32, losses32, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size)
         t_f32 = time.perf_counter() - t
         t = time.perf_counter()
-        forced, _, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size, autocast)
+        forced, losses, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size, autocast)
         t_forced = time.perf_counter() - t
+        record["loss_cells"].append({"point": point, "task": task.name, "fp32": statistics.fmean(losses32),
+                                     "eval_autocast": statistics.fmean(losses),
+                                     "standard_error": statistics.stdev(losses32) / len(rows) ** 0.5})
         generated = [bool(exact_match(a, e.answer)) for a, e in zip(answers, rows)]
         for name, seconds in (("generate fp32", t_gen), ("forced fp32", t_f32), ("forced", t_forced)):
             record["seconds"][name].append(seconds / len(rows))
@@ -93,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     record = {"rows": 0, "correct": {k: 0 for k in ("generate fp32", "forced fp32", "forced")},
               "seconds": {k: [] for k in ("generate fp32", "forced fp32", "forced")},
-              "differ": {"forced fp32": [], "forced": []}}
+              "differ": {"forced fp32": [], "forced": []}, "loss_cells": []}
 
     def after_task(k, model, encoder, tasks):
         score_point(f"after task {k + 1}", model, encoder, tasks, cfg, record)
@@ -106,10 +111,10 @@ def main() -> None:
 
     bare_loop(cfg, threads, after_task=after_task, before=before)
     per_row = {k: statistics.median(v) for k, v in record["seconds"].items()}
-    precision = resolve_autocast(cfg.train.autocast, "cpu")
+    precision = resolve_autocast(cfg.eval.autocast, "cpu", "eval")
     print(f"\n{cfg.model.name}, {args.config} {' '.join(args.overrides)}\n{describe()}")
     print(f"{record['rows']} rows scored ({len(cfg.stream.tasks) or 5} tasks x test rows x "
-          f"{1 + (len(cfg.stream.tasks) or 5)} points); forced at train.autocast={cfg.train.autocast} -> {precision}")
+          f"{1 + (len(cfg.stream.tasks) or 5)} points); forced at eval.autocast={cfg.eval.autocast} -> {precision}")
     for name in ("generate fp32", "forced fp32", "forced"):
         print(f"{name:<14} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
               f"(median over points and tasks)  generate fp32 / this: {per_row['generate fp32'] / per_row[name]:5.1f}x")
@@ -123,6 +128,10 @@ def main() -> None:
         for row in d[:20]:
             print(f"   {row['point']}, {row['task']}: reference {row['reference']!r}, generated {row['generated']!r}, "
                   f"forced {'right' if row['forced'] else 'wrong'} ({row['kind']})")
+    shifts = [abs(c["eval_autocast"] - c["fp32"]) for c in record["loss_cells"]]
+    ratios = [abs(c["eval_autocast"] - c["fp32"]) / c["standard_error"] for c in record["loss_cells"]]
+    print(f"loss matrix cells, {precision} against fp32: median shift {statistics.median(shifts):.4f}, "
+          f"largest {max(shifts):.4f} nats; largest shift / the cell's standard error {max(ratios):.2f}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": describe(), "threads": threads, "config": args.config,

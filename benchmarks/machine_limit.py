@@ -105,7 +105,7 @@ def train(model, cfg, init_state, batches, check, flops_per_token) -> dict:
     secs, tokens, flops, losses = [], [], [], []
     for b in batches:
         t = time.perf_counter()
-        with autocast_context(cfg.train, "cpu"):
+        with autocast_context(cfg.train.autocast, "cpu"):
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         loss = per_sample_loss(logits, b["labels"]).mean()
         loss.backward()
@@ -162,7 +162,7 @@ def main() -> None:
     with torch.no_grad():  # forward-only accuracy: same weights, same batch
         per = {}
         for mode, c in cfgs.items():
-            with autocast_context(c.train, "cpu"):
+            with autocast_context(c.train.autocast, "cpu"):
                 logits = model(input_ids=check["input_ids"], attention_mask=check["attention_mask"]).logits
             per[mode] = per_sample_loss(logits, check["labels"])
     fwd_diff = float((per["fp32"] - per["bf16"]).abs().mean())

@@ -64,7 +64,7 @@ def bare_loop(cfg, threads: int, after_task=None, before=None) -> dict:
             t = time.perf_counter()
             stop = start + cfg.train.batch_size
             b = collate(enc["input_ids"][start:stop], enc["prompt_len"][start:stop], tok.pad_token_id)
-            with autocast_context(cfg.train, "cpu"):
+            with autocast_context(cfg.train.autocast, "cpu"):
                 logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             per_sample_loss(logits, b["labels"]).mean().backward()
             if cfg.train.grad_clip > 0:  # as the pipeline's step

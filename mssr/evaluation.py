@@ -85,10 +85,15 @@ def forced_pass(model, encoder: PromptEncoder, examples: Sequence[Example], batc
         for rows in _length_batches([len(r) for r in ids], batch_size):
             b = {k: v.to(device) for k, v in
                  collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id).items()}
+            # logits only from the last prompt token on: the vocabulary projection of the prompt
+            # positions would cost a fifth of the pass and decide nothing
+            first = min(plens[i] for i in rows) - 1
             with autocast or contextlib.nullcontext():
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            for i, ok, loss in zip(rows.tolist(), answer_reproduced(logits, b["labels"]).tolist(),
-                                   per_sample_loss(logits, b["labels"]).float().tolist()):
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               logits_to_keep=b["input_ids"].shape[1] - first).logits
+            labels = b["labels"][:, first:]
+            for i, ok, loss in zip(rows.tolist(), answer_reproduced(logits, labels).tolist(),
+                                   per_sample_loss(logits, labels).float().tolist()):
                 correct[i], losses[i] = bool(ok), float(loss)
     finally:
         model.train(was_training)

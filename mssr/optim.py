@@ -1,7 +1,7 @@
 """Optimizer, learning-rate schedule, gradient accumulation and bf16 autocast from the train config.
 
     opt, sched = build_optimizer(model, cfg.train, total_steps=180)
-    with autocast_context(cfg.train, device.type):
+    with autocast_context(cfg.train.autocast, device.type):
         losses = backward_in_micro_batches(loss_fn, n_rows, cfg.train.grad_accum_steps)
     opt.step(); sched.step(); opt.zero_grad()
 
@@ -229,30 +229,39 @@ def has_bf16_matmul(device_type: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_autocast(setting: str, device_type: str) -> str:
-    """``train.autocast`` as it applies on ``device_type``: ``bf16`` or ``none``.
+def resolve_autocast(setting: str, device_type: str, phase: str = "train") -> str:
+    """``train.autocast`` (``phase="train"``) or ``eval.autocast`` (``phase="eval"``) as it
+    applies on ``device_type``: ``bf16`` or ``none``.
 
-    ``auto`` is bf16 on CUDA GPUs with bf16 support, fp32 on CPUs. On CPUs the flags do not
-    decide it: on an Intel Xeon with AMX-BF16 a bf16 matmul ran 3.9x faster than fp32 on one
-    thread, yet the demo's training ran 1.34x slower under bf16 autocast (autocast re-casts
-    every fp32 weight at each forward, which outweighs the matmuls of a worker's few rows),
-    while on an AMD EPYC a one-worker loop of 8 rows a step trained 1.64x faster. Measure with
-    ``benchmarks/machine_limit.py`` and set ``train.autocast=bf16`` where it pays."""
-    if setting == "auto":
-        return "bf16" if device_type == "cuda" and has_bf16_matmul(device_type) else "none"
-    return setting
+    ``auto`` for training is bf16 on CUDA GPUs with bf16 support, fp32 on CPUs. On CPUs the
+    flags do not decide it: on an Intel Xeon with AMX-BF16 a bf16 matmul ran 3.9x faster than
+    fp32 on one thread, yet the demo's training ran 1.34x slower under bf16 autocast (autocast
+    re-casts every fp32 weight at each forward, which outweighs the matmuls of a worker's few
+    rows), while on an AMD EPYC a one-worker loop of 8 rows a step trained 1.64x faster.
+    Measure with ``benchmarks/machine_limit.py`` and set ``train.autocast=bf16`` where it pays.
+
+    ``auto`` for evaluation is bf16 wherever the device has bf16 matrix instructions, CPUs
+    included: evaluation has no backward pass and scores batches of many rows, so the matmuls
+    outweigh the casts (``benchmarks/eval_agreement.py`` measures the speed and the agreement
+    with fp32)."""
+    if setting != "auto":
+        return setting
+    if phase == "eval":
+        return "bf16" if has_bf16_matmul(device_type) else "none"
+    return "bf16" if device_type == "cuda" and has_bf16_matmul(device_type) else "none"
 
 
-def autocast_context(train_cfg, device_type: str) -> ContextManager:
-    """bf16 autocast for the forward pass when ``train.autocast`` resolves to ``bf16`` on
-    ``device_type`` (see ``resolve_autocast``), else a no-op.
+def autocast_context(setting: str, device_type: str, phase: str = "train") -> ContextManager:
+    """bf16 autocast for the forward pass when ``setting`` (``train.autocast`` or
+    ``eval.autocast``) resolves to ``bf16`` on ``device_type`` in ``phase`` (see
+    ``resolve_autocast``), else a no-op.
 
-        with autocast_context(cfg.train, device.type):   # device.type: "cpu" or "cuda"
+        with autocast_context(cfg.train.autocast, device.type):   # device.type: "cpu" or "cuda"
             logits = model(input_ids=ids, attention_mask=mask).logits
         per_sample_loss(logits, labels).mean().backward()  # the loss upcasts the logits to fp32
 
     Weights, gradients and optimizer state stay in the model's dtype; matmuls run in bf16.
     """
-    if resolve_autocast(train_cfg.autocast, device_type) == "bf16":
+    if resolve_autocast(setting, device_type, phase) == "bf16":
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

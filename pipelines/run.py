@@ -316,7 +316,8 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     wall = time.time() - started
     summary = {
         "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, "loss_matrix": loss_matrix,
-        **metrics, "autocast": progress["autocast"], "eval_mode": cfg.eval.mode,
+        **metrics, "autocast": progress["autocast"], "eval_autocast": progress.get("eval_autocast", "none"),
+        "eval_mode": cfg.eval.mode,
         "replay_budget": plan["replay_budget"], "replay_samples": stats["replay_samples"],
         "replay_events": stats["replay_events"], "probe_samples": stats["probe_samples"],
         "tokens": {k: int(v) for k, v in progress["tokens"].items()},
@@ -360,6 +361,7 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
         log(format_diagnostics(diagnostics))
     times = summary["pipeline_seconds"]
     log(f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
-        f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: "
-        f"{'on' if summary['autocast'] == 'bf16' else 'off'}, evaluation {cfg.eval.mode})")
+        f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: training "
+        f"{'on' if summary['autocast'] == 'bf16' else 'off'}, evaluation "
+        f"{'on' if summary['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})")
     return summary

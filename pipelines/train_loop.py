@@ -219,6 +219,7 @@ class Worker:
                     "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
                     "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks],
                     "mask_overlaps": self.mask_overlaps, "pipeline": self.pipeline, "autocast": self.precision,
+                    "eval_autocast": resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval"),
                     "isolation": {"method": self.cfg.isolation.method, "refreshes": self.isolation.refreshes,
                                   "fraction": self.isolation.isolated_fraction(),
                                   "state_mb": round(self.isolation.state_bytes() / 2**20, 3)}}
@@ -244,7 +245,7 @@ class Worker:
             mine = np.arange(self.rank, n, self.world)
             result = evaluate_examples(self.core, self.encoder, [Example(*t["test"][i]) for i in mine], t["scorer"],
                                        self.cfg.eval.mode, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size,
-                                       autocast_context(self.cfg.train, self.device.type))
+                                       autocast_context(self.cfg.eval.autocast, self.device.type, "eval"))
             scores, losses = np.zeros(n), np.zeros(n)
             scores[mine], losses[mine] = result.scores, result.losses
             packed.append(np.concatenate([scores, losses, [result.tokens]]))
@@ -279,7 +280,7 @@ class Worker:
         t = time.perf_counter()
         self.core.eval()
         b = self._pool_batch(ids)
-        with autocast_context(self.cfg.train, self.device.type):
+        with autocast_context(self.cfg.train.autocast, self.device.type):
             logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         losses = per_sample_loss(logits, b["labels"]).float().cpu().tolist()
         correct = answer_reproduced(logits, b["labels"]).cpu().tolist()
@@ -305,7 +306,7 @@ class Worker:
         def chunk_losses(start: int, stop: int) -> torch.Tensor:  # forward of rows[start:stop]
             b = {k: v.to(self.device) for k, v in
                  collate(rows[start:stop], plens[start:stop], self.tok.pad_token_id).items()}
-            with autocast_context(self.cfg.train, self.device.type):
+            with autocast_context(self.cfg.train.autocast, self.device.type):
                 logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             real_tokens.append(b["attention_mask"].sum(dim=1).cpu())
             return per_sample_loss(logits, b["labels"])
@@ -424,10 +425,11 @@ class Worker:
             self.read_ahead[k] = ReadAhead(ray.train.get_dataset_shard(f"train_{k}"), self.per_rank_batch)
 
     def run(self) -> None:
-        precision = self.precision
-        self._say(f"matmul precision: {'bf16 autocast' if precision == 'bf16' else 'fp32'} "
-                  f"(train.autocast={self.cfg.train.autocast} on {self.device.type}); evaluation: "
-                  f"{self.cfg.eval.mode} (exact-match tasks; other scorers generate)")
+        eval_precision = resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval")
+        self._say(f"matmul precision: training {'bf16 autocast' if self.precision == 'bf16' else 'fp32'} "
+                  f"(train.autocast={self.cfg.train.autocast} on {self.device.type}), evaluation "
+                  f"{'bf16 autocast' if eval_precision == 'bf16' else 'fp32'} (eval.autocast={self.cfg.eval.autocast}); "
+                  f"evaluation: {self.cfg.eval.mode} (exact-match tasks; other scorers generate)")
         self.restore()
         self._read_ahead(self.next_task)
         if not self.matrix:

@@ -103,3 +103,28 @@ def test_mode_follows_the_scorer():
     assert eval_mode_for("token_f1", "forced") == "generate"  # a free-text scorer needs the text
     assert eval_mode_for("exact_match", "generate") == "generate"
     assert evaluate_examples(None, None, [], "exact_match", "forced", 4, 4) == EvalResult([], [], 0)
+
+
+def test_forced_pass_equals_a_full_forward_over_every_position():
+    """The pass keeps logits from the shortest prompt's last token on; every row's loss and
+    verdict must equal those of a full forward of the row alone."""
+    from mssr.losses import answer_reproduced, per_sample_loss
+    from mssr.tokenize import collate
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    v = len(WORDS)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=v, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0,
+                                         eos_token_id=1)).eval()
+    encoder = PromptEncoder(_tokenizer(), prompt_format="plain")
+    examples = [Example("what", "P Q"), Example("what what what x", "R"), Example("x x", "P"),
+                Example("what x what x what x", "Q R P")]
+    correct, losses, _ = forced_pass(model, encoder, examples, batch_size=4)
+    for i, e in enumerate(examples):
+        enc = encoder.encode_many([e.prompt], [e.answer])
+        b = collate(enc["input_ids"], enc["prompt_len"], 0)
+        with torch.no_grad():
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        assert losses[i] == pytest.approx(per_sample_loss(logits, b["labels"]).item(), rel=1e-5)
+        assert correct[i] == bool(answer_reproduced(logits, b["labels"]).item())

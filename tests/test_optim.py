@@ -252,14 +252,14 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(finetune):
 def test_bf16_autocast_runs_a_forward_on_cpu():
     model, _ = load_model(ModelConfig(name="tiny", lora={"r": 4, "alpha": 8}), seed=0)
     ids, mask, labels = _tiny_batch(model.config.vocab_size)
-    with autocast_context(TrainConfig(autocast="bf16"), "cpu"):
+    with autocast_context("bf16", "cpu"):
         logits = model(input_ids=ids, attention_mask=mask).logits
     assert logits.dtype == torch.bfloat16
     loss = per_sample_loss(logits, labels).mean()
     loss.backward()
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
-    with autocast_context(TrainConfig(autocast="none"), "cpu"):
+    with autocast_context("none", "cpu"):
         assert model(input_ids=ids, attention_mask=mask).logits.dtype == torch.float32
 
 
@@ -271,4 +271,7 @@ def test_auto_autocast_follows_the_hardware(monkeypatch):
         assert optim.resolve_autocast("auto", "cuda") == expected
         assert optim.resolve_autocast("auto", "cpu") == "none"  # CPUs: fp32 unless asked, whatever their flags
         assert optim.resolve_autocast("none", "cpu") == "none" and optim.resolve_autocast("bf16", "cpu") == "bf16"
+        # evaluation (no backward, batches of many rows): bf16 wherever the device has bf16 matmuls
+        assert optim.resolve_autocast("auto", "cpu", "eval") == expected
+        assert optim.resolve_autocast("none", "cpu", "eval") == "none"
     assert TrainConfig().autocast == "auto"
