@@ -44,6 +44,7 @@ def run_tree(tree: Path, config: str, overrides: list[str], out: Path, name: str
     return {"tree": str(tree), "console": proc.stdout, "wall": s["wall_seconds"], "train": train, "eval": evaluation,
             "rest": s["wall_seconds"] - train - evaluation, "ap": s["ap"], "bwt": s["bwt"],
             "loss_final": s.get("loss_final"), "autocast": s.get("autocast", "none"),
+            "eval_autocast": s.get("eval_autocast", s.get("autocast", "none")),
             "eval_mode": s.get("eval_mode", "generate"), "matrix": s["accuracy_matrix"],
             "loss_matrix": s.get("loss_matrix"), "tokens": s["tokens"]}
 
@@ -64,10 +65,12 @@ def main() -> None:
               f"start-up and the rest {r['rest']:.0f}s), AP {r['ap']:.3f}", flush=True)
     first = runs[0]
     print(f"\n{args.config} {' '.join(args.overrides)}\n{describe()}")
-    print(f"{'tree':<40}{'wall s':>8}{'train s':>9}{'eval s':>8}{'rest s':>8}{'x wall':>8}  autocast eval     AP")
+    print(f"{'tree':<40}{'wall s':>8}{'train s':>9}{'eval s':>8}{'rest s':>8}{'x wall':>8}  autocast (train, eval)"
+          f"  eval      AP")
     for r in runs:
         print(f"{r['tree'][-40:]:<40}{r['wall']:>8.0f}{r['train']:>9.0f}{r['eval']:>8.0f}{r['rest']:>8.0f}"
-              f"{r['wall'] / first['wall']:>8.2f}  {r['autocast']:<8} {r['eval_mode']:<8} {r['ap']:.3f}")
+              f"{r['wall'] / first['wall']:>8.2f}  {r['autocast'] + ', ' + r['eval_autocast']:<22}  {r['eval_mode']:<8} "
+              f"{r['ap']:.3f}")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": describe(), "config": args.config, "overrides": args.overrides,
