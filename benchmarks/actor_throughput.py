@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import ray
-
 from machine import describe
+
 from mssr.config import ReplayConfig
 from mssr.replay import StepObservation
 from pipelines.memory_actor import MemoryCoordinator
@@ -80,10 +80,15 @@ class Rank0:
             step = []
             for rank in range(ranks):
                 first = new_base + (s * 1_000_000 + rank) * per_rank  # unique new ids (fewer than 10^6 ranks)
-                step.append(StepObservation(
-                    np.arange(first, first + per_rank, dtype=np.int64), rng.gamma(2.0, 0.3, per_rank),
-                    rng.integers(0, pool, replayed).tolist(), rng.gamma(2.0, 0.3, replayed),
-                    update_norm=1.0 if rank == 0 else 0.0))
+                step.append(
+                    StepObservation(
+                        np.arange(first, first + per_rank, dtype=np.int64),
+                        rng.gamma(2.0, 0.3, per_rank),
+                        rng.integers(0, pool, replayed).tolist(),
+                        rng.gamma(2.0, 0.3, replayed),
+                        update_norm=1.0 if rank == 0 else 0.0,
+                    )
+                )
             self.messages.append(step)
 
     def send(self) -> float:
@@ -141,25 +146,41 @@ def main() -> None:
             med = {key: float(np.median([x[key] for x in runs])) for key in runs[0]}
             sec = med["seconds"]
             updates = r * args.steps * (args.per_rank + args.replayed)
-            rows.append({"ranks": r, **med, "updates_per_s": updates / sec, "steps_per_s": args.steps / sec,
-                         "bookkeeping_fraction": med["bookkeeping_s"] / sec, "runs": runs})
+            rows.append(
+                {
+                    "ranks": r,
+                    **med,
+                    "updates_per_s": updates / sec,
+                    "steps_per_s": args.steps / sec,
+                    "bookkeeping_fraction": med["bookkeeping_s"] / sec,
+                    "runs": runs,
+                }
+            )
             print(f"{r} ranks: {updates / sec:,.0f} updates/s", flush=True)
         stats = ray.get(actor.stats.remote())
     finally:
         ray.shutdown()
 
-    print(f"pool {args.pool:,} (filled in {fill_s:.1f}s, actor reports {stats['pool_size']:,}), "
-          f"{args.steps} steps x ({args.per_rank} new + {args.replayed} replayed) per rank, one message per step, "
-          f"median of {args.repeats}; target >= {TARGET:,.0f} updates/s at a pool of 10^7")
+    print(
+        f"pool {args.pool:,} (filled in {fill_s:.1f}s, actor reports {stats['pool_size']:,}), "
+        f"{args.steps} steps x ({args.per_rank} new + {args.replayed} replayed) per rank, one message per step, "
+        f"median of {args.repeats}; target >= {TARGET:,.0f} updates/s at a pool of 10^7"
+    )
     print(f"{'ranks':>6} {'updates/s':>12} {'steps/s':>9} {'bookkeeping':>12} {'seconds':>8}")
     for x in rows:
-        print(f"{x['ranks']:>6} {x['updates_per_s']:>12,.0f} {x['steps_per_s']:>9.1f} "
-              f"{x['bookkeeping_fraction']:>11.0%} {x['seconds']:>8.2f}")
+        print(
+            f"{x['ranks']:>6} {x['updates_per_s']:>12,.0f} {x['steps_per_s']:>9.1f} "
+            f"{x['bookkeeping_fraction']:>11.0%} {x['seconds']:>8.2f}"
+        )
     machine = {"machine": describe(), "loadavg": os.getloadavg(), "numpy": np.__version__}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "target_updates_per_s": TARGET, "fill_s": fill_s,
-                               "machine": machine, "results": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"args": vars(args), "target_updates_per_s": TARGET, "fill_s": fill_s, "machine": machine, "results": rows},
+            indent=1,
+        )
+    )
     print(f"written to {out}")
 
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from machine import describe
+
 from mssr.config import ReplayConfig
 from mssr.memory import MemoryState
 from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
@@ -63,7 +63,8 @@ def measure(pool: int, update: int, draw: int, repeats: int) -> dict:
         f"draw {draw}, uniform": timed(lambda: UniformSampler().sample(mem, now, draw, rng), repeats),
         f"draw {draw}, strength": timed(lambda: StrengthSampler(cfg).sample(mem, now, draw, rng), repeats),
         f"draw {draw}, task-balanced strength": timed(
-            lambda: TaskBalancedSampler(StrengthSampler(cfg)).sample(mem, now, draw, rng), repeats),
+            lambda: TaskBalancedSampler(StrengthSampler(cfg)).sample(mem, now, draw, rng), repeats
+        ),
         "mean retention": timed(lambda: mem.mean_retention(now), repeats),
     }
     updates_per_s = update / (results[f"update {update} losses"]["median_ms"] / 1e3)
@@ -85,15 +86,18 @@ def main() -> None:
     for pool in (int(float(p)) for p in args.pools.split(",")):
         row = measure(pool, args.update, args.draw, args.repeats)
         rows.append(row)
-        print(f"pool {pool:>12,} samples (built in {row['build_seconds']}s): "
-              f"{row['updates_per_s'] / 1e6:.1f} M updates/s")
+        print(
+            f"pool {pool:>12,} samples (built in {row['build_seconds']}s): {row['updates_per_s'] / 1e6:.1f} M updates/s"
+        )
         for name, r in row["results"].items():
             print(f"  {name:<36} median {r['median_ms']:8.3f} ms   p90 {r['p90_ms']:8.3f} ms")
     at_target = next((r for r in rows if r["pool"] == TARGET_POOL), None)
     if at_target:
         draw_ms = at_target["results"][f"draw {args.draw}, strength"]["median_ms"]
-        print(f"at 10^7 samples: strength draw {draw_ms:.2f} ms (target <= {TARGET_DRAW_MS:g}), "
-              f"{at_target['updates_per_s'] / 1e6:.1f} M updates/s (target >= 1)")
+        print(
+            f"at 10^7 samples: strength draw {draw_ms:.2f} ms (target <= {TARGET_DRAW_MS:g}), "
+            f"{at_target['updates_per_s'] / 1e6:.1f} M updates/s (target >= 1)"
+        )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "update": args.update, "draw": args.draw, "pools": rows}, indent=1))

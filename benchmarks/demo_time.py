@@ -30,8 +30,18 @@ from machine import describe
 def run_tree(tree: Path, config: str, overrides: list[str], out: Path, name: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1")
     summary = out / f"{name}.json"
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", config, *overrides, f"run.output_dir={out}",
-           f"run.name={name}", "--summary-json", str(summary)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "run",
+        config,
+        *overrides,
+        f"run.output_dir={out}",
+        f"run.name={name}",
+        "--summary-json",
+        str(summary),
+    ]
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{tree}: mssr run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -41,12 +51,23 @@ def run_tree(tree: Path, config: str, overrides: list[str], out: Path, name: str
     if evaluation is None:  # an older checkout: the per-task evaluation times of its progress lines
         evaluation = sum(float(x) for x in re.findall(r"\(eval (\d+)s", proc.stdout))
     train = times.get("train_wall", s["train_seconds"])
-    return {"tree": str(tree), "console": proc.stdout, "wall": s["wall_seconds"], "train": train, "eval": evaluation,
-            "rest": s["wall_seconds"] - train - evaluation, "ap": s["ap"], "bwt": s["bwt"],
-            "loss_final": s.get("loss_final"), "autocast": s.get("autocast", "none"),
-            "eval_autocast": s.get("eval_autocast", s.get("autocast", "none")),
-            "eval_mode": s.get("eval_mode", "generate"), "matrix": s["accuracy_matrix"],
-            "loss_matrix": s.get("loss_matrix"), "tokens": s["tokens"]}
+    return {
+        "tree": str(tree),
+        "console": proc.stdout,
+        "wall": s["wall_seconds"],
+        "train": train,
+        "eval": evaluation,
+        "rest": s["wall_seconds"] - train - evaluation,
+        "ap": s["ap"],
+        "bwt": s["bwt"],
+        "loss_final": s.get("loss_final"),
+        "autocast": s.get("autocast", "none"),
+        "eval_autocast": s.get("eval_autocast", s.get("autocast", "none")),
+        "eval_mode": s.get("eval_mode", "generate"),
+        "matrix": s["accuracy_matrix"],
+        "loss_matrix": s.get("loss_matrix"),
+        "tokens": s["tokens"],
+    }
 
 
 def main() -> None:
@@ -61,20 +82,28 @@ def main() -> None:
     for i, tree in enumerate(args.tree):
         runs.append(run_tree(Path(tree).resolve(), args.config, args.overrides, out, f"demo{i}"))
         r = runs[-1]
-        print(f"{r['tree']}: wall {r['wall']:.0f}s (training {r['train']:.0f}s, evaluation {r['eval']:.0f}s, "
-              f"start-up and the rest {r['rest']:.0f}s), AP {r['ap']:.3f}", flush=True)
+        print(
+            f"{r['tree']}: wall {r['wall']:.0f}s (training {r['train']:.0f}s, evaluation {r['eval']:.0f}s, "
+            f"start-up and the rest {r['rest']:.0f}s), AP {r['ap']:.3f}",
+            flush=True,
+        )
     first = runs[0]
     print(f"\n{args.config} {' '.join(args.overrides)}\n{describe()}")
-    print(f"{'tree':<40}{'wall s':>8}{'train s':>9}{'eval s':>8}{'rest s':>8}{'x wall':>8}  autocast (train, eval)"
-          f"  eval      AP")
+    print(
+        f"{'tree':<40}{'wall s':>8}{'train s':>9}{'eval s':>8}{'rest s':>8}{'x wall':>8}  autocast (train, eval)"
+        f"  eval      AP"
+    )
     for r in runs:
-        print(f"{r['tree'][-40:]:<40}{r['wall']:>8.0f}{r['train']:>9.0f}{r['eval']:>8.0f}{r['rest']:>8.0f}"
-              f"{r['wall'] / first['wall']:>8.2f}  {r['autocast'] + ', ' + r['eval_autocast']:<22}  {r['eval_mode']:<8} "
-              f"{r['ap']:.3f}")
+        print(
+            f"{r['tree'][-40:]:<40}{r['wall']:>8.0f}{r['train']:>9.0f}{r['eval']:>8.0f}{r['rest']:>8.0f}"
+            f"{r['wall'] / first['wall']:>8.2f}  {r['autocast'] + ', ' + r['eval_autocast']:<22}  {r['eval_mode']:<8} "
+            f"{r['ap']:.3f}"
+        )
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": describe(), "config": args.config, "overrides": args.overrides,
-                                "runs": runs}, indent=1))
+    path.write_text(
+        json.dumps({"machine": describe(), "config": args.config, "overrides": args.overrides, "runs": runs}, indent=1)
+    )
     print(f"written to {path}")
 
 

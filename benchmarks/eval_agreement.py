@@ -36,13 +36,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-
 from machine import describe  # noqa: E402
+from pipeline_overhead import bare_loop  # noqa: E402
+
 from mssr.config import load_config  # noqa: E402
 from mssr.evaluation import forced_pass, generate_answers  # noqa: E402
 from mssr.optim import autocast_context, resolve_autocast  # noqa: E402
 from mssr.scoring import exact_match, normalise  # noqa: E402
-from pipeline_overhead import bare_loop  # noqa: E402
 
 
 def kind_of_disagreement(generated: str, reference: str, forced_ok: bool) -> str:
@@ -60,8 +60,9 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
     for task in tasks:
         rows = task.test
         t = time.perf_counter()
-        answers, _ = generate_answers(model, encoder, [e.prompt for e in rows], cfg.eval.max_new_tokens,
-                                      cfg.eval.batch_size)
+        answers, _ = generate_answers(
+            model, encoder, [e.prompt for e in rows], cfg.eval.max_new_tokens, cfg.eval.batch_size
+        )
         t_gen = time.perf_counter() - t
         t = time.perf_counter()
         forced32, losses32, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size)
@@ -69,9 +70,15 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
         t = time.perf_counter()
         forced, losses, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size, autocast)
         t_forced = time.perf_counter() - t
-        record["loss_cells"].append({"point": point, "task": task.name, "fp32": statistics.fmean(losses32),
-                                     "eval_autocast": statistics.fmean(losses),
-                                     "standard_error": statistics.stdev(losses32) / len(rows) ** 0.5})
+        record["loss_cells"].append(
+            {
+                "point": point,
+                "task": task.name,
+                "fp32": statistics.fmean(losses32),
+                "eval_autocast": statistics.fmean(losses),
+                "standard_error": statistics.stdev(losses32) / len(rows) ** 0.5,
+            }
+        )
         generated = [bool(exact_match(a, e.answer)) for a, e in zip(answers, rows)]
         for name, seconds in (("generate fp32", t_gen), ("forced fp32", t_f32), ("forced", t_forced)):
             record["seconds"][name].append(seconds / len(rows))
@@ -83,8 +90,17 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
             for e, a, g, f in zip(rows, answers, generated, verdicts):
                 if g != f:
                     kind = kind_of_disagreement(a, e.answer, f)
-                    record["differ"][name].append({"point": point, "task": task.name, "prompt": e.prompt[:60],
-                                                   "reference": e.answer, "generated": a, "forced": f, "kind": kind})
+                    record["differ"][name].append(
+                        {
+                            "point": point,
+                            "task": task.name,
+                            "prompt": e.prompt[:60],
+                            "reference": e.answer,
+                            "generated": a,
+                            "forced": f,
+                            "kind": kind,
+                        }
+                    )
 
 
 def main() -> None:
@@ -96,14 +112,17 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
-    record = {"rows": 0, "correct": {k: 0 for k in ("generate fp32", "forced fp32", "forced")},
-              "seconds": {k: [] for k in ("generate fp32", "forced fp32", "forced")},
-              "differ": {"forced fp32": [], "forced": []}, "loss_cells": []}
+    record = {
+        "rows": 0,
+        "correct": {k: 0 for k in ("generate fp32", "forced fp32", "forced")},
+        "seconds": {k: [] for k in ("generate fp32", "forced fp32", "forced")},
+        "differ": {"forced fp32": [], "forced": []},
+        "loss_cells": [],
+    }
 
     def after_task(k, model, encoder, tasks):
         score_point(f"after task {k + 1}", model, encoder, tasks, cfg, record)
-        print(f"after task {k + 1}: {record['rows']} rows scored, {len(record['differ']['forced'])} differ",
-              flush=True)
+        print(f"after task {k + 1}: {record['rows']} rows scored, {len(record['differ']['forced'])} differ", flush=True)
 
     def before(model, encoder, tasks):
         score_point("before training", model, encoder, tasks, cfg, record)
@@ -113,30 +132,51 @@ def main() -> None:
     per_row = {k: statistics.median(v) for k, v in record["seconds"].items()}
     precision = resolve_autocast(cfg.eval.autocast, "cpu", "eval")
     print(f"\n{cfg.model.name}, {args.config} {' '.join(args.overrides)}\n{describe()}")
-    print(f"{record['rows']} rows scored ({len(cfg.stream.tasks) or 5} tasks x test rows x "
-          f"{1 + (len(cfg.stream.tasks) or 5)} points); forced at eval.autocast={cfg.eval.autocast} -> {precision}")
+    print(
+        f"{record['rows']} rows scored ({len(cfg.stream.tasks) or 5} tasks x test rows x "
+        f"{1 + (len(cfg.stream.tasks) or 5)} points); forced at eval.autocast={cfg.eval.autocast} -> {precision}"
+    )
     for name in ("generate fp32", "forced fp32", "forced"):
-        print(f"{name:<14} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
-              f"(median over points and tasks)  generate fp32 / this: {per_row['generate fp32'] / per_row[name]:5.1f}x")
+        print(
+            f"{name:<14} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
+            f"(median over points and tasks)  generate fp32 / this: {per_row['generate fp32'] / per_row[name]:5.1f}x"
+        )
     for name in ("forced fp32", "forced"):
         d = record["differ"][name]
         kinds = {}
         for row in d:
             kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
-        print(f"{name} vs generate fp32: {record['rows'] - len(d)} of {record['rows']} rows agree "
-              f"({100 * (1 - len(d) / record['rows']):.2f}%); differ: {kinds or 'none'}")
+        print(
+            f"{name} vs generate fp32: {record['rows'] - len(d)} of {record['rows']} rows agree "
+            f"({100 * (1 - len(d) / record['rows']):.2f}%); differ: {kinds or 'none'}"
+        )
         for row in d[:20]:
-            print(f"   {row['point']}, {row['task']}: reference {row['reference']!r}, generated {row['generated']!r}, "
-                  f"forced {'right' if row['forced'] else 'wrong'} ({row['kind']})")
+            print(
+                f"   {row['point']}, {row['task']}: reference {row['reference']!r}, generated {row['generated']!r}, "
+                f"forced {'right' if row['forced'] else 'wrong'} ({row['kind']})"
+            )
     shifts = [abs(c["eval_autocast"] - c["fp32"]) for c in record["loss_cells"]]
     ratios = [abs(c["eval_autocast"] - c["fp32"]) / c["standard_error"] for c in record["loss_cells"]]
-    print(f"loss matrix cells, {precision} against fp32: median shift {statistics.median(shifts):.4f}, "
-          f"largest {max(shifts):.4f} nats; largest shift / the cell's standard error {max(ratios):.2f}")
+    print(
+        f"loss matrix cells, {precision} against fp32: median shift {statistics.median(shifts):.4f}, "
+        f"largest {max(shifts):.4f} nats; largest shift / the cell's standard error {max(ratios):.2f}"
+    )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": describe(), "threads": threads, "config": args.config,
-                               "overrides": args.overrides, "autocast": precision, "seconds_per_row": per_row,
-                               **record}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": describe(),
+                "threads": threads,
+                "config": args.config,
+                "overrides": args.overrides,
+                "autocast": precision,
+                "seconds_per_row": per_row,
+                **record,
+            },
+            indent=1,
+        )
+    )
     print(f"written to {out}")
 
 

@@ -28,8 +28,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from machine import describe  # noqa: E402
+
 from mssr.config import load_config  # noqa: E402
 from mssr.evaluation import generate_answers  # noqa: E402
 from mssr.models import load_model  # noqa: E402
@@ -53,10 +53,15 @@ def measure(model, enc, prompts, max_new: int, batch: int, repeats: int) -> tupl
         answers, tokens = generate_answers(model, enc, prompts, max_new, batch)
         secs.append(time.perf_counter() - t)
     s = np.array(secs)
-    return {"batch_size": batch, "tokens": tokens, "median_s": float(np.median(s)),
-            "p90_s": float(np.percentile(s, 90)),
-            "tokens_per_s": tokens / float(np.median(s)), "s_per_example": float(np.median(s)) / len(prompts),
-            "repeats": repeats}, answers
+    return {
+        "batch_size": batch,
+        "tokens": tokens,
+        "median_s": float(np.median(s)),
+        "p90_s": float(np.percentile(s, 90)),
+        "tokens_per_s": tokens / float(np.median(s)),
+        "s_per_example": float(np.median(s)) / len(prompts),
+        "repeats": repeats,
+    }, answers
 
 
 def main() -> None:
@@ -100,12 +105,16 @@ def main() -> None:
         got = answers[r["batch_size"]] if r["kv_cache"] else nocache_answers
         r["answers_differing_from_batch_1"] = sum(a != b for a, b in zip(got, answers[1]))
 
-    print(f"{len(prompts)} prompts from {len(tasks)} tasks, max_new_tokens {max_new}, {args.threads} threads, "
-          f"{describe()}")
+    print(
+        f"{len(prompts)} prompts from {len(tasks)} tasks, max_new_tokens {max_new}, {args.threads} threads, "
+        f"{describe()}"
+    )
     print(f"  {'batch':>5} {'cache':>5} {'median s':>9} {'p90 s':>7} {'tokens/s':>9} {'s/example':>10} {'differ':>7}")
     for r in runs:
-        print(f"  {r['batch_size']:5d} {'on' if r['kv_cache'] else 'off':>5} {r['median_s']:9.2f} {r['p90_s']:7.2f} "
-              f"{r['tokens_per_s']:9.1f} {r['s_per_example']:10.3f} {r['answers_differing_from_batch_1']:7d}")
+        print(
+            f"  {r['batch_size']:5d} {'on' if r['kv_cache'] else 'off':>5} {r['median_s']:9.2f} {r['p90_s']:7.2f} "
+            f"{r['tokens_per_s']:9.1f} {r['s_per_example']:10.3f} {r['answers_differing_from_batch_1']:7d}"
+        )
     if args.nocache_batch and args.nocache_batch in answers:
         on = next(r for r in runs if r["kv_cache"] and r["batch_size"] == args.nocache_batch)
         gain = runs[-1]["median_s"] / on["median_s"]
@@ -113,9 +122,19 @@ def main() -> None:
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": describe(), "threads": args.threads, "prompts": len(prompts),
-                               "max_new_tokens": max_new, "runs": runs, "answers_batch_1": answers[1]},
-                              indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": describe(),
+                "threads": args.threads,
+                "prompts": len(prompts),
+                "max_new_tokens": max_new,
+                "runs": runs,
+                "answers_batch_1": answers[1],
+            },
+            indent=1,
+        )
+    )
     print(f"written to {out}")
 
 

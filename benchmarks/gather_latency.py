@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from machine import describe
+
 from mssr.replay import StepObservation
 from pipelines.step_gather import gather_step
 
@@ -36,9 +36,10 @@ def _rank(rank: int, args, init_file: str, out_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=args.ranks)
     try:
         rng = np.random.default_rng(rank)
-        replay = PLAN["replay"][rank::args.ranks]
-        obs = StepObservation(np.arange(args.per_rank) + rank * args.per_rank, rng.random(args.per_rank),
-                              replay, rng.random(len(replay)))
+        replay = PLAN["replay"][rank :: args.ranks]
+        obs = StepObservation(
+            np.arange(args.per_rank) + rank * args.per_rank, rng.random(args.per_rank), replay, rng.random(len(replay))
+        )
         seconds = []
         for _ in range(WARMUP + args.steps):
             dist.barrier()
@@ -63,12 +64,15 @@ def main() -> None:
         mp.spawn(_rank, args=(args, f"{tmp}/init", out_file), nprocs=args.ranks, join=True)
         seconds = np.asarray(json.loads(Path(out_file).read_text()))
     median_ms, p90_ms = float(np.median(seconds) * 1e3), float(np.percentile(seconds, 90) * 1e3)
-    print(f"{describe()}\ngather of a step over gloo, {args.ranks} ranks x {args.per_rank} rows: "
-          f"median {median_ms:.3f} ms, p90 {p90_ms:.3f} ms ({args.steps} steps)")
+    print(
+        f"{describe()}\ngather of a step over gloo, {args.ranks} ranks x {args.per_rank} rows: "
+        f"median {median_ms:.3f} ms, p90 {p90_ms:.3f} ms ({args.steps} steps)"
+    )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": describe(), "args": vars(args), "median_ms": median_ms,
-                               "p90_ms": p90_ms}, indent=1))
+    out.write_text(
+        json.dumps({"machine": describe(), "args": vars(args), "median_ms": median_ms, "p90_ms": p90_ms}, indent=1)
+    )
     print(f"written to {out}")
 
 

@@ -1,6 +1,7 @@
 """The machine a benchmark ran on, as one line for its JSON and its printout (the benchmarks
 import it as ``from machine import describe``: they run as scripts from this folder)."""
 
+import contextlib
 import os
 import platform
 
@@ -16,8 +17,6 @@ def describe() -> str:
         pass
     versions = [f"Python {platform.python_version()}"]
     for module in ("torch", "ray"):
-        try:
+        with contextlib.suppress(ImportError):
             versions.append(f"{module} {__import__(module).__version__}")
-        except ImportError:
-            pass
     return f"{name}, {os.cpu_count()} cpus, " + ", ".join(versions)

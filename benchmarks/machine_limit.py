@@ -43,8 +43,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from machine import describe  # noqa: E402
+
 from mssr.config import load_config  # noqa: E402
 from mssr.losses import per_sample_loss  # noqa: E402
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict  # noqa: E402
@@ -89,10 +89,13 @@ def make_batches(cfg, tok, n_batches: int, batch: int) -> list[dict]:
     for i in range(n_batches):
         ex = tasks[i % len(tasks)].train
         start = (i // len(tasks)) * batch % max(1, len(ex) - batch)
-        rows = enc.encode_many([e.prompt for e in ex[start:start + batch]], [e.answer for e in ex[start:start + batch]])
+        rows = enc.encode_many(
+            [e.prompt for e in ex[start : start + batch]], [e.answer for e in ex[start : start + batch]]
+        )
         keep = [j for j, r in enumerate(rows["input_ids"]) if len(r) <= cfg.stream.max_length]
-        out.append(collate([rows["input_ids"][j] for j in keep], [rows["prompt_len"][j] for j in keep],
-                           tok.pad_token_id))
+        out.append(
+            collate([rows["input_ids"][j] for j in keep], [rows["prompt_len"][j] for j in keep], tok.pad_token_id)
+        )
     return out
 
 
@@ -120,11 +123,20 @@ def train(model, cfg, init_state, batches, check, flops_per_token) -> dict:
         losses.append(float(loss.detach()))
     s, tok, fl = (np.array(x[WARMUP_STEPS:], dtype=float) for x in (secs, tokens, flops))
     with torch.no_grad():  # the trained adapter, judged in fp32 on a held-out batch
-        final = float(per_sample_loss(model(input_ids=check["input_ids"],
-                                            attention_mask=check["attention_mask"]).logits, check["labels"]).mean())
-    return {"tokens_per_s": float(np.median(tok / s)), "tokens_per_s_p90": float(np.percentile(tok / s, 90)),
-            "gflops": float(np.median(fl / s) / 1e9), "step_s": float(np.median(s)),
-            "tokens_per_step": float(np.mean(tok)), "train_losses": losses, "final_check_loss": final}
+        final = float(
+            per_sample_loss(
+                model(input_ids=check["input_ids"], attention_mask=check["attention_mask"]).logits, check["labels"]
+            ).mean()
+        )
+    return {
+        "tokens_per_s": float(np.median(tok / s)),
+        "tokens_per_s_p90": float(np.percentile(tok / s, 90)),
+        "gflops": float(np.median(fl / s) / 1e9),
+        "step_s": float(np.median(s)),
+        "tokens_per_step": float(np.mean(tok)),
+        "train_losses": losses,
+        "final_check_loss": final,
+    }
 
 
 def main() -> None:
@@ -141,11 +153,15 @@ def main() -> None:
     torch.manual_seed(0)
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    peak = {"fp32": matmul_peak(sizes, torch.float32, args.repeats),
-            "bf16": matmul_peak(sizes, torch.bfloat16, args.repeats)}
+    peak = {
+        "fp32": matmul_peak(sizes, torch.float32, args.repeats),
+        "bf16": matmul_peak(sizes, torch.bfloat16, args.repeats),
+    }
 
-    cfgs = {"fp32": load_config(args.config, ["train.autocast=none"]),
-            "bf16": load_config(args.config, ["train.autocast=bf16"])}
+    cfgs = {
+        "fp32": load_config(args.config, ["train.autocast=none"]),
+        "bf16": load_config(args.config, ["train.autocast=bf16"]),
+    }
     cfg = cfgs["fp32"]
     model, tok = load_model(cfg.model, seed=cfg.seed)
     init_state = {k: v.clone() for k, v in trainable_state_dict(model).items()}  # on CPU it aliases the weights
@@ -173,25 +189,48 @@ def main() -> None:
     f32, b16 = train_res["fp32"]["final_check_loss"], train_res["bf16"]["final_check_loss"]
     rel_loss = abs(b16 - f32) / abs(f32)
 
-    print(f"{describe()}, {args.threads} threads; N_base {n_base/1e6:.1f}M, N_lora {n_lora/1e6:.2f}M, "
-          f"{layers} layers, d_attn {d_attn}")
+    print(
+        f"{describe()}, {args.threads} threads; N_base {n_base / 1e6:.1f}M, N_lora {n_lora / 1e6:.2f}M, "
+        f"{layers} layers, d_attn {d_attn}"
+    )
     print(f"  {'':6} {'matmul peak':>16} {'train tok/s':>12} {'train GFLOP/s':>14} {'of peak':>8} {'step s':>7}")
     for mode in cfgs:
         p, r = peak[mode], train_res[mode]
-        print(f"  {mode:6} {p['gflops']:8.1f} GFLOP/s {r['tokens_per_s']:12.1f} {r['gflops']:14.1f} "
-              f"{r['fraction_of_peak']:8.1%} {r['step_s']:7.2f}   (n={p['n']})")
-    print(f"  forward loss |fp32 - bf16| per sample: {fwd_diff:.4f} (mean loss {float(per['fp32'].mean()):.3f}); "
-          f"held-out loss after {len(batches)} steps: fp32 {f32:.4f}, bf16 {b16:.4f} ({rel_loss:.2%} apart)")
+        print(
+            f"  {mode:6} {p['gflops']:8.1f} GFLOP/s {r['tokens_per_s']:12.1f} {r['gflops']:14.1f} "
+            f"{r['fraction_of_peak']:8.1%} {r['step_s']:7.2f}   (n={p['n']})"
+        )
+    print(
+        f"  forward loss |fp32 - bf16| per sample: {fwd_diff:.4f} (mean loss {float(per['fp32'].mean()):.3f}); "
+        f"held-out loss after {len(batches)} steps: fp32 {f32:.4f}, bf16 {b16:.4f} ({rel_loss:.2%} apart)"
+    )
     use = "use train.autocast=bf16" if speedup > 1.05 and rel_loss < 0.02 else "keep train.autocast=none"
     print(f"bf16 autocast: {speedup:.2f}x the fp32 tokens/s, loss within {rel_loss:.1%}: {use} on this CPU")
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": describe(), "threads": args.threads, "batch": args.batch, "steps": args.steps,
-        "warmup_steps": WARMUP_STEPS, "n_base": n_base, "n_lora": n_lora, "layers": layers, "d_attn": d_attn,
-        "matmul_peak": peak, "train": train_res, "bf16_speedup": speedup,
-        "forward_loss_abs_diff": fwd_diff, "final_loss_rel_diff": rel_loss, "recommendation": use}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": describe(),
+                "threads": args.threads,
+                "batch": args.batch,
+                "steps": args.steps,
+                "warmup_steps": WARMUP_STEPS,
+                "n_base": n_base,
+                "n_lora": n_lora,
+                "layers": layers,
+                "d_attn": d_attn,
+                "matmul_peak": peak,
+                "train": train_res,
+                "bf16_speedup": speedup,
+                "forward_loss_abs_diff": fwd_diff,
+                "final_loss_rel_diff": rel_loss,
+                "recommendation": use,
+            },
+            indent=1,
+        )
+    )
     print(f"written to {out}")
 
 

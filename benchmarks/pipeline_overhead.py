@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
 from machine import describe
+
 from mssr.config import load_config
 from mssr.losses import per_sample_loss
 from mssr.models import load_model
@@ -82,15 +82,27 @@ def bare_loop(cfg, threads: int, after_task=None, before=None) -> dict:
 def pipeline(config: str, overrides: list[str], workers: int, cores: int, out: Path, name: str) -> dict:
     from pipelines.run import run_stream
 
-    cfg = load_config(config, [*overrides, f"train.num_workers={workers}",
-                               f"train.cpus_per_worker={cores / workers:g}",
-                               f"run.output_dir={out}", f"run.name={name}"])
+    cfg = load_config(
+        config,
+        [
+            *overrides,
+            f"train.num_workers={workers}",
+            f"train.cpus_per_worker={cores / workers:g}",
+            f"run.output_dir={out}",
+            f"run.name={name}",
+        ],
+    )
     summary = run_stream(cfg, log=lambda *a: None)
     waits = summary["pipeline_seconds"]
     tokens = summary["tokens"]["train_new"] + summary["tokens"]["train_replay"]
-    return {"tokens": tokens, "seconds": waits["train_wall"], "tokens_per_s": tokens / waits["train_wall"],
-            "data_wait_s": waits["data_wait"], "plan_wait_s": waits["plan_wait"],
-            "median_step_s": summary["median_step_seconds"]}
+    return {
+        "tokens": tokens,
+        "seconds": waits["train_wall"],
+        "tokens_per_s": tokens / waits["train_wall"],
+        "data_wait_s": waits["data_wait"],
+        "plan_wait_s": waits["plan_wait"],
+        "median_step_s": summary["median_step_seconds"],
+    }
 
 
 def main() -> None:
@@ -98,8 +110,12 @@ def main() -> None:
     ap.add_argument("--config", default="configs/compare.yaml")
     ap.add_argument("--train-size", type=int, default=64, help="rows per task (5 tasks)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-spare-core", dest="spare_core", action="store_false",
-                    help="skip the runs that leave one core to Ray's own processes")
+    ap.add_argument(
+        "--no-spare-core",
+        dest="spare_core",
+        action="store_false",
+        help="skip the runs that leave one core to Ray's own processes",
+    )
     ap.add_argument("--json", default="benchmarks/results/pipeline_overhead.json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,13 +125,20 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     tmp = Path(tempfile.mkdtemp(prefix="mssr-overhead-"))  # the pipeline runs' output, removed at the end
     # (name, what runs, the bare loop it is compared with)
-    plan = [("bare loop", lambda r: bare_loop(cfg, cores), "bare loop"),
-            ("pipeline, 1 worker", lambda r: pipeline(args.config, overrides, 1, cores, tmp, f"w1-{r}"), "bare loop"),
-            ("pipeline, 2 workers", lambda r: pipeline(args.config, overrides, 2, cores, tmp, f"w2-{r}"), "bare loop")]
+    plan = [
+        ("bare loop", lambda r: bare_loop(cfg, cores), "bare loop"),
+        ("pipeline, 1 worker", lambda r: pipeline(args.config, overrides, 1, cores, tmp, f"w1-{r}"), "bare loop"),
+        ("pipeline, 2 workers", lambda r: pipeline(args.config, overrides, 2, cores, tmp, f"w2-{r}"), "bare loop"),
+    ]
     if args.spare_core and cores > 1:  # one core fewer for training, left to Ray's own processes
-        plan += [("bare loop, 1 core fewer", lambda r: bare_loop(cfg, cores - 1), "bare loop, 1 core fewer"),
-                 ("pipeline, 1 worker, 1 core fewer",
-                  lambda r: pipeline(args.config, overrides, 1, cores - 1, tmp, f"s1-{r}"), "bare loop, 1 core fewer")]
+        plan += [
+            ("bare loop, 1 core fewer", lambda r: bare_loop(cfg, cores - 1), "bare loop, 1 core fewer"),
+            (
+                "pipeline, 1 worker, 1 core fewer",
+                lambda r: pipeline(args.config, overrides, 1, cores - 1, tmp, f"s1-{r}"),
+                "bare loop, 1 core fewer",
+            ),
+        ]
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
     try:
         for r in range(args.repeats):
@@ -126,22 +149,37 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     medians = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in runs.items()}
     ratios = {name: medians[name] / medians[base] for name, _, base in plan}
-    print(f"\n{cfg.model.name}, LoRA, batch {cfg.train.batch_size}, {args.train_size} rows x 5 tasks, "
-          f"{args.repeats} repeats\n{describe()}")
+    print(
+        f"\n{cfg.model.name}, LoRA, batch {cfg.train.batch_size}, {args.train_size} rows x 5 tasks, "
+        f"{args.repeats} repeats\n{describe()}"
+    )
     print(f"{'':<34}{'tok/s (median)':>15}{'x bare':>8}{'data wait':>11}{'plan wait':>11}{'train s':>9}")
     for k, v in runs.items():
         waits = [f"{statistics.median(x.get(w, 0.0) for x in v):10.1f}s" for w in ("data_wait_s", "plan_wait_s")]
-        print(f"{k:<34}{medians[k]:>15.0f}{ratios[k]:>8.3f} {' '.join(waits)}"
-              f"{statistics.median(x['seconds'] for x in v):>9.1f}")
+        print(
+            f"{k:<34}{medians[k]:>15.0f}{ratios[k]:>8.3f} {' '.join(waits)}"
+            f"{statistics.median(x['seconds'] for x in v):>9.1f}"
+        )
     for name, _, base in plan:
         if name.startswith("pipeline"):
             verdict = "meets" if ratios[name] >= TARGET else "misses"
             print(f"{name}: {ratios[name]:.3f} x the {base} ({verdict} the {TARGET} target)")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": describe(), "cores": cores,
-                               "config": args.config, "overrides": overrides, "medians_tokens_per_s": medians,
-                               "ratios": ratios, "runs": runs}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": describe(),
+                "cores": cores,
+                "config": args.config,
+                "overrides": overrides,
+                "medians_tokens_per_s": medians,
+                "ratios": ratios,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
     print(f"written to {out}")
 
 

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import ray
-
 from machine import describe
-from mssr.config import load_config
 from pipeline_overhead import bare_loop
+
+from mssr.config import load_config
 
 
 @ray.remote(num_cpus=0)
@@ -38,8 +38,12 @@ class Idle:
 
 
 def beside_idle_actors(cfg, threads: int, actors: int) -> dict:
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
-             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))  # as pipelines.run
+    ray.init(
+        num_cpus=os.cpu_count() or 1,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"),
+    )  # as pipelines.run
     try:
         idle = [Idle.remote() for _ in range(actors)]
         ray.get([a.ready.remote() for a in idle])
@@ -65,8 +69,11 @@ def main() -> None:
     for r in range(args.repeats):
         runs[alone_key].append(bare_loop(cfg, cores))
         runs[beside_key].append(beside_idle_actors(cfg, cores, args.actors))
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(
-            f"{k} {v[-1]['tokens_per_s']:.0f} tok/s" for k, v in runs.items()), flush=True)
+        print(
+            f"repeat {r + 1}/{args.repeats}: "
+            + ", ".join(f"{k} {v[-1]['tokens_per_s']:.0f} tok/s" for k, v in runs.items()),
+            flush=True,
+        )
     medians = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in runs.items()}
     ratio = medians[beside_key] / medians[alone_key]
     print(f"\n{describe()}; {cores} training threads, {args.train_size} rows x 5 tasks, {args.repeats} repeats")
@@ -75,8 +82,19 @@ def main() -> None:
     print(f"beside Ray's idle actors: {ratio:.3f} x alone")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": describe(), "cores": cores, "actors": args.actors,
-                               "medians_tokens_per_s": medians, "ratio": ratio, "runs": runs}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": describe(),
+                "cores": cores,
+                "actors": args.actors,
+                "medians_tokens_per_s": medians,
+                "ratio": ratio,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
     print(f"written to {out}")
 
 

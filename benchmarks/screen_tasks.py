@@ -21,6 +21,7 @@ Prints one line per task and merges the results (by task key) into
 "majority_share" is the share of test prompts whose answer is the most common one: a model
 that always gives that answer scores it, so a task is only learned when em_after is well above.
 """
+
 from __future__ import annotations
 
 import collections
@@ -60,54 +61,80 @@ RESULTS = HERE / "results" / "screen_tasks.json"
 # (121 distinct), string_manipulation (needs >= 3 rules), knights_knaves 2 people (fails to
 # generate with depth/width 1), products 1-2 digits (multi-digit products).
 CANDIDATES: dict[str, tuple[str, dict]] = {key: (ds, dict(s)) for key, (ds, s) in BUILTIN_TASKS.items()}
-CANDIDATES.update({
-    "count_bits": ("count_bits", {"max_n": 1023}),  # "How many 1 bits ... 332?" -> 4
-    # min_base == max_base == 2 never finishes generating (it needs two different bases)
-    "base_conversion": ("base_conversion", {"min_base": 2, "max_base": 16, "max_value": 63}),
-    "letter_counting": ("letter_counting", {"min_words": 3, "max_words": 4}),
-    "spell_backward": ("spell_backward", {"min_word_len": 3, "max_word_len": 5}),
-    "word_sorting": ("word_sorting", {"min_words": 3, "max_words": 3, "min_word_length": 3,
-                                      "max_word_length": 5}),
-    "lcm": ("lcm", {"max_value": 30}),  # max_value 20 gives only 295 distinct prompts
-    "leg_counting": ("leg_counting", {"min_animals": 1, "max_animals": 2, "max_instances": 3}),
-    "decimal_chain_sum": ("decimal_chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1,
-                                                "max_decimal_places": 1}),
-    "simple_equations": ("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 10}),
-    "fraction_simplification": ("fraction_simplification", {"max_value": 20, "max_factor": 5,
-                                                            "styles": ("plain",)}),
-    "weekday_of_date": ("calendar_arithmetic", {"tasks": ["weekday_of_date"]}),  # -> "Sunday"
-    "weekday_offset": ("calendar_arithmetic", {"tasks": ["weekday_offset"]}),
-    "word_sequence_reversal": ("word_sequence_reversal", {"min_words": 3, "max_words": 3}),
-    "count_primes": ("count_primes", {"max_n": 50}),
-    "prime_factorization": ("prime_factorization", {"max_value": 500}),  # -> "2 × 59"
-    "color_cube_rotation": ("color_cube_rotation", {"max_rotations": 1}),
-    "number_format": ("number_format", {"min_num_candidates": 2, "max_num_candidates": 2, "max_n": 10000}),
-    # second round: True/False, list and letter-string answers, and easier variants of the above
-    "isomorphic_strings": ("isomorphic_strings", {"min_string_length": 2, "max_string_length": 4}),
-    "ransom_note": ("ransom_note", {"max_note_length": 3, "min_magazine_length": 2, "max_magazine_length": 6}),
-    "number_sequence": ("number_sequence", {"min_terms": 4, "max_terms": 4, "min_value": 0, "max_value": 20,
-                                            "max_complexity": 1}),  # "5, 3, 1, -1, ?" -> -3
-    "number_filtering": ("number_filtering", {"min_numbers": 3, "max_numbers": 3, "max_decimals": 0,
-                                              "min_value": 0, "max_value": 99}),  # -> "['94', '81']"
-    "palindrome_generation": ("palindrome_generation", {"min_length": 3, "max_length": 3}),  # -> "ymy"
-    "simple_equations_add": ("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 10,
-                                                  "operators": ("+", "-"), "operators_weights": [0.5, 0.5]}),
-    "leg_counting_2x1": ("leg_counting", {"min_animals": 2, "max_animals": 2, "max_instances": 1}),
-    "spell_backward_3": ("spell_backward", {"min_word_len": 3, "max_word_len": 3}),
-    "word_sorting_2": ("word_sorting", {"min_words": 2, "max_words": 2, "min_word_length": 3,
-                                        "max_word_length": 5}),
-    "subtraction": ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "max_digits": 2, "operators": ("-",),
-                                         "allow_parentheses": False, "allow_negation": False}),  # -> "-4"
-    # third round: a name, a 2x2 matrix, and easier variants of near misses
-    "needle_haystack": ("needle_haystack", {"min_num_statements": 2, "max_num_statements": 3}),  # -> "Dan"
-    "rotate_matrix": ("rotate_matrix", {"min_n": 2, "max_n": 2, "min_rotations": 1,
-                                        "max_rotations": 1}),  # -> "0 2\n1 6"
-    "simple_geometry": ("simple_geometry", {"min_sides": 3, "max_sides": 3}),  # third angle of a triangle
-    "number_sequence_5": ("number_sequence", {"min_terms": 5, "max_terms": 5, "min_value": 0, "max_value": 20,
-                                              "max_complexity": 1}),
-    "count_primes_30": ("count_primes", {"max_n": 30}),
-    "isomorphic_strings_35": ("isomorphic_strings", {"min_string_length": 3, "max_string_length": 5}),
-})
+CANDIDATES.update(
+    {
+        "count_bits": ("count_bits", {"max_n": 1023}),  # "How many 1 bits ... 332?" -> 4
+        # min_base == max_base == 2 never finishes generating (it needs two different bases)
+        "base_conversion": ("base_conversion", {"min_base": 2, "max_base": 16, "max_value": 63}),
+        "letter_counting": ("letter_counting", {"min_words": 3, "max_words": 4}),
+        "spell_backward": ("spell_backward", {"min_word_len": 3, "max_word_len": 5}),
+        "word_sorting": ("word_sorting", {"min_words": 3, "max_words": 3, "min_word_length": 3, "max_word_length": 5}),
+        "lcm": ("lcm", {"max_value": 30}),  # max_value 20 gives only 295 distinct prompts
+        "leg_counting": ("leg_counting", {"min_animals": 1, "max_animals": 2, "max_instances": 3}),
+        "decimal_chain_sum": (
+            "decimal_chain_sum",
+            {"min_terms": 2, "max_terms": 2, "max_digits": 1, "max_decimal_places": 1},
+        ),
+        "simple_equations": ("simple_equations", {"min_terms": 2, "max_terms": 2, "max_value": 10}),
+        "fraction_simplification": (
+            "fraction_simplification",
+            {"max_value": 20, "max_factor": 5, "styles": ("plain",)},
+        ),
+        "weekday_of_date": ("calendar_arithmetic", {"tasks": ["weekday_of_date"]}),  # -> "Sunday"
+        "weekday_offset": ("calendar_arithmetic", {"tasks": ["weekday_offset"]}),
+        "word_sequence_reversal": ("word_sequence_reversal", {"min_words": 3, "max_words": 3}),
+        "count_primes": ("count_primes", {"max_n": 50}),
+        "prime_factorization": ("prime_factorization", {"max_value": 500}),  # -> "2 × 59"
+        "color_cube_rotation": ("color_cube_rotation", {"max_rotations": 1}),
+        "number_format": ("number_format", {"min_num_candidates": 2, "max_num_candidates": 2, "max_n": 10000}),
+        # second round: True/False, list and letter-string answers, and easier variants of the above
+        "isomorphic_strings": ("isomorphic_strings", {"min_string_length": 2, "max_string_length": 4}),
+        "ransom_note": ("ransom_note", {"max_note_length": 3, "min_magazine_length": 2, "max_magazine_length": 6}),
+        "number_sequence": (
+            "number_sequence",
+            {"min_terms": 4, "max_terms": 4, "min_value": 0, "max_value": 20, "max_complexity": 1},
+        ),  # "5, 3, 1, -1, ?" -> -3
+        "number_filtering": (
+            "number_filtering",
+            {"min_numbers": 3, "max_numbers": 3, "max_decimals": 0, "min_value": 0, "max_value": 99},
+        ),  # -> "['94', '81']"
+        "palindrome_generation": ("palindrome_generation", {"min_length": 3, "max_length": 3}),  # -> "ymy"
+        "simple_equations_add": (
+            "simple_equations",
+            {"min_terms": 2, "max_terms": 2, "max_value": 10, "operators": ("+", "-"), "operators_weights": [0.5, 0.5]},
+        ),
+        "leg_counting_2x1": ("leg_counting", {"min_animals": 2, "max_animals": 2, "max_instances": 1}),
+        "spell_backward_3": ("spell_backward", {"min_word_len": 3, "max_word_len": 3}),
+        "word_sorting_2": (
+            "word_sorting",
+            {"min_words": 2, "max_words": 2, "min_word_length": 3, "max_word_length": 5},
+        ),
+        "subtraction": (
+            "basic_arithmetic",
+            {
+                "min_terms": 2,
+                "max_terms": 2,
+                "max_digits": 2,
+                "operators": ("-",),
+                "allow_parentheses": False,
+                "allow_negation": False,
+            },
+        ),  # -> "-4"
+        # third round: a name, a 2x2 matrix, and easier variants of near misses
+        "needle_haystack": ("needle_haystack", {"min_num_statements": 2, "max_num_statements": 3}),  # -> "Dan"
+        "rotate_matrix": (
+            "rotate_matrix",
+            {"min_n": 2, "max_n": 2, "min_rotations": 1, "max_rotations": 1},
+        ),  # -> "0 2\n1 6"
+        "simple_geometry": ("simple_geometry", {"min_sides": 3, "max_sides": 3}),  # third angle of a triangle
+        "number_sequence_5": (
+            "number_sequence",
+            {"min_terms": 5, "max_terms": 5, "min_value": 0, "max_value": 20, "max_complexity": 1},
+        ),
+        "count_primes_30": ("count_primes", {"max_n": 30}),
+        "isomorphic_strings_35": ("isomorphic_strings", {"min_string_length": 3, "max_string_length": 5}),
+    }
+)
 
 
 def load_data(dataset: str, settings: dict) -> list[dict]:
@@ -127,7 +154,7 @@ def majority_share(test: list[dict]) -> float:
 
 def batches(encoder, rows, size, pad_id):
     for i in range(0, len(rows), size):
-        part = rows[i:i + size]
+        part = rows[i : i + size]
         enc = encoder.encode_many([r["prompt"] for r in part], [r["answer"] for r in part])
         yield collate(enc["input_ids"], enc["prompt_len"], pad_id)
 
@@ -170,16 +197,22 @@ def screen(key: str, tok, model_path: str) -> dict:
     dataset, settings = CANDIDATES[key]
     encoder = PromptEncoder(tok, prompt_format="chat", system_prompt="")
     rows = load_data(dataset, settings)
-    test, train_rows = rows[:N_TEST], rows[N_TEST:N_TEST + N_TRAIN]
+    test, train_rows = rows[:N_TEST], rows[N_TEST : N_TEST + N_TRAIN]
     enc = encoder.encode_many([r["prompt"] for r in test + train_rows], [r["answer"] for r in test + train_rows])
     lens = [len(r) for r in enc["input_ids"]]
     ans = [len(r) - p for r, p in zip(enc["input_ids"], enc["prompt_len"])]
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                             "gate_proj", "up_proj", "down_proj"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=32,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     t = time.time()
     em0, loss0 = evaluate(model, encoder, test, tok.pad_token_id)
     eval_s = time.time() - t
@@ -188,21 +221,39 @@ def screen(key: str, tok, model_path: str) -> dict:
     train_s = time.time() - t
     em1, loss1 = evaluate(model, encoder, test, tok.pad_token_id)
     q = " ".join(test[0]["prompt"].split())
-    return {"task": key, "dataset": dataset, "settings": settings, "mean_tokens": round(sum(lens) / len(lens), 1),
-            "max_tokens": max(lens), "mean_answer_tokens": round(sum(ans) / len(ans), 2),
-            "distinct_prompts": len(rows), "enough_prompts": len(rows) >= N_TEST + N_TRAIN,
-            "majority_share": round(majority_share(test), 4), "em_before": round(em0, 4), "em_after": round(em1, 4), "loss_before": round(loss0, 4),
-            "loss_after": round(loss1, 4), "last_train_loss": round(last, 4), "steps": STEPS,
-            "batch": BATCH, "train_rows": len(train_rows), "test_rows": len(test),
-            "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
-            "example": {"question": q[:80] + ("..." if len(q) > 80 else ""), "answer": test[0]["answer"]}}
+    return {
+        "task": key,
+        "dataset": dataset,
+        "settings": settings,
+        "mean_tokens": round(sum(lens) / len(lens), 1),
+        "max_tokens": max(lens),
+        "mean_answer_tokens": round(sum(ans) / len(ans), 2),
+        "distinct_prompts": len(rows),
+        "enough_prompts": len(rows) >= N_TEST + N_TRAIN,
+        "majority_share": round(majority_share(test), 4),
+        "em_before": round(em0, 4),
+        "em_after": round(em1, 4),
+        "loss_before": round(loss0, 4),
+        "loss_after": round(loss1, 4),
+        "last_train_loss": round(last, 4),
+        "steps": STEPS,
+        "batch": BATCH,
+        "train_rows": len(train_rows),
+        "test_rows": len(test),
+        "train_s": round(train_s, 1),
+        "eval_s": round(eval_s, 1),
+        "example": {"question": q[:80] + ("..." if len(q) > 80 else ""), "answer": test[0]["answer"]},
+    }
 
 
 def line(r: dict) -> str:
-    return (f"{r['task']:24s} {json.dumps(r['settings'])} tok={r['mean_tokens']:.0f} ans_tok={r['mean_answer_tokens']:.1f} "
-            f"distinct={r['distinct_prompts']}{'' if r['enough_prompts'] else ' (TOO FEW)'} "
-            f"EM {r['em_before']:.2f}->{r['em_after']:.2f} (majority {r['majority_share']:.2f}) loss {r['loss_before']:.2f}->{r['loss_after']:.2f} "
-            f"train {r['train_s']:.0f}s ex={r['example']['question']!r} -> {r['example']['answer']!r}")
+    return (
+        f"{r['task']:24s} {json.dumps(r['settings'])} tok={r['mean_tokens']:.0f} ans_tok={r['mean_answer_tokens']:.1f} "
+        f"distinct={r['distinct_prompts']}{'' if r['enough_prompts'] else ' (TOO FEW)'} "
+        f"EM {r['em_before']:.2f}->{r['em_after']:.2f} (majority {r['majority_share']:.2f}) "
+        f"loss {r['loss_before']:.2f}->{r['loss_after']:.2f} "
+        f"train {r['train_s']:.0f}s ex={r['example']['question']!r} -> {r['example']['answer']!r}"
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -221,9 +272,8 @@ def main(argv: list[str]) -> None:
     unknown = [k for k in keys if k not in CANDIDATES]
     if unknown:
         sys.exit(f"unknown task keys: {unknown} (see --list)")
-    from transformers import AutoTokenizer
-
     from machine import describe
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(1)
     machine = describe()

@@ -32,20 +32,33 @@ BUILTIN_TASKS: dict[str, tuple[str, dict]] = {
     "aiw": ("aiw", {}),  # "Alice has 3 sisters and 2 brothers. How many sisters does her brother have?"
     # the long stream's six more (after the screen: score after 32 steps on the task alone)
     "word_sequence_reversal": ("word_sequence_reversal", {"min_words": 3, "max_words": 3}),  # "c, b, a" (0.97)
-    "number_format": ("number_format", {"min_num_candidates": 2, "max_num_candidates": 2,
-                                        "max_n": 10000}),  # the larger of two numbers, "9530.788" (0.72)
+    "number_format": (
+        "number_format",
+        {"min_num_candidates": 2, "max_num_candidates": 2, "max_n": 10000},
+    ),  # the larger of two numbers, "9530.788" (0.72)
     "needle_haystack": ("needle_haystack", {"min_num_statements": 2, "max_num_statements": 3}),  # a name (0.94)
-    "rotate_matrix": ("rotate_matrix", {"min_n": 2, "max_n": 2, "min_rotations": 1,
-                                        "max_rotations": 1}),  # a 2x2 matrix "0 2\n1 6" (0.95)
+    "rotate_matrix": (
+        "rotate_matrix",
+        {"min_n": 2, "max_n": 2, "min_rotations": 1, "max_rotations": 1},
+    ),  # a 2x2 matrix "0 2\n1 6" (0.95)
     "palindrome_generation": ("palindrome_generation", {"min_length": 3, "max_length": 3}),  # "ymy" (0.59)
-    "decimal_chain_sum": ("decimal_chain_sum", {"min_terms": 2, "max_terms": 2, "max_digits": 1,
-                                                "max_decimal_places": 1}),  # "6.7" (0.48)
+    "decimal_chain_sum": (
+        "decimal_chain_sum",
+        {"min_terms": 2, "max_terms": 2, "max_digits": 1, "max_decimal_places": 1},
+    ),  # "6.7" (0.48)
 }
 _FIVE = ["chain_sum", "family_relationships", "gcd", "syllogism", "aiw"]
 BUILTIN_STREAMS = {
     "reasoning-gym": _FIVE,
-    "reasoning-gym-long": _FIVE + ["word_sequence_reversal", "number_format", "needle_haystack", "rotate_matrix",
-                                   "palindrome_generation", "decimal_chain_sum"],
+    "reasoning-gym-long": _FIVE
+    + [
+        "word_sequence_reversal",
+        "number_format",
+        "needle_haystack",
+        "rotate_matrix",
+        "palindrome_generation",
+        "decimal_chain_sum",
+    ],
 }
 
 
@@ -61,8 +74,9 @@ def builtin_task_specs(stream_cfg, cache: Optional[Path] = None) -> list[TaskSpe
     from mssr.models import cache_dir
 
     if stream_cfg.builtin not in BUILTIN_STREAMS:
-        raise ConfigError(f"stream.builtin: unknown built-in stream {stream_cfg.builtin!r} "
-                          f"(known: {', '.join(BUILTIN_STREAMS)})")
+        raise ConfigError(
+            f"stream.builtin: unknown built-in stream {stream_cfg.builtin!r} (known: {', '.join(BUILTIN_STREAMS)})"
+        )
     n_train, n_test, seed = stream_cfg.train_size, stream_cfg.test_size, stream_cfg.data_seed
     # bump the version whenever the generation below changes, so stale files are not reused
     root = (cache or cache_dir()) / "streams" / f"{stream_cfg.builtin}-v2-seed{seed}-{n_train}-{n_test}"
@@ -79,7 +93,7 @@ def builtin_task_specs(stream_cfg, cache: Optional[Path] = None) -> list[TaskSpe
                 first.setdefault(r["prompt"], r)
             unique = list(first.values())
             root.mkdir(parents=True, exist_ok=True)
-            for path, part in ((test, unique[:n_test]), (train, unique[n_test:n_test + n_train])):
+            for path, part in ((test, unique[:n_test]), (train, unique[n_test : n_test + n_train])):
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
                 tmp.replace(path)

@@ -97,7 +97,7 @@ class StreamConfig(_Strict):
     (SmolLM2's costs ~17 tokens per sample, a third of a short sample, and teaches nothing)."""
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "StreamConfig":
+    def _unique_names(self) -> StreamConfig:
         seen: set[str] = set()
         for i, t in enumerate(self.tasks):
             if t.name in seen:
@@ -173,20 +173,24 @@ class TrainConfig(_Strict):
         return betas
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         from mssr.optim import USES_BETAS, USES_MOMENTUM
 
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError("warmup_steps and warmup_ratio are both set; give one of them")
         if self.momentum is not None and self.optimizer not in USES_MOMENTUM:
-            raise ValueError(f"momentum: only {' and '.join(USES_MOMENTUM)} use it, not {self.optimizer!r}"
-                             + ("; set betas instead" if self.optimizer in USES_BETAS else ""))
+            raise ValueError(
+                f"momentum: only {' and '.join(USES_MOMENTUM)} use it, not {self.optimizer!r}"
+                + ("; set betas instead" if self.optimizer in USES_BETAS else "")
+            )
         if self.betas is not None and self.optimizer not in USES_BETAS:
             raise ValueError(f"betas: only {', '.join(USES_BETAS)} use them, not {self.optimizer!r}")
         per_worker = self.batch_size // self.num_workers
         if self.grad_accum_steps > max(1, per_worker):
-            raise ValueError(f"grad_accum_steps: {self.grad_accum_steps} chunks need at least as many samples "
-                             f"per worker and step (batch_size // num_workers = {per_worker})")
+            raise ValueError(
+                f"grad_accum_steps: {self.grad_accum_steps} chunks need at least as many samples "
+                f"per worker and step (batch_size // num_workers = {per_worker})"
+            )
         return self
 
 
@@ -295,7 +299,7 @@ class ReplayConfig(_Strict):
     mssr: MSSRConfig = MSSRConfig()
 
     @model_validator(mode="after")
-    def _budget_positive(self) -> "ReplayConfig":
+    def _budget_positive(self) -> ReplayConfig:
         if self.budget is not None and self.budget <= 0:
             raise ValueError("budget: must be positive (or null for no cap)")
         return self
@@ -322,13 +326,15 @@ class IsolationConfig(_Strict):
         return _registered(ISOLATIONS, name)
 
     @model_validator(mode="after")
-    def _settings_used(self) -> "IsolationConfig":
+    def _settings_used(self) -> IsolationConfig:
         unused = {"none": ("ratio", "refresh_every", "ema"), "static": ("refresh_every", "ema")}.get(self.method, ())
         # a value other than the default (a dumped and re-read config repeats the defaults)
         given = [k for k in unused if getattr(self, k) != type(self).model_fields[k].default]
         if given:
-            raise ValueError(f"{', '.join(given)}: not used by isolation method {self.method!r}"
-                             + (" (set method: static or epi)" if self.method == "none" else " (only epi refreshes)"))
+            raise ValueError(
+                f"{', '.join(given)}: not used by isolation method {self.method!r}"
+                + (" (set method: static or epi)" if self.method == "none" else " (only epi refreshes)")
+            )
         return self
 
 
@@ -339,11 +345,13 @@ class MlflowConfig(_Strict):
     """one experiment collects comparable runs."""
 
     @model_validator(mode="after")
-    def _no_credentials(self) -> "MlflowConfig":
+    def _no_credentials(self) -> MlflowConfig:
         # the config is logged as run params: a password in it would be stored in plain text
         if self.tracking_uri and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", self.tracking_uri):
-            raise ValueError("tracking_uri: remove the credentials from the URI; MLflow reads them from "
-                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+            raise ValueError(
+                "tracking_uri: remove the credentials from the URI; MLflow reads them from "
+                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            )
         return self
 
 

@@ -52,7 +52,8 @@ def _type_name(annotation) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "task (see the last table)" if annotation is TaskSpec else "section"
     return {"str": "string", "int": "integer", "float": "number", "bool": "true/false"}.get(
-        getattr(annotation, "__name__", str(annotation)), str(annotation))
+        getattr(annotation, "__name__", str(annotation)), str(annotation)
+    )
 
 
 def _bounds(field: FieldInfo) -> str:

@@ -49,24 +49,34 @@ def describe_stream(tasks: Sequence[Task], encoder, max_length: int) -> dict:
             "duplicates": {"train": _duplicates(t.train), "test": _duplicates(t.test)},
             "train_test_leaks": leaked,
             "prompts_shared_with_other_tasks": shared,
-            "tokens": {"min": int(lengths.min()) if lengths.size else 0, "median": float(np.median(lengths)) if lengths.size else 0.0,
-                       "p95": float(np.percentile(lengths, 95)) if lengths.size else 0.0,
-                       "max": int(lengths.max(initial=0)), "over_max_length": int((lengths > max_length).sum())},
-            "labels": ({a: round(c / len(t.train), 3) for a, c in answers.most_common()}
-                       if 0 < len(answers) <= LABELS_MAX else None),
+            "tokens": {
+                "min": int(lengths.min()) if lengths.size else 0,
+                "median": float(np.median(lengths)) if lengths.size else 0.0,
+                "p95": float(np.percentile(lengths, 95)) if lengths.size else 0.0,
+                "max": int(lengths.max(initial=0)),
+                "over_max_length": int((lengths > max_length).sum()),
+            },
+            "labels": (
+                {a: round(c / len(t.train), 3) for a, c in answers.most_common()}
+                if 0 < len(answers) <= LABELS_MAX
+                else None
+            ),
         }
         report["tasks"].append(entry)
         w = report["warnings"]
         if entry["duplicates"]["train"] or entry["duplicates"]["test"]:
-            w.append(f"{t.name}: exact duplicate rows (train {entry['duplicates']['train']}, "
-                     f"test {entry['duplicates']['test']})")
+            w.append(
+                f"{t.name}: exact duplicate rows (train {entry['duplicates']['train']}, "
+                f"test {entry['duplicates']['test']})"
+            )
         if leaked:
             w.append(f"{t.name}: {leaked} test prompts also appear in its train split (train/test leakage)")
         if shared:
             w.append(f"{t.name}: {shared} train prompts also appear in other tasks")
         if entry["tokens"]["over_max_length"]:
-            w.append(f"{t.name}: {entry['tokens']['over_max_length']} train rows longer than "
-                     f"stream.max_length={max_length}")
+            w.append(
+                f"{t.name}: {entry['tokens']['over_max_length']} train rows longer than stream.max_length={max_length}"
+            )
         if entry["labels"] and max(entry["labels"].values()) > 0.5 and len(entry["labels"]) > 1:
             top = max(entry["labels"], key=entry["labels"].get)
             w.append(f"{t.name}: unbalanced labels ({top!r} is {entry['labels'][top]:.0%} of the train rows)")
@@ -74,13 +84,17 @@ def describe_stream(tasks: Sequence[Task], encoder, max_length: int) -> dict:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{'task':<22} {'train':>6} {'test':>5} {'valid':>5} {'dup':>4} {'leak':>5} {'shared':>6} "
-             f"{'tok min':>7} {'median':>6} {'p95':>6} {'max':>5} {'>max':>5}"]
+    lines = [
+        f"{'task':<22} {'train':>6} {'test':>5} {'valid':>5} {'dup':>4} {'leak':>5} {'shared':>6} "
+        f"{'tok min':>7} {'median':>6} {'p95':>6} {'max':>5} {'>max':>5}"
+    ]
     for t in report["tasks"]:
         r, d, k = t["rows"], t["duplicates"], t["tokens"]
-        lines.append(f"{t['name'][:22]:<22} {r['train']:>6} {r['test']:>5} {r['validation']:>5} "
-                     f"{d['train'] + d['test']:>4} {t['train_test_leaks']:>5} {t['prompts_shared_with_other_tasks']:>6} "
-                     f"{k['min']:>7} {k['median']:>6.0f} {k['p95']:>6.0f} {k['max']:>5} {k['over_max_length']:>5}")
+        lines.append(
+            f"{t['name'][:22]:<22} {r['train']:>6} {r['test']:>5} {r['validation']:>5} "
+            f"{d['train'] + d['test']:>4} {t['train_test_leaks']:>5} {t['prompts_shared_with_other_tasks']:>6} "
+            f"{k['min']:>7} {k['median']:>6.0f} {k['p95']:>6.0f} {k['max']:>5} {k['over_max_length']:>5}"
+        )
     for t in report["tasks"]:
         if t["labels"]:
             shares = ", ".join(f"{a!r} {s:.0%}" for a, s in t["labels"].items())

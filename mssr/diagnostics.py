@@ -61,8 +61,14 @@ def calibration(records: Sequence[ReplayRecord], bins: int = 4) -> dict:
     order = np.argsort(r, kind="stable")
     out = []
     for part in np.array_split(order, min(bins, len(records))):
-        out.append({"r_low": float(r[part].min()), "r_high": float(r[part].max()),
-                    "mean_loss_rise": float(rise[part].mean()), "n": int(part.size)})
+        out.append(
+            {
+                "r_low": float(r[part].min()),
+                "r_high": float(r[part].max()),
+                "mean_loss_rise": float(rise[part].mean()),
+                "n": int(part.size),
+            }
+        )
     return {"n": len(records), "spearman": rho, "bins": out}
 
 
@@ -91,8 +97,7 @@ def events_by_task_phase(plan_replays: Sequence[Sequence[int]], task_steps: Sequ
     return {"phases": phases, "events_per_task": per_task}
 
 
-def spend_by_task(plan_replays: Sequence[Sequence[int]], task_steps: Sequence[int],
-                  budget: int | None) -> list[dict]:
+def spend_by_task(plan_replays: Sequence[Sequence[int]], task_steps: Sequence[int], budget: int | None) -> list[dict]:
     """Per task: samples replayed during it, and the budget left when it ended."""
     spent = [0] * len(task_steps)
     for step, ids in enumerate(plan_replays):
@@ -119,23 +124,29 @@ def picks_by_task(plan_replays: Sequence[Sequence[int]], task_steps: Sequence[in
     return out
 
 
-def summarise(replay_log: Sequence[dict], events: Sequence[Sequence], task_steps: Sequence[int],
-              budget: int | None) -> dict:
+def summarise(
+    replay_log: Sequence[dict], events: Sequence[Sequence], task_steps: Sequence[int], budget: int | None
+) -> dict:
     """Every diagnostic of a run from the memory actor's record: ``replay_log`` (ReplayRecord
     dicts) and ``events`` ([step, ids] of each replay event)."""
     replays = [[] for _ in range(sum(task_steps))]
     for step, ids in events:
         replays[int(step)] = list(ids)
     records = [ReplayRecord(**r) for r in replay_log]
-    return {"calibration": calibration(records), **events_by_task_phase(replays, task_steps),
-            "spend_by_task": spend_by_task(replays, task_steps, budget),
-            "picks_by_task": picks_by_task(replays, task_steps, lambda i: i >> 32)}
+    return {
+        "calibration": calibration(records),
+        **events_by_task_phase(replays, task_steps),
+        "spend_by_task": spend_by_task(replays, task_steps, budget),
+        "picks_by_task": picks_by_task(replays, task_steps, lambda i: i >> 32),
+    }
 
 
 def format_summary(d: dict) -> str:
     """One line for the console."""
     rho = d["calibration"]["spearman"]
     spend = "/".join(str(t["replayed"]) for t in d["spend_by_task"])
-    return (f"replay diagnostics: events by third of their task {d['phases']['first']}/{d['phases']['middle']}/"
-            f"{d['phases']['last']} (first/middle/last); replayed per task {spend}; calibration of predicted "
-            f"retention against the loss rise at replay: Spearman {rho:+.2f} over {d['calibration']['n']} samples")
+    return (
+        f"replay diagnostics: events by third of their task {d['phases']['first']}/{d['phases']['middle']}/"
+        f"{d['phases']['last']} (first/middle/last); replayed per task {spend}; calibration of predicted "
+        f"retention against the loss rise at replay: Spearman {rho:+.2f} over {d['calibration']['n']} samples"
+    )

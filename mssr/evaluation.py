@@ -66,12 +66,13 @@ def _device_of(model) -> torch.device:
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Row indices grouped into batches of similar length (longest first)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
-def forced_pass(model, encoder: PromptEncoder, examples: Sequence[Example], batch_size: int,
-                autocast: ContextManager | None = None) -> tuple[list[bool], list[float], int]:
+def forced_pass(
+    model, encoder: PromptEncoder, examples: Sequence[Example], batch_size: int, autocast: ContextManager | None = None
+) -> tuple[list[bool], list[float], int]:
     """Per row: would greedy decoding reproduce the answer (and stop), and the answer loss;
     also the tokens processed. One forward pass per batch of similar-length rows."""
     enc = encoder.encode_many([e.prompt for e in examples], [e.answer for e in examples])
@@ -83,17 +84,25 @@ def forced_pass(model, encoder: PromptEncoder, examples: Sequence[Example], batc
     model.eval()
     try:
         for rows in _length_batches([len(r) for r in ids], batch_size):
-            b = {k: v.to(device) for k, v in
-                 collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id).items()}
+            b = {
+                k: v.to(device)
+                for k, v in collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id).items()
+            }
             # logits only from the last prompt token on: the vocabulary projection of the prompt
             # positions would cost a fifth of the pass and decide nothing
             first = min(plens[i] for i in rows) - 1
             with autocast or contextlib.nullcontext():
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                               logits_to_keep=b["input_ids"].shape[1] - first).logits
+                logits = model(
+                    input_ids=b["input_ids"],
+                    attention_mask=b["attention_mask"],
+                    logits_to_keep=b["input_ids"].shape[1] - first,
+                ).logits
             labels = b["labels"][:, first:]
-            for i, ok, loss in zip(rows.tolist(), answer_reproduced(logits, labels).tolist(),
-                                   per_sample_loss(logits, labels).float().tolist()):
+            for i, ok, loss in zip(
+                rows.tolist(),
+                answer_reproduced(logits, labels).tolist(),
+                per_sample_loss(logits, labels).float().tolist(),
+            ):
                 correct[i], losses[i] = bool(ok), float(loss)
     finally:
         model.train(was_training)
@@ -101,8 +110,14 @@ def forced_pass(model, encoder: PromptEncoder, examples: Sequence[Example], batc
 
 
 @torch.no_grad()
-def generate_answers(model, encoder: PromptEncoder, prompts: Sequence[str], max_new_tokens: int,
-                     batch_size: int, autocast: ContextManager | None = None) -> tuple[list[str], int]:
+def generate_answers(
+    model,
+    encoder: PromptEncoder,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    autocast: ContextManager | None = None,
+) -> tuple[list[str], int]:
     """Greedy answers for ``prompts`` (in their order); also the tokens processed (prompt + generated)."""
     tok = encoder.tok
     device = _device_of(model)
@@ -117,12 +132,17 @@ def generate_answers(model, encoder: PromptEncoder, prompts: Sequence[str], max_
             ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for n, i in enumerate(rows):  # left padding: generation continues every row at the end
-                ids[n, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
-                mask[n, width - len(prompt_ids[i]):] = 1
+                ids[n, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
+                mask[n, width - len(prompt_ids[i]) :] = 1
             with autocast or contextlib.nullcontext():
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=encoder.eos_id)
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=encoder.eos_id,
+                )
             new = out[:, width:].cpu()
             tokens += int(mask.sum()) + int((new != tok.pad_token_id).sum())
             for n, i in enumerate(rows.tolist()):
@@ -132,8 +152,16 @@ def generate_answers(model, encoder: PromptEncoder, prompts: Sequence[str], max_
     return answers, tokens
 
 
-def evaluate_examples(model, encoder: PromptEncoder, examples: Sequence[Example], scorer: str, mode: str,
-                      max_new_tokens: int, batch_size: int, autocast: ContextManager | None = None) -> EvalResult:
+def evaluate_examples(
+    model,
+    encoder: PromptEncoder,
+    examples: Sequence[Example],
+    scorer: str,
+    mode: str,
+    max_new_tokens: int,
+    batch_size: int,
+    autocast: ContextManager | None = None,
+) -> EvalResult:
     """Score ``examples`` with the task's ``scorer`` (a registered name or import path) in
     ``mode`` (``forced`` or ``generate``; forced falls back to generate for scorers it cannot
     decide, see ``eval_mode_for``). Every mode also gives each row's answer loss."""
@@ -143,6 +171,7 @@ def evaluate_examples(model, encoder: PromptEncoder, examples: Sequence[Example]
     if eval_mode_for(scorer, mode) == "forced":
         return EvalResult([float(c) for c in correct], losses, tokens)
     score: Callable[[str, str], float] = get_scorer(scorer)
-    answers, gen_tokens = generate_answers(model, encoder, [e.prompt for e in examples], max_new_tokens,
-                                           batch_size, autocast)
+    answers, gen_tokens = generate_answers(
+        model, encoder, [e.prompt for e in examples], max_new_tokens, batch_size, autocast
+    )
     return EvalResult([float(score(a, e.answer)) for a, e in zip(answers, examples)], losses, tokens + gen_tokens)

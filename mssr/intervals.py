@@ -90,8 +90,7 @@ def _stack_runs(a_runs: Sequence[Run], b_runs: Sequence[Run]) -> list[np.ndarray
     """Validate and stack per task: array (2, n_seeds, T+1, N_j), index 0 = A, 1 = B."""
     if len(a_runs) != len(b_runs):
         raise ValueError(
-            f"A and B must be run on the same seeds: got {len(a_runs)} runs of A "
-            f"and {len(b_runs)} runs of B"
+            f"A and B must be run on the same seeds: got {len(a_runs)} runs of A and {len(b_runs)} runs of B"
         )
     if len(a_runs) == 0:
         raise ValueError("no runs: a paired comparison needs at least one seed")
@@ -107,9 +106,7 @@ def _stack_runs(a_runs: Sequence[Run], b_runs: Sequence[Run]) -> list[np.ndarray
             )
     n_seeds = len(a_runs)
     T = len(runs[0])
-    return [
-        np.stack([run[j] for run in runs]).reshape(2, n_seeds, T + 1, -1) for j in range(T)
-    ]
+    return [np.stack([run[j] for run in runs]).reshape(2, n_seeds, T + 1, -1) for j in range(T)]
 
 
 def _check_level(level: float) -> None:
@@ -146,8 +143,9 @@ def _seed_differences(tasks: list[np.ndarray], metric: Metric, weights=None) -> 
     return scores[..., 0, :] - scores[..., 1, :]
 
 
-def _row_resampled_differences(tasks: list[np.ndarray], metric: Metric, n_boot: int,
-                               rng: np.random.Generator) -> np.ndarray:
+def _row_resampled_differences(
+    tasks: list[np.ndarray], metric: Metric, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """Per-seed differences (n_boot, n_seeds), each replicate on resampled test rows."""
     widest = max(t.shape[-1] for t in tasks)
     chunk = max(1, _COUNTS_PER_CHUNK // widest)
@@ -164,9 +162,15 @@ def _row_counts(n_rows: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=size).astype(float)
 
 
-def paired_bootstrap(a_runs: Sequence[Run], b_runs: Sequence[Run], metric: Metric,
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-                     name: str = "") -> PairedDifference:
+def paired_bootstrap(
+    a_runs: Sequence[Run],
+    b_runs: Sequence[Run],
+    metric: Metric,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    name: str = "",
+) -> PairedDifference:
     """Paired difference ``mean_s metric(A_s) - metric(B_s)`` with a percentile interval.
 
     ``a_runs[s]`` and ``b_runs[s]`` are the per-row results of seed s (same order in both).
@@ -188,12 +192,14 @@ def paired_bootstrap(a_runs: Sequence[Run], b_runs: Sequence[Run], metric: Metri
 
     alpha = 1 - level
     low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
-    return PairedDifference(metric=name, mean=point, low=float(low), high=float(high),
-                            level=level, n_seeds=n_seeds, n_boot=n_boot)
+    return PairedDifference(
+        metric=name, mean=point, low=float(low), high=float(high), level=level, n_seeds=n_seeds, n_boot=n_boot
+    )
 
 
-def mean_interval(runs: Sequence[Run], metric: Metric, n_boot: int = 2000, level: float = 0.95,
-                  seed: int = 0, name: str = "") -> PairedDifference:
+def mean_interval(
+    runs: Sequence[Run], metric: Metric, n_boot: int = 2000, level: float = 0.95, seed: int = 0, name: str = ""
+) -> PairedDifference:
     """``mean_s metric(run_s)`` itself, with the same two-level bootstrap: the difference
     against an all-zero reference, which every metric of :mod:`mssr.metrics` maps to 0."""
     zeros = [[np.zeros_like(np.asarray(t, dtype=float)) for t in run] for run in runs]
@@ -204,8 +210,9 @@ def mean_interval(runs: Sequence[Run], metric: Metric, n_boot: int = 2000, level
 # Planning: how many seeds / test rows for a target precision
 
 
-def noise_components(a_runs: Sequence[Run], b_runs: Sequence[Run], metric: Metric,
-                     n_boot: int = 2000, seed: int = 0) -> dict:
+def noise_components(
+    a_runs: Sequence[Run], b_runs: Sequence[Run], metric: Metric, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """The two variance parts of the paired difference.
 
     Returns ``seed_var`` (sample variance, ddof=1, of the per-seed differences on the
@@ -229,8 +236,7 @@ def noise_components(a_runs: Sequence[Run], b_runs: Sequence[Run], metric: Metri
     }
 
 
-def projected_half_width(components: dict, n_seeds: int, rows_scale: float = 1.0,
-                         level: float = 0.95) -> float:
+def projected_half_width(components: dict, n_seeds: int, rows_scale: float = 1.0, level: float = 0.95) -> float:
     """``z * sqrt(seed_var / n_seeds + row_var / rows_scale)``.
 
     The test rows are shared by all seeds, so the row part does not shrink with more seeds;
@@ -244,8 +250,7 @@ def projected_half_width(components: dict, n_seeds: int, rows_scale: float = 1.0
     return _z(level) * math.sqrt(variance)
 
 
-def seeds_needed(components: dict, half_width: float, rows_scale: float = 1.0,
-                 level: float = 0.95) -> int | None:
+def seeds_needed(components: dict, half_width: float, rows_scale: float = 1.0, level: float = 0.95) -> int | None:
     """Smallest number of seeds whose projected half width is <= ``half_width``.
 
     None when the row part alone reaches ``half_width``: then more test rows are needed.
@@ -274,8 +279,7 @@ def seeds_needed(components: dict, half_width: float, rows_scale: float = 1.0,
     return n
 
 
-def rows_scale_needed(components: dict, half_width: float, n_seeds: int,
-                      level: float = 0.95) -> float | None:
+def rows_scale_needed(components: dict, half_width: float, n_seeds: int, level: float = 0.95) -> float | None:
     """Smallest rows_scale whose projected half width with ``n_seeds`` is <= ``half_width``.
 
     A value <= 1 means the current test rows suffice (0 when there is no row noise). None

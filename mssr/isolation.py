@@ -57,15 +57,14 @@ def top_fraction_mask(scores: list[torch.Tensor], ratio: float) -> Mask:
         >>> [m.tolist() for m in top_fraction_mask([torch.tensor([1., 3.]), torch.tensor([10., 10., 40.])], 0.4)]
         [[False, True], [False, False, True]]
     """
-    flat = torch.cat([(s / s.mean().clamp_min(torch.finfo(torch.float32).tiny)).flatten().float()
-                      for s in scores])
+    flat = torch.cat([(s / s.mean().clamp_min(torch.finfo(torch.float32).tiny)).flatten().float() for s in scores])
     k = int(round(ratio * flat.numel()))
     chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if k > 0:
         chosen[torch.topk(flat, k, sorted=False).indices] = True
     out, start = [], 0
     for s in scores:
-        out.append(chosen[start:start + s.numel()].view(s.shape))
+        out.append(chosen[start : start + s.numel()].view(s.shape))
         start += s.numel()
     return out
 
@@ -138,8 +137,9 @@ class ParameterIsolation:
 
     def state_bytes(self) -> int:
         """Memory held by the method: the mask plus any per-weight state (importance, snapshots)."""
-        tensors = list(self.mask or []) + [t for v in self.extra_state().values() if isinstance(v, list)
-                                           for t in v if isinstance(t, torch.Tensor)]
+        tensors = list(self.mask or []) + [
+            t for v in self.extra_state().values() if isinstance(v, list) for t in v if isinstance(t, torch.Tensor)
+        ]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def state_dict(self) -> dict:

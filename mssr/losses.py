@@ -1,8 +1,8 @@
 """Per-sample losses from the training forward pass itself (no extra forward).
 
-    logits = model(input_ids=..., attention_mask=...).logits
-    per_sample = per_sample_loss(logits, labels)   # (batch,) mean token CE of each answer
-    per_sample.mean().backward()
+logits = model(input_ids=..., attention_mask=...).logits
+per_sample = per_sample_loss(logits, labels)   # (batch,) mean token CE of each answer
+per_sample.mean().backward()
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over each row's labelled tokens, shape (batch,)."""
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
-    token_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                                 ignore_index=IGNORE, reduction="none").view(shift_labels.shape)
+    token_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(shift_labels.shape)
     counts = (shift_labels != IGNORE).sum(dim=1).clamp(min=1)
     return token_loss.sum(dim=1) / counts
 

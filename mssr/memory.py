@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 EXACT_MEAN_LIMIT = 1 << 20  # pools up to ~10^6 samples: the exact mean retention (a few ms)
 MEAN_SAMPLE = 1 << 16  # larger pools: the mean over this many evenly spaced samples
 
@@ -118,7 +117,7 @@ class MemoryState:
                 self._task_bounds = {int(self.task[a]): (int(a), int(b)) for a, b in zip(starts, stops)}
         return self._task_bounds
 
-    def of_tasks(self, tasks) -> "MemoryState":
+    def of_tasks(self, tasks) -> MemoryState:
         """The samples of ``tasks``: views of contiguous slices where possible (no copy of the pool)."""
         bounds = self.tasks()
         if bounds and len(tasks) == 1 and int(tasks[0]) in bounds:
@@ -129,7 +128,7 @@ class MemoryState:
             return out
         return self.subset(np.isin(self.task, np.asarray(tasks)))
 
-    def subset(self, mask: np.ndarray) -> "MemoryState":
+    def subset(self, mask: np.ndarray) -> MemoryState:
         """A copy holding the samples where ``mask`` is true (e.g. one task's samples)."""
         out = MemoryState(self.p)
         for k in self.ARRAYS:

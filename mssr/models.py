@@ -102,17 +102,25 @@ def resolve_model_path(name: str) -> str:
     except Exception:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         where = "offline (HF_HUB_OFFLINE=1)" if offline else "not in the local Hugging Face cache"
-        raise ModelError(f"model.name: hub model {name!r} is not available {where}; "
-                         "download it first or give a local folder") from None
+        raise ModelError(
+            f"model.name: hub model {name!r} is not available {where}; download it first or give a local folder"
+        ) from None
 
 
 def _tiny_model(vocab_size: int, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -129,7 +137,7 @@ def load_tokenizer(model_cfg):
 def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
     """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning).
 
-        model, tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    model, tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
     """
     from transformers import AutoModelForCausalLM
 
@@ -148,12 +156,19 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
         if qlora:  # NF4 base weights on this process's GPU, bf16 compute (the QLoRA recipe)
             from transformers import BitsAndBytesConfig
 
-            extra = {"quantization_config": BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16), "device_map": {"": torch.cuda.current_device()}}
+            extra = {
+                "quantization_config": BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=torch.bfloat16,
+                ),
+                "device_map": {"": torch.cuda.current_device()},
+            }
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                         trust_remote_code=model_cfg.trust_remote_code, **extra)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code, **extra
+            )
         except ValueError as e:
             raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None
         if qlora:
@@ -168,9 +183,16 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
         if missing:
             raise ModelError(f"model.lora.target_modules: {missing} not found in the model")
         torch.manual_seed(seed)
-        model = get_peft_model(model, LoraConfig(
-            r=model_cfg.lora.r, lora_alpha=model_cfg.lora.alpha, lora_dropout=model_cfg.lora.dropout,
-            target_modules=list(model_cfg.lora.target_modules), task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=model_cfg.lora.r,
+                lora_alpha=model_cfg.lora.alpha,
+                lora_dropout=model_cfg.lora.dropout,
+                target_modules=list(model_cfg.lora.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
     else:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -182,8 +204,10 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
 def qlora_problem() -> str | None:
     """Why 4-bit QLoRA cannot run in this process (no CUDA GPU, no bitsandbytes), or None."""
     if not torch.cuda.is_available():
-        return ("model.finetune=qlora: 4-bit base weights (bitsandbytes) need a CUDA GPU and this machine "
-                "has none; use model.finetune=lora")
+        return (
+            "model.finetune=qlora: 4-bit base weights (bitsandbytes) need a CUDA GPU and this machine "
+            "has none; use model.finetune=lora"
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

@@ -83,14 +83,16 @@ def _rmsprop(params, train_cfg):
 
 @OPTIMIZERS.register("radam")
 def _radam(params, train_cfg):
-    return torch.optim.RAdam(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-                             decoupled_weight_decay=True, **_betas(train_cfg))
+    return torch.optim.RAdam(
+        params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, decoupled_weight_decay=True, **_betas(train_cfg)
+    )
 
 
 @OPTIMIZERS.register("nadam")
 def _nadam(params, train_cfg):
-    return torch.optim.NAdam(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-                             decoupled_weight_decay=True, **_betas(train_cfg))
+    return torch.optim.NAdam(
+        params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, decoupled_weight_decay=True, **_betas(train_cfg)
+    )
 
 
 @OPTIMIZERS.register("adafactor")
@@ -102,21 +104,23 @@ def _pytorch_optimizer(class_name: str):
     try:
         import pytorch_optimizer
     except ImportError:
-        raise ConfigError(f"train.optimizer: {class_name.lower()} needs the pytorch-optimizer package: "
-                          "pip install pytorch-optimizer==4.1.0") from None
+        raise ConfigError(
+            f"train.optimizer: {class_name.lower()} needs the pytorch-optimizer package: "
+            "pip install pytorch-optimizer==4.1.0"
+        ) from None
     return getattr(pytorch_optimizer, class_name)
 
 
 @OPTIMIZERS.register("lamb")
 def _lamb(params, train_cfg):
-    return _pytorch_optimizer("Lamb")(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-                                      **_betas(train_cfg))
+    return _pytorch_optimizer("Lamb")(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, **_betas(train_cfg))
 
 
 @OPTIMIZERS.register("adabound")
 def _adabound(params, train_cfg):
-    return _pytorch_optimizer("AdaBound")(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-                                          **_betas(train_cfg))
+    return _pytorch_optimizer("AdaBound")(
+        params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, **_betas(train_cfg)
+    )
 
 
 def make_optimizer(params, train_cfg) -> torch.optim.Optimizer:
@@ -132,11 +136,12 @@ def make_optimizer(params, train_cfg) -> torch.optim.Optimizer:
     try:
         opt = cls(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     except TypeError as e:
-        raise ConfigError(f"train.optimizer: {name!r} cannot be built as "
-                          f"{name.partition(':')[2]}(params, lr=..., weight_decay=...): {e}") from None
+        raise ConfigError(
+            f"train.optimizer: {name!r} cannot be built as "
+            f"{name.partition(':')[2]}(params, lr=..., weight_decay=...): {e}"
+        ) from None
     if not isinstance(opt, torch.optim.Optimizer):
-        raise ConfigError(f"train.optimizer: {name!r} did not build a torch.optim.Optimizer "
-                          f"(got {type(opt).__name__})")
+        raise ConfigError(f"train.optimizer: {name!r} did not build a torch.optim.Optimizer (got {type(opt).__name__})")
     return opt
 
 
@@ -188,8 +193,12 @@ def build_optimizer(model, train_cfg, total_steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def backward_in_micro_batches(loss_fn: Callable[[int, int], torch.Tensor], n_rows: int, micro_batches: int,
-                              no_sync: Optional[Callable[[], ContextManager]] = None) -> torch.Tensor:
+def backward_in_micro_batches(
+    loss_fn: Callable[[int, int], torch.Tensor],
+    n_rows: int,
+    micro_batches: int,
+    no_sync: Optional[Callable[[], ContextManager]] = None,
+) -> torch.Tensor:
     """Gradient accumulation: backpropagate the mean per-sample loss of ``n_rows`` rows in chunks.
 
     ``loss_fn(start, stop)`` runs the forward pass on rows ``[start, stop)`` and returns their
@@ -208,14 +217,14 @@ def backward_in_micro_batches(loss_fn: Callable[[int, int], torch.Tensor], n_row
     out = []
     for i in range(chunks):
         last = i == chunks - 1
-        with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
+        with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
             losses = loss_fn(bounds[i], bounds[i + 1])
             (losses.mean() if chunks == 1 else losses.sum() / n_rows).backward()
         out.append(losses.detach())
     return torch.cat(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_bf16_matmul(device_type: str) -> bool:
     """Does this machine's ``device_type`` have bf16 matrix instructions? CUDA: what torch
     reports for the current GPU; CPU: the AVX512-BF16 or AMX-BF16 flags of ``/proc/cpuinfo``

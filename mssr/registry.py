@@ -1,12 +1,12 @@
 """Name -> class registries, and loading user components by import path.
 
-    SAMPLERS = Registry("sampler")
+SAMPLERS = Registry("sampler")
 
-    @SAMPLERS.register("uniform")
-    class UniformSampler: ...
+@SAMPLERS.register("uniform")
+class UniformSampler: ...
 
-    SAMPLERS.get("uniform")                    # our class
-    SAMPLERS.get("my_pkg.samplers:MySampler")  # a user's class, no edit of ours needed
+SAMPLERS.get("uniform")                    # our class
+SAMPLERS.get("my_pkg.samplers:MySampler")  # a user's class, no edit of ours needed
 """
 
 from __future__ import annotations

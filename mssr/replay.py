@@ -15,10 +15,9 @@ from the strategy). Time is the replay clock's (``mssr.clock``): optimizer steps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
-
-import math
 
 import numpy as np
 
@@ -104,8 +103,9 @@ class Reservoir:
     def load_state_dict(self, s: dict) -> None:
         self.size, self.seen = s["size"], s["seen"]
         self.ids = np.asarray(s["ids"], dtype=np.int64)
-        self.losses = np.asarray([float(s["last_loss"].get(i, s["last_loss"].get(str(i), 0.0)))
-                                  for i in s["ids"]], dtype=np.float64)
+        self.losses = np.asarray(
+            [float(s["last_loss"].get(i, s["last_loss"].get(str(i), 0.0))) for i in s["ids"]], dtype=np.float64
+        )
 
 
 @dataclass
@@ -188,8 +188,10 @@ class ReplayPlanner:
         now = self.now
 
         def joined(field: str, dtype) -> np.ndarray:  # one array over the ranks, in rank order
-            return np.concatenate([np.asarray(getattr(o, field), dtype=dtype).reshape(-1) for o in observations]
-                                  or [np.zeros(0, dtype=dtype)])
+            return np.concatenate(
+                [np.asarray(getattr(o, field), dtype=dtype).reshape(-1) for o in observations]
+                or [np.zeros(0, dtype=dtype)]
+            )
 
         # every rank's rows in rank order: the same result as one rank after another (the
         # ranks' new and replayed ids are disjoint), with one numpy call per step
@@ -214,10 +216,18 @@ class ReplayPlanner:
         m = self.memory
         pos = m.positions(ids)
         for p, i, loss, r in zip(pos.tolist(), ids.tolist(), losses.tolist(), m.retention(now, pos).tolist()):
-            self.replay_log.append(ReplayRecord(step=float(now), sample_id=int(i), task=int(m.task[p]),
-                                                age=float(now - m.tau[p]), strength=float(m.strength[p]),
-                                                predicted_retention=float(r), entry_loss=float(m.entry_loss[p]),
-                                                loss=float(loss)))
+            self.replay_log.append(
+                ReplayRecord(
+                    step=float(now),
+                    sample_id=int(i),
+                    task=int(m.task[p]),
+                    age=float(now - m.tau[p]),
+                    strength=float(m.strength[p]),
+                    predicted_retention=float(r),
+                    entry_loss=float(m.entry_loss[p]),
+                    loss=float(loss),
+                )
+            )
 
     def end_task(self, task_index: int) -> list[int]:
         """The reservoir's samples join the pool with strength from their last loss."""

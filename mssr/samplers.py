@@ -33,8 +33,14 @@ def _gumbel_top_k(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.n
     return top[np.argsort(-keys[top], kind="stable")]
 
 
-def draw_by_rejection(weight_of: Callable[[np.ndarray], np.ndarray], size: int, n: int, bound: float,
-                      rng: np.random.Generator, max_proposals: int = MAX_PROPOSALS) -> list[int]:
+def draw_by_rejection(
+    weight_of: Callable[[np.ndarray], np.ndarray],
+    size: int,
+    n: int,
+    bound: float,
+    rng: np.random.Generator,
+    max_proposals: int = MAX_PROPOSALS,
+) -> list[int]:
     """Up to ``n`` positions of ``range(size)`` without replacement, each with probability
     proportional to its weight among those not drawn yet (successive sampling, the same
     distribution as Gumbel-top-k), by rejection: propose a position uniformly, keep it with
@@ -70,8 +76,9 @@ def _complete(picked: list[int], weights: np.ndarray, n: int, rng: np.random.Gen
     return np.asarray(picked, dtype=np.int64)
 
 
-def draw_without_replacement(weight_of: Callable[[np.ndarray | None], np.ndarray], size: int, n: int,
-                             bound: float, rng: np.random.Generator) -> np.ndarray:
+def draw_without_replacement(
+    weight_of: Callable[[np.ndarray | None], np.ndarray], size: int, n: int, bound: float, rng: np.random.Generator
+) -> np.ndarray:
     """Positions drawn without replacement with probability proportional to their weights;
     ``weight_of(positions)`` gives the weights of ``positions`` (of all with ``None``),
     ``bound`` is at least every weight.
@@ -90,8 +97,9 @@ def draw_without_replacement(weight_of: Callable[[np.ndarray | None], np.ndarray
 
 def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """``draw_without_replacement`` over an array of weights."""
-    return draw_without_replacement(lambda pos: weights if pos is None else weights[pos], weights.size, n,
-                                    float(weights.max()), rng)
+    return draw_without_replacement(
+        lambda pos: weights if pos is None else weights[pos], weights.size, n, float(weights.max()), rng
+    )
 
 
 @SAMPLERS.register("uniform")
@@ -118,8 +126,9 @@ class StrengthSampler:
         if len(memory) == 0 or n <= 0:
             return memory.ids[:0]
         # every weight is at most 1 + epsilon: large pools reject under that bound, touching only the proposals
-        positions = draw_without_replacement(lambda pos: self.weights(memory, now, pos), len(memory), n,
-                                             1.0 + self.epsilon, rng)
+        positions = draw_without_replacement(
+            lambda pos: self.weights(memory, now, pos), len(memory), n, 1.0 + self.epsilon, rng
+        )
         return memory.ids[np.sort(positions)]
 
     def weights(self, memory: MemoryState, now: float, positions: np.ndarray | None = None) -> np.ndarray:
@@ -167,6 +176,5 @@ class TaskBalancedSampler:
         share = np.full(tasks.size, n // tasks.size)
         share[rng.choice(tasks.size, size=n % tasks.size, replace=False)] += 1
         share = np.minimum(share, sizes)  # a task smaller than its share gives what it has
-        picks = [self.inner.sample(memory.of_tasks([t]), now, int(k), rng)
-                 for t, k in zip(tasks, share) if k > 0]
+        picks = [self.inner.sample(memory.of_tasks([t]), now, int(k), rng) for t, k in zip(tasks, share) if k > 0]
         return np.sort(np.concatenate(picks)) if picks else memory.ids[:0]

@@ -44,6 +44,7 @@ class ReplayScheduler(Protocol):
     def on_replay(self, now: float) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+
     # optional (see BaseScheduler): on_step, probe, on_probe, focus_tasks
 
 
@@ -56,8 +57,9 @@ class BaseScheduler:
     def probe(self, now: float, memory: MemoryState, rng: np.random.Generator) -> Optional[np.ndarray]:
         return None
 
-    def on_probe(self, now: float, ids: np.ndarray, losses: np.ndarray, correct: np.ndarray,
-                 memory: MemoryState) -> None:
+    def on_probe(
+        self, now: float, ids: np.ndarray, losses: np.ndarray, correct: np.ndarray, memory: MemoryState
+    ) -> None:
         pass
 
     def focus_tasks(self) -> Optional[list[int]]:
@@ -219,7 +221,7 @@ class LossTriggerScheduler(BaseScheduler):
             h = np.asarray(self.history)
             if value > h.mean() + self.z * h.std():
                 self.triggered = True
-        self.history = (self.history + [float(value)])[-self.window:]
+        self.history = (self.history + [float(value)])[-self.window :]
 
     def on_task_start(self, task_index: int, now: float) -> None:
         if self.signal == "probe":  # a new probe set: its loss level is not comparable with the old one

@@ -100,8 +100,9 @@ def _parse_param(spec: Any, where: str) -> Param:
     return Param(kind, list(values))
 
 
-def load_space(path: str | Path, base_config: Optional[str | Path] = None,
-               base_overrides: Optional[list[str]] = None) -> SearchSpace:
+def load_space(
+    path: str | Path, base_config: Optional[str | Path] = None, base_overrides: Optional[list[str]] = None
+) -> SearchSpace:
     """Read and check a space file against the base config; raises ConfigError naming file:line."""
     p = Path(path)
     if not p.is_file():

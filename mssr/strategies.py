@@ -47,8 +47,9 @@ class Strategy:
 
 def _combo(name: str, sampler: str, scheduler: str, mixes_tasks: bool = False):
     def make(replay_cfg) -> Strategy:
-        return Strategy(name, SAMPLERS.get(sampler)(replay_cfg.mssr), SCHEDULERS.get(scheduler)(replay_cfg),
-                        mixes_tasks)
+        return Strategy(
+            name, SAMPLERS.get(sampler)(replay_cfg.mssr), SCHEDULERS.get(scheduler)(replay_cfg), mixes_tasks
+        )
 
     make.__doc__ = f"{name}: {sampler} sampler, {scheduler} scheduler"
     STRATEGIES.register(name)(make)

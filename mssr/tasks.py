@@ -104,15 +104,28 @@ def read_rows(path: str | Path) -> list[Example]:
     return rows
 
 
-def load_task(name: str, train: str, test: str, validation: Optional[str], scorer: str,
-              max_train: Optional[int] = None, max_test: Optional[int] = None) -> Task:
+def load_task(
+    name: str,
+    train: str,
+    test: str,
+    validation: Optional[str],
+    scorer: str,
+    max_train: Optional[int] = None,
+    max_test: Optional[int] = None,
+) -> Task:
     if scorer not in SCORERS:
         get_scorer(scorer)  # raises with the nearest valid name
     tr = read_rows(train)
     te = read_rows(test)
     va = read_rows(validation) if validation else []
-    return Task(name=name, scorer=scorer, train=tr[:max_train] if max_train else tr,
-                test=te[:max_test] if max_test else te, validation=va, train_file=str(train))
+    return Task(
+        name=name,
+        scorer=scorer,
+        train=tr[:max_train] if max_train else tr,
+        test=te[:max_test] if max_test else te,
+        validation=va,
+        train_file=str(train),
+    )
 
 
 def load_stream(stream_cfg, cache_dir: Optional[Path] = None) -> list[Task]:
@@ -124,8 +137,15 @@ def load_stream(stream_cfg, cache_dir: Optional[Path] = None) -> list[Task]:
 
         specs = builtin_task_specs(stream_cfg, cache_dir)
     tasks = [
-        load_task(s.name, s.train, s.test, s.validation, s.scorer,
-                  max_train=stream_cfg.train_size, max_test=stream_cfg.test_size)
+        load_task(
+            s.name,
+            s.train,
+            s.test,
+            s.validation,
+            s.scorer,
+            max_train=stream_cfg.train_size,
+            max_test=stream_cfg.test_size,
+        )
         for s in specs
     ]
     return tasks

@@ -32,8 +32,9 @@ class PromptEncoder:
 
     def prompt_text(self, prompt: str) -> str:
         if self.use_chat:
-            return self.tok.apply_chat_template(self.system + [{"role": "user", "content": prompt}], tokenize=False,
-                                                add_generation_prompt=True)
+            return self.tok.apply_chat_template(
+                self.system + [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         return f"Question: {prompt}\nAnswer: "
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -71,5 +72,8 @@ def collate(input_ids: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_
         ids[i, :L] = row
         mask[i, :L] = 1
         labels[i, plen:L] = row[plen:]
-    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(labels)}
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(labels),
+    }

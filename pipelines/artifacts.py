@@ -1,7 +1,7 @@
 """Run artifacts: the accuracy and loss matrices as CSV, JSON and a heatmap PNG each.
 
-    paths = write_matrix_artifacts(run_dir, matrix, task_names)                      # accuracy_matrix.*
-    paths = write_matrix_artifacts(run_dir, loss_matrix, task_names, kind="loss")    # loss_matrix.*
+paths = write_matrix_artifacts(run_dir, matrix, task_names)                      # accuracy_matrix.*
+paths = write_matrix_artifacts(run_dir, loss_matrix, task_names, kind="loss")    # loss_matrix.*
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 
 
-def write_matrix_artifacts(directory: Path, matrix: list[list[float]], task_names: list[str],
-                           kind: str = "accuracy") -> list[Path]:
+def write_matrix_artifacts(
+    directory: Path, matrix: list[list[float]], task_names: list[str], kind: str = "accuracy"
+) -> list[Path]:
     """``kind``: ``accuracy`` (scores in [0, 1]) or ``loss`` (mean answer loss, lower is better)."""
     import matplotlib
 

@@ -30,8 +30,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.tracking_uri:
         cfg.mlflow.tracking_uri = args.tracking_uri
-    run_stream(cfg, dry_run=args.dry_run, summary_json=Path(args.summary_json) if args.summary_json else None,
-               resume=args.resume)
+    run_stream(
+        cfg,
+        dry_run=args.dry_run,
+        summary_json=Path(args.summary_json) if args.summary_json else None,
+        resume=args.resume,
+    )
     return 0
 
 
@@ -42,8 +46,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         overrides.append(f"mlflow.tracking_uri={args.tracking_uri}")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
-    result = compare(args.config, overrides, strategies, seeds=args.seeds, name=args.name,
-                     budgets=parse_budgets(args.budgets), reference=args.reference)
+    result = compare(
+        args.config,
+        overrides,
+        strategies,
+        seeds=args.seeds,
+        name=args.name,
+        budgets=parse_budgets(args.budgets),
+        reference=args.reference,
+    )
     failed = [r for r in result["runs"] if "error" in r]
     if failed:
         print(f"mssr: {len(failed)} of {len(result['runs'])} runs failed (see the table)", file=sys.stderr)
@@ -54,9 +65,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from pipelines.tune import tune_sweep
 
-    result = tune_sweep(args.config, args.overrides, args.space, num_samples=args.num_samples,
-                        max_concurrent=args.max_concurrent, scheduler=args.scheduler, metric=args.metric,
-                        name=args.name, resume=args.resume)
+    result = tune_sweep(
+        args.config,
+        args.overrides,
+        args.space,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+        scheduler=args.scheduler,
+        metric=args.metric,
+        name=args.name,
+        resume=args.resume,
+    )
     if not result["best_config"]:
         print("mssr: no trial finished the stream (see the table)", file=sys.stderr)
         return 1
@@ -71,8 +90,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, output_dir)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; give --output-dir or --tracking-uri")
-    index = build_report(args.id, uri, Path(args.out) if args.out else output_dir / "reports" / args.id,
-                         reference=args.reference)
+    index = build_report(
+        args.id, uri, Path(args.out) if args.out else output_dir / "reports" / args.id, reference=args.reference
+    )
     print(f"report written to {index.resolve()}")
     return 0
 
@@ -90,8 +110,9 @@ def _cmd_validate_data(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     tasks = load_stream(cfg.stream)  # invalid rows: exit 2 with file:line
-    encoder = PromptEncoder(AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name)),
-                            **encoder_options(cfg.stream))
+    encoder = PromptEncoder(
+        AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name)), **encoder_options(cfg.stream)
+    )
     report = describe_stream(tasks, encoder, cfg.stream.max_length)
     print(format_report(report))
     if args.json:
@@ -111,72 +132,127 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="fine-tune a model on a task stream",
-                         description="Fine-tune a model on a stream of tasks and print the accuracy matrix.")
+    run = sub.add_parser(
+        "run",
+        help="fine-tune a model on a task stream",
+        description="Fine-tune a model on a stream of tasks and print the accuracy matrix.",
+    )
     run.add_argument("config", help="YAML config (see configs/demo.yaml)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. train.lr=3e-4")
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
     run.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
-    run.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
-                     help="continue an interrupted run from its last checkpoint (default: run.output_dir/run.name)")
-    run.add_argument("--tracking-uri", metavar="URI",
-                     help="MLflow tracking URI (same as mlflow.tracking_uri=URI; default: sqlite store in output dir)")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint (default: run.output_dir/run.name)",
+    )
+    run.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (same as mlflow.tracking_uri=URI; default: sqlite store in output dir)",
+    )
     run.set_defaults(func=_cmd_run)
 
-    cmp = sub.add_parser("compare", help="run several strategies on the same stream and seeds, print one table",
-                         description="Run each strategy on each seed (an ordinary run each, tagged with a common "
-                                     "comparison id in MLflow) and write the table as Markdown and CSV.")
+    cmp = sub.add_parser(
+        "compare",
+        help="run several strategies on the same stream and seeds, print one table",
+        description="Run each strategy on each seed (an ordinary run each, tagged with a common "
+        "comparison id in MLflow) and write the table as Markdown and CSV.",
+    )
     cmp.add_argument("config", help="YAML config shared by every run")
     cmp.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every run")
-    cmp.add_argument("--strategies", metavar="A,B,...",
-                     help="comma-separated strategy names or import paths, each optionally +ISOLATION "
-                          "(e.g. mssr+epi); default: all eight built-in strategies")
+    cmp.add_argument(
+        "--strategies",
+        metavar="A,B,...",
+        help="comma-separated strategy names or import paths, each optionally +ISOLATION "
+        "(e.g. mssr+epi); default: all eight built-in strategies",
+    )
     cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
-    cmp.add_argument("--budgets", metavar="B1,B2,...",
-                     help="run every strategy at each replay budget (fractions of the new samples, e.g. "
-                          "0.02,0.05,0.1); fixed schedules derive their interval from the budget")
-    cmp.add_argument("--reference", metavar="STRATEGY",
-                     help="the strategy the others are paired against (default: fixed, if compared)")
+    cmp.add_argument(
+        "--budgets",
+        metavar="B1,B2,...",
+        help="run every strategy at each replay budget (fractions of the new samples, e.g. "
+        "0.02,0.05,0.1); fixed schedules derive their interval from the budget",
+    )
+    cmp.add_argument(
+        "--reference",
+        metavar="STRATEGY",
+        help="the strategy the others are paired against (default: fixed, if compared)",
+    )
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
 
-    tun = sub.add_parser("tune", help="sweep a search space with Ray Tune (ASHA), write the best config",
-                         description="Run a Ray Tune sweep of tune_spaces/*.yaml over the config: each trial an "
-                                     "ordinary run, logged as a nested MLflow run under the sweep's run; "
-                                     "writes the trial table and the best config as a ready-to-run YAML.")
+    tun = sub.add_parser(
+        "tune",
+        help="sweep a search space with Ray Tune (ASHA), write the best config",
+        description="Run a Ray Tune sweep of tune_spaces/*.yaml over the config: each trial an "
+        "ordinary run, logged as a nested MLflow run under the sweep's run; "
+        "writes the trial table and the best config as a ready-to-run YAML.",
+    )
     tun.add_argument("config", help="YAML config every trial starts from")
     tun.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys for every trial")
     tun.add_argument("--space", required=True, metavar="PATH", help="search space, e.g. tune_spaces/mssr.yaml")
     tun.add_argument("--num-samples", type=int, default=8, metavar="N", help="trials to sample (default 8)")
-    tun.add_argument("--max-concurrent", type=int, default=2, metavar="M",
-                     help="trials at a time; the CPUs are split between them (default 2)")
-    tun.add_argument("--scheduler", default="asha", choices=["asha", "fifo"],
-                     help="asha: stop weak trials after a few tasks (default); fifo: run every trial to the end")
-    tun.add_argument("--metric", default="ap", choices=["ap", "bwt", "fwt", "avg", "forgetting"],
-                     help="what the sweep optimises (default ap; forgetting is minimised)")
+    tun.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=2,
+        metavar="M",
+        help="trials at a time; the CPUs are split between them (default 2)",
+    )
+    tun.add_argument(
+        "--scheduler",
+        default="asha",
+        choices=["asha", "fifo"],
+        help="asha: stop weak trials after a few tasks (default); fifo: run every trial to the end",
+    )
+    tun.add_argument(
+        "--metric",
+        default="ap",
+        choices=["ap", "bwt", "fwt", "avg", "forgetting"],
+        help="what the sweep optimises (default ap; forgetting is minimised)",
+    )
     tun.add_argument("--name", metavar="ID", help="sweep name (default sweep-<timestamp>)")
     tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     tun.set_defaults(func=_cmd_tune)
 
-    rep = sub.add_parser("report", help="static HTML report of a comparison, sweep or experiment from MLflow",
-                         description="Read the runs of a comparison id, a sweep name or an MLflow experiment "
-                                     "back from MLflow and write an HTML page with their table, AP/BWT bars, "
-                                     "per-task forgetting curves and accuracy-matrix heatmaps.")
+    rep = sub.add_parser(
+        "report",
+        help="static HTML report of a comparison, sweep or experiment from MLflow",
+        description="Read the runs of a comparison id, a sweep name or an MLflow experiment "
+        "back from MLflow and write an HTML page with their table, AP/BWT bars, "
+        "per-task forgetting curves and accuracy-matrix heatmaps.",
+    )
     rep.add_argument("id", help="comparison id, sweep name or MLflow experiment name")
-    rep.add_argument("--output-dir", default="runs", help="the runs' output dir, where the default sqlite "
-                                                          "MLflow store is (default: runs)")
-    rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                                                           "else OUTPUT_DIR/mlflow.db)")
+    rep.add_argument(
+        "--output-dir",
+        default="runs",
+        help="the runs' output dir, where the default sqlite MLflow store is (default: runs)",
+    )
+    rep.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else OUTPUT_DIR/mlflow.db)",
+    )
     rep.add_argument("--out", metavar="DIR", help="where to write index.html (default OUTPUT_DIR/reports/ID)")
-    rep.add_argument("--reference", default="fixed", metavar="STRATEGY",
-                     help="the strategy the others are paired against (default fixed)")
+    rep.add_argument(
+        "--reference",
+        default="fixed",
+        metavar="STRATEGY",
+        help="the strategy the others are paired against (default fixed)",
+    )
     rep.set_defaults(func=_cmd_report)
 
-    val = sub.add_parser("validate-data", help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
-                         description="Validate every row of the config's stream (exit 2 on a bad row) and report "
-                                     "counts per task and split, exact duplicates, train/test leakage, prompts shared "
-                                     "across tasks, token lengths and label balance.")
+    val = sub.add_parser(
+        "validate-data",
+        help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
+        description="Validate every row of the config's stream (exit 2 on a bad row) and report "
+        "counts per task and split, exact duplicates, train/test leakage, prompts shared "
+        "across tasks, token lengths and label balance.",
+    )
     val.add_argument("config", help="YAML config whose `stream` (and `model`, for the tokenizer) is checked")
     val.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     val.add_argument("--json", metavar="PATH", help="also write the report as JSON")

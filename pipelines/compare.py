@@ -46,7 +46,17 @@ from mssr.metrics import average_performance, backward_transfer, forgetting
 from mssr.schedulers import NeverScheduler
 from mssr.strategies import STRATEGIES, build_strategy
 
-DEFAULT_STRATEGIES = ["none", "joint", "fixed", "loss", "accuracy", "surprise", "mssr", "mssr-sampler", "mssr-scheduler"]
+DEFAULT_STRATEGIES = [
+    "none",
+    "joint",
+    "fixed",
+    "loss",
+    "accuracy",
+    "surprise",
+    "mssr",
+    "mssr-sampler",
+    "mssr-scheduler",
+]
 CONFIG_BUDGET = "config"  # the budget label of a comparison without --budgets
 ANY_BUDGET = "-"  # the budget label of a strategy that never replays: it belongs to every budget
 TARGET_HALF_WIDTH = 0.02  # the AP interval half width the noise summary sizes seeds and rows for
@@ -122,8 +132,14 @@ def _budget_label(budget: float) -> str:
     return f"{budget:g}"
 
 
-def plan_runs(config_path: str, overrides: list[str], strategies: list[str], seeds: int, name: str,
-              budgets: Optional[list[float]] = None) -> list[PlannedRun]:
+def plan_runs(
+    config_path: str,
+    overrides: list[str],
+    strategies: list[str],
+    seeds: int,
+    name: str,
+    budgets: Optional[list[float]] = None,
+) -> list[PlannedRun]:
     """One validated config per (seed, budget, strategy entry), seeds outermost; raises
     ConfigError before anything runs."""
     from pipelines.run import validate
@@ -178,8 +194,11 @@ def aggregate(runs: list[dict]) -> list[dict]:
     table = []
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         done = [r for r in runs if r["strategy"] == strategy and "error" not in r]
-        row = {"strategy": strategy, "seeds": len(done),
-               "failed": sum(1 for r in runs if r["strategy"] == strategy and "error" in r)}
+        row = {
+            "strategy": strategy,
+            "seeds": len(done),
+            "failed": sum(1 for r in runs if r["strategy"] == strategy and "error" in r),
+        }
         for col, _, _ in COLUMNS:
             values = np.array([r[col] for r in done], dtype=float)
             row[col] = float(values.mean()) if values.size else float("nan")
@@ -225,26 +244,36 @@ def paired_differences(runs: list[dict], reference: str, n_boot: int = 2000) -> 
 def _noise_line(row: dict) -> str:
     """How wide the AP interval is, and what a ±TARGET_HALF_WIDTH interval would need."""
     ap, noise, seeds = row["AP"], row["noise"], row["seeds"]
-    head = (f"{row['strategy']} - {row['reference']}: AP interval ±{(ap.high - ap.low) / 2:.3f} over "
-            f"{seeds} seed{'s' if seeds > 1 else ''}")
+    head = (
+        f"{row['strategy']} - {row['reference']}: AP interval ±{(ap.high - ap.low) / 2:.3f} over "
+        f"{seeds} seed{'s' if seeds > 1 else ''}"
+    )
     if seeds < 2:
         return head + " (test rows only: with one seed, the noise between seeds is unknown)"
     n = seeds_needed(noise, TARGET_HALF_WIDTH)
     scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=max(3, seeds))
     need_seeds = f"{n} seeds at these test rows" if n is not None else "more test rows (their noise alone exceeds it)"
-    need_rows = (f"{max(scale, 1.0):.1f}x the test rows at {max(3, seeds)} seeds" if scale is not None
-                 else f"more seeds (their noise alone exceeds it at {max(3, seeds)})")
+    need_rows = (
+        f"{max(scale, 1.0):.1f}x the test rows at {max(3, seeds)} seeds"
+        if scale is not None
+        else f"more seeds (their noise alone exceeds it at {max(3, seeds)})"
+    )
     return f"{head}; ±{TARGET_HALF_WIDTH} would need about {need_seeds}, or {need_rows}"
 
 
-def format_markdown(table: list[dict], seeds: list[int], diffs: Optional[list[dict]] = None,
-                    budget: str = CONFIG_BUDGET) -> str:
+def format_markdown(
+    table: list[dict], seeds: list[int], diffs: Optional[list[dict]] = None, budget: str = CONFIG_BUDGET
+) -> str:
     cols = [c for c, _, _ in COLUMNS]
     fmt = {c: f for c, _, f in COLUMNS}
     head = ["strategy", *cols, "step time / fixed"]
     title = "" if budget in (CONFIG_BUDGET, ANY_BUDGET) else f"budget {budget}: "
-    lines = [f"{title}seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"{title}seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in table:
         if not r["seeds"]:
             lines.append(f"| {r['strategy']} | " + " | ".join(["failed"] * (len(head) - 1)) + " |")
@@ -259,10 +288,14 @@ def format_markdown(table: list[dict], seeds: list[int], diffs: Optional[list[di
         lines.append("| " + " | ".join(cells) + " |")
     if diffs:
         names = [m for m, _, _ in PAIRED_METRICS]
-        lines += ["", f"paired difference against {diffs[0]['reference']}, mean [95% interval] over seeds and "
-                  "test rows (loss forgetting: lower is better)", "",
-                  "| strategy | seeds | " + " | ".join(f"Δ {m}" for m in names) + " |",
-                  "|" + "---|" * (len(names) + 2)]
+        lines += [
+            "",
+            f"paired difference against {diffs[0]['reference']}, mean [95% interval] over seeds and "
+            "test rows (loss forgetting: lower is better)",
+            "",
+            "| strategy | seeds | " + " | ".join(f"Δ {m}" for m in names) + " |",
+            "|" + "---|" * (len(names) + 2),
+        ]
         for d in diffs:
             lines.append(f"| {d['strategy']} | {d['seeds']} | " + " | ".join(d[m].text() for m in names) + " |")
         lines += [""] + [_noise_line(d) for d in diffs]
@@ -280,8 +313,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _run_row(summary: dict, planned: PlannedRun) -> dict:
     row = {"strategy": planned.entry, "seed": summary["seed"], "budget": planned.budget}
     row.update({col: get(summary) for col, get, _ in COLUMNS})
-    row.update(replay_budget=summary["replay_budget"], mlflow_run_id=summary["mlflow_run_id"],
-               run_dir=summary["run_dir"])
+    row.update(
+        replay_budget=summary["replay_budget"], mlflow_run_id=summary["mlflow_run_id"], run_dir=summary["run_dir"]
+    )
     row["eval_rows"] = json.loads((Path(summary["run_dir"]) / "eval_rows.json").read_text())
     return row
 
@@ -296,9 +330,21 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
         diffs = paired_differences(group, reference) if reference else []
         parts.append(format_markdown(table, seeds, diffs, budget))
         table_rows += [{"budget": budget, **r} for r in table]
-        interval_rows += [{"budget": budget, "strategy": d["strategy"], "reference": d["reference"],
-                           "seeds": d["seeds"], "metric": m, "mean": d[m].mean, "low": d[m].low, "high": d[m].high,
-                           "excludes_zero": d[m].excludes_zero} for d in diffs for m, _, _ in PAIRED_METRICS]
+        interval_rows += [
+            {
+                "budget": budget,
+                "strategy": d["strategy"],
+                "reference": d["reference"],
+                "seeds": d["seeds"],
+                "metric": m,
+                "mean": d[m].mean,
+                "low": d[m].low,
+                "high": d[m].high,
+                "excludes_zero": d[m].excludes_zero,
+            }
+            for d in diffs
+            for m, _, _ in PAIRED_METRICS
+        ]
     markdown = "\n".join(parts)
     (out / "table.md").write_text(markdown)
     _write_csv(out / "table.csv", table_rows)
@@ -308,9 +354,16 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
     return markdown
 
 
-def compare(config_path: str, overrides: list[str], strategies: Optional[list[str]] = None, seeds: int = 1,
-            name: Optional[str] = None, budgets: Optional[list[float]] = None, reference: Optional[str] = None,
-            log=print) -> dict:
+def compare(
+    config_path: str,
+    overrides: list[str],
+    strategies: Optional[list[str]] = None,
+    seeds: int = 1,
+    name: Optional[str] = None,
+    budgets: Optional[list[float]] = None,
+    reference: Optional[str] = None,
+    log=print,
+) -> dict:
     """Run every strategy on every seed (and budget); return ``{"name", "runs", "dir", "markdown"}``."""
     from pipelines.run import run_stream
 
@@ -334,8 +387,9 @@ def compare(config_path: str, overrides: list[str], strategies: Optional[list[st
             raise
         except Exception as e:  # a crashed run is reported in the table; the others still run
             log(f"run {p.cfg.run.name} failed: {type(e).__name__}: {e}")
-            runs.append({"strategy": p.entry, "seed": p.cfg.seed, "budget": p.budget,
-                         "error": f"{type(e).__name__}: {e}"})
+            runs.append(
+                {"strategy": p.entry, "seed": p.cfg.seed, "budget": p.budget, "error": f"{type(e).__name__}: {e}"}
+            )
         markdown = write_outputs(out, runs, seed_list, reference)
     log(f"\ncomparison {name} ({len(planned)} runs, MLflow tag comparison_id={name}):\n\n{markdown}")
     log(f"written to {out.resolve()}/table.md, table.csv, runs.csv, intervals.csv")

@@ -45,8 +45,9 @@ def _tokenizer(tokenizer_path: str):
 
 
 def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to: int | None = None) -> pa.Table:
-    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, truncated. With ``truncate_to``, longer rows have their prompt cut from the left; a row
-    whose answer alone does not fit keeps its full length (and is refused by the caller)."""
+    """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, truncated. With
+    ``truncate_to``, longer rows have their prompt cut from the left; a row whose answer alone
+    does not fit keeps its full length (and is refused by the caller)."""
     from mssr.tokenize import PromptEncoder, truncate_prompt
 
     encoder = PromptEncoder(_tokenizer(tokenizer_path), **options)
@@ -58,28 +59,34 @@ def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to:
             if fitted is not None:
                 enc["input_ids"][i], enc["prompt_len"][i] = fitted
                 truncated[i] = True
-    return pa.table({
-        "sample_id": pa.array(batch["sample_id"], type=pa.int64()),
-        "source_row": pa.array(batch["source_row"], type=pa.int64()),
-        "input_ids": pa.array(enc["input_ids"], type=pa.list_(pa.int64())),
-        "prompt_len": pa.array(enc["prompt_len"], type=pa.int64()),
-        "length": pa.array([len(r) for r in enc["input_ids"]], type=pa.int64()),
-        "truncated": pa.array(truncated, type=pa.bool_()),
-    })
+    return pa.table(
+        {
+            "sample_id": pa.array(batch["sample_id"], type=pa.int64()),
+            "source_row": pa.array(batch["source_row"], type=pa.int64()),
+            "input_ids": pa.array(enc["input_ids"], type=pa.list_(pa.int64())),
+            "prompt_len": pa.array(enc["prompt_len"], type=pa.int64()),
+            "length": pa.array([len(r) for r in enc["input_ids"]], type=pa.int64()),
+            "truncated": pa.array(truncated, type=pa.bool_()),
+        }
+    )
 
 
 def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
     """The task's train rows in a seeded shuffled order (the training order)."""
     order = np.random.default_rng([seed, task_index]).permutation(len(task.train))
-    return pa.table({
-        "sample_id": [sample_id(task_index, int(i)) for i in order],
-        "source_row": [task.train[i].line for i in order],
-        "prompt": [task.train[i].prompt for i in order],
-        "answer": [task.train[i].answer for i in order],
-    })
+    return pa.table(
+        {
+            "sample_id": [sample_id(task_index, int(i)) for i in order],
+            "source_row": [task.train[i].line for i in order],
+            "prompt": [task.train[i].prompt for i in order],
+            "answer": [task.train[i].answer for i in order],
+        }
+    )
 
 
-def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
+def tokenise_tasks(
+    tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed: int
+) -> tuple[list[ray.data.Dataset], list[dict]]:
     """Tokenise every task's train split with Ray Data (materialised); over-long rows are
     refused or, with ``stream.too_long: truncate``, cut to fit and counted.
 
@@ -91,22 +98,40 @@ def tokenise_tasks(tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed:
     truncate_to = max_length if stream_cfg.too_long == "truncate" else None
     datasets, stats = [], []
     for k, task in enumerate(tasks):
-        ds = ray.data.from_arrow(_rows_table(k, task, seed)).map_batches(
-            tokenize_batch, fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options, truncate_to=truncate_to),
-            batch_format="numpy", batch_size=256, num_cpus=TOKENIZE_CPUS,
-        ).materialize()
+        ds = (
+            ray.data.from_arrow(_rows_table(k, task, seed))
+            .map_batches(
+                tokenize_batch,
+                fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options, truncate_to=truncate_to),
+                batch_format="numpy",
+                batch_size=256,
+                num_cpus=TOKENIZE_CPUS,
+            )
+            .materialize()
+        )
         lengths = ds.select_columns(["source_row", "length", "truncated"]).to_arrow_refs()
         table = pa.concat_tables(ray.get(lengths))
         length = table.column("length").to_numpy()
         if length.max() > max_length:
             bad = int(np.argmax(length > max_length))
-            hint = ("its answer alone does not fit" if truncate_to else
-                    "shorten the row, raise max_length, or set stream.too_long=truncate")
-            raise DataError(f"{task.train_file}:{table.column('source_row')[bad].as_py()}: {int(length[bad])} tokens, "
-                            f"more than stream.max_length={max_length}; {hint}")
+            hint = (
+                "its answer alone does not fit"
+                if truncate_to
+                else "shorten the row, raise max_length, or set stream.too_long=truncate"
+            )
+            raise DataError(
+                f"{task.train_file}:{table.column('source_row')[bad].as_py()}: {int(length[bad])} tokens, "
+                f"more than stream.max_length={max_length}; {hint}"
+            )
         datasets.append(ds)
-        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max()),
-                      "truncated": int(table.column("truncated").to_numpy().sum())})
+        stats.append(
+            {
+                "rows": int(length.size),
+                "tokens": int(length.sum()),
+                "max_length": int(length.max()),
+                "truncated": int(table.column("truncated").to_numpy().sum()),
+            }
+        )
     return datasets, stats
 
 
@@ -122,8 +147,14 @@ def mix_tasks(datasets: Sequence[ray.data.Dataset], seed: int) -> tuple[list[ray
         start += table.num_rows
         length = part.column("length").to_numpy()
         segments.append(ray.data.from_arrow([part.slice(i, 256) for i in range(0, part.num_rows, 256)]))
-        stats.append({"rows": int(length.size), "tokens": int(length.sum()), "max_length": int(length.max()),
-                      "truncated": int(part.column("truncated").to_numpy().sum())})
+        stats.append(
+            {
+                "rows": int(length.size),
+                "tokens": int(length.sum()),
+                "max_length": int(length.max()),
+                "truncated": int(part.column("truncated").to_numpy().sum()),
+            }
+        )
     return segments, stats
 
 
@@ -138,7 +169,8 @@ def write_pool_part(run_dir: Path, task_index: int, ids: Sequence[int]) -> Path:
 
     table = pads.dataset(str(run_dir / "tokens"), format="parquet").to_table(
         filter=pads.field("sample_id").isin(pa.array(list(ids), type=pa.int64())),
-        columns=["sample_id", "input_ids", "prompt_len"])
+        columns=["sample_id", "input_ids", "prompt_len"],
+    )
     table = table.sort_by("sample_id")
     out = run_dir / "pool" / f"task_{task_index:02d}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)

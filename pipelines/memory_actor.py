@@ -31,8 +31,9 @@ class MemoryCoordinator:
     """The actor's code as a plain class (``MemoryActor`` is its Ray actor; benchmarks subclass it)."""
 
     def __init__(self, replay_cfg, seed: int, total_new_samples: int, replay_steps: int | None = None):
-        self.planner = ReplayPlanner(replay_cfg, seed=seed, total_new_samples=total_new_samples,
-                                     replay_steps=replay_steps)
+        self.planner = ReplayPlanner(
+            replay_cfg, seed=seed, total_new_samples=total_new_samples, replay_steps=replay_steps
+        )
         self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
         self.applied_through = -1  # every step <= this has been applied
         self.plans: dict[int, dict] = {}
@@ -87,10 +88,15 @@ class MemoryCoordinator:
         return self.ended[task_index]
 
     def stats(self) -> dict:
-        return {"replay_samples": self.planner.replayed, "replay_events": self.planner.events,
-                "probe_samples": self.planner.probed, "pool_size": len(self.planner.memory),
-                "bookkeeping_seconds": self.bookkeeping_seconds, "clock": self.planner.now,
-                "mean_retention": self.planner.memory.mean_retention(self.planner.now)}
+        return {
+            "replay_samples": self.planner.replayed,
+            "replay_events": self.planner.events,
+            "probe_samples": self.planner.probed,
+            "pool_size": len(self.planner.memory),
+            "bookkeeping_seconds": self.bookkeeping_seconds,
+            "clock": self.planner.now,
+            "mean_retention": self.planner.memory.mean_retention(self.planner.now),
+        }
 
     def diagnostics(self) -> dict:
         """The replay events (step, ids) and every replayed sample's record (mssr.diagnostics)."""
@@ -102,9 +108,13 @@ class MemoryCoordinator:
     async def state_dict(self, step: int) -> dict:
         """The state after every step before ``step`` has been applied."""
         await self._wait_applied(step - 1)
-        return {"planner": self.planner.state_dict(), "applied_through": self.applied_through,
-                "started": sorted(self.started), "ended": self.ended,
-                "events": [e for e in self.events if e[0] < step]}
+        return {
+            "planner": self.planner.state_dict(),
+            "applied_through": self.applied_through,
+            "started": sorted(self.started),
+            "ended": self.ended,
+            "events": [e for e in self.events if e[0] < step],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.planner.load_state_dict(state["planner"])

@@ -22,8 +22,12 @@ import ray
 from ray.core.generated import gcs_pb2
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-_LIVE = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.PREPARED,
-         gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+_LIVE = (
+    gcs_pb2.PlacementGroupTableData.PENDING,
+    gcs_pb2.PlacementGroupTableData.PREPARED,
+    gcs_pb2.PlacementGroupTableData.CREATED,
+    gcs_pb2.PlacementGroupTableData.RESCHEDULING,
+)
 _NO_ACTOR = ray.ActorID.nil().binary()  # placement groups made by the driver itself (Tune's trials)
 
 
@@ -38,8 +42,12 @@ def remove_orphaned_placement_groups() -> int:
     removed = 0
     for raw in state._connect_and_get_accessor().get_placement_group_table():
         info = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (info.state in _LIVE and info.creator_actor_dead and not info.is_detached
-                and info.creator_actor_id != _NO_ACTOR):
+        if (
+            info.state in _LIVE
+            and info.creator_actor_dead
+            and not info.is_detached
+            and info.creator_actor_id != _NO_ACTOR
+        ):
             remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
             removed += 1
     return removed

@@ -86,15 +86,23 @@ def collect_runs(client, runs, out: Path) -> tuple[list[dict], list[tuple[str, s
                 skipped.append((run.info.run_name, run.info.status))
                 continue
             seed = run.data.params.get("seed", "")
-            rows.append({
-                "name": run.info.run_name, "label": _label(run), "strategy": _label(run), "run_id": run.info.run_id,
-                "seed": int(seed) if str(seed).lstrip("-").isdigit() else seed,
-                "budget": run.data.tags.get("budget", ANY_BUDGET), "matrix": m,
-                "loss_matrix": _artifact(client, run, "loss_matrix.json", where),
-                "eval_rows": _artifact(client, run, "eval_rows.json", where),
-                "heatmap": _artifact(client, run, "accuracy_matrix.png", where, out / f"heatmap_{i:03d}.png") or "",
-                "loss_heatmap": _artifact(client, run, "loss_matrix.png", where, out / f"loss_heatmap_{i:03d}.png") or "",
-                **{c: run.data.metrics.get(c, float("nan")) for c in COLUMNS}})
+            rows.append(
+                {
+                    "name": run.info.run_name,
+                    "label": _label(run),
+                    "strategy": _label(run),
+                    "run_id": run.info.run_id,
+                    "seed": int(seed) if str(seed).lstrip("-").isdigit() else seed,
+                    "budget": run.data.tags.get("budget", ANY_BUDGET),
+                    "matrix": m,
+                    "loss_matrix": _artifact(client, run, "loss_matrix.json", where),
+                    "eval_rows": _artifact(client, run, "eval_rows.json", where),
+                    "heatmap": _artifact(client, run, "accuracy_matrix.png", where, out / f"heatmap_{i:03d}.png") or "",
+                    "loss_heatmap": _artifact(client, run, "loss_matrix.png", where, out / f"loss_heatmap_{i:03d}.png")
+                    or "",
+                    **{c: run.data.metrics.get(c, float("nan")) for c in COLUMNS},
+                }
+            )
     return rows, skipped
 
 
@@ -139,8 +147,9 @@ def plot_forgetting_curves(rows: list[dict], labels: list[str], out: Path) -> li
                 scores = np.mean([[row[j] for row in mat] for mat in same], axis=0)
                 ax.plot(range(len(scores)), scores, marker="o", label=lb)
         ax.axvline(j + 1, color="grey", lw=0.8, ls="--")  # the task's own training ends here
-        ax.set_xticks(range(len(tasks) + 1), ["start"] + [f"after {t}" for t in tasks], rotation=30, ha="right",
-                      fontsize=7)
+        ax.set_xticks(
+            range(len(tasks) + 1), ["start"] + [f"after {t}" for t in tasks], rotation=30, ha="right", fontsize=7
+        )
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("score")
         ax.set_title(f"task {j + 1}: {task}")
@@ -162,9 +171,13 @@ def plot_budget_curves(rows: list[dict], labels: list[str], path: Path) -> bool:
     plt = _plt()
     xs = sorted(float(b) for b in budgets)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (title, kind, metric) in zip(axes, (("AP", "scores", average_performance),
-                                                ("loss forgetting", "losses",
-                                                 lambda m: forgetting(m, higher_is_better=False)))):
+    for ax, (title, kind, metric) in zip(
+        axes,
+        (
+            ("AP", "scores", average_performance),
+            ("loss forgetting", "losses", lambda m: forgetting(m, higher_is_better=False)),
+        ),
+    ):
         for lb in labels:
             points = []
             for x in xs:
@@ -174,7 +187,7 @@ def plot_budget_curves(rows: list[dict], labels: list[str], path: Path) -> bool:
                     points.append((x, iv.mean, iv.low, iv.high))
             if points:
                 x, mean, low, high = map(np.array, zip(*points))
-                line, = ax.plot(x, mean, marker="o", label=lb)
+                (line,) = ax.plot(x, mean, marker="o", label=lb)
                 ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
         ax.set_xscale("log")
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
@@ -218,15 +231,23 @@ def _diff_tables(diffs: list[tuple[str, list[dict]]]) -> str:
             continue
         title = "" if budget == ANY_BUDGET else f" (budget {esc(budget)})"
         head = "".join(f"<th>Δ {esc(m)}</th>" for m in names)
-        body = "".join(f"<tr><td>{esc(d['strategy'])}</td><td>{d['seeds']}</td>"
-                       + "".join(f"<td>{esc(d[m].text())}</td>" for m in names) + "</tr>" for d in ds)
-        parts.append(f"<h3>Against {esc(ds[0]['reference'])}{title}</h3>"
-                     f"<table><tr><th>strategy</th><th>seeds</th>{head}</tr>{body}</table>")
+        body = "".join(
+            f"<tr><td>{esc(d['strategy'])}</td><td>{d['seeds']}</td>"
+            + "".join(f"<td>{esc(d[m].text())}</td>" for m in names)
+            + "</tr>"
+            for d in ds
+        )
+        parts.append(
+            f"<h3>Against {esc(ds[0]['reference'])}{title}</h3>"
+            f"<table><tr><th>strategy</th><th>seeds</th>{head}</tr>{body}</table>"
+        )
     if not parts:
         return ""
-    return ("<h2>Paired differences</h2><p>Mean difference over seeds, with a 95% interval from a bootstrap over "
-            "seeds and test rows; \"(contains 0)\" marks differences the runs cannot tell from none. Loss "
-            "forgetting: lower is better.</p>" + "".join(parts))
+    return (
+        "<h2>Paired differences</h2><p>Mean difference over seeds, with a 95% interval from a bootstrap over "
+        'seeds and test rows; "(contains 0)" marks differences the runs cannot tell from none. Loss '
+        "forgetting: lower is better.</p>" + "".join(parts)
+    )
 
 
 def _html(ident, kind, uri, rows, skipped, curves, diffs, has_budget_curves) -> str:
@@ -235,18 +256,34 @@ def _html(ident, kind, uri, rows, skipped, curves, diffs, has_budget_curves) -> 
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in ["run", "label", "seed", "budget", *COLUMNS])
     body = "".join(
-        "<tr>" + "".join(f"<td>{esc(str(r[k]))}</td>" for k in ("name", "label", "seed", "budget"))
+        "<tr>"
+        + "".join(f"<td>{esc(str(r[k]))}</td>" for k in ("name", "label", "seed", "budget"))
         + "".join(f"<td>{r[c]:.3f}</td>" if c != "replay_samples" else f"<td>{r[c]:.0f}</td>" for c in COLUMNS)
-        + "</tr>" for r in rows)
-    skipped_html = ("<p>Without an accuracy matrix (not finished): "
-                    + ", ".join(f"{esc(n)} ({esc(s)})" for n, s in skipped) + "</p>") if skipped else ""
-    heatmaps = "".join(f"<figure><img src='{r[key]}' alt='{what} of {esc(r['name'])}'>"
-                       f"<figcaption>{esc(r['name'])}: {what}</figcaption></figure>"
-                       for r in rows for key, what in (("heatmap", "accuracy matrix"), ("loss_heatmap", "loss matrix"))
-                       if r[key])
+        + "</tr>"
+        for r in rows
+    )
+    skipped_html = (
+        (
+            "<p>Without an accuracy matrix (not finished): "
+            + ", ".join(f"{esc(n)} ({esc(s)})" for n, s in skipped)
+            + "</p>"
+        )
+        if skipped
+        else ""
+    )
+    heatmaps = "".join(
+        f"<figure><img src='{r[key]}' alt='{what} of {esc(r['name'])}'>"
+        f"<figcaption>{esc(r['name'])}: {what}</figcaption></figure>"
+        for r in rows
+        for key, what in (("heatmap", "accuracy matrix"), ("loss_heatmap", "loss matrix"))
+        if r[key]
+    )
     curve_imgs = "".join(f"<img src='{c}' alt='forgetting curve'>" for c in curves)
-    budget_html = ("<h2>Budget curves</h2><img src='budgets.png' alt='AP and loss forgetting against the budget'>"
-                   if has_budget_curves else "")
+    budget_html = (
+        "<h2>Budget curves</h2><img src='budgets.png' alt='AP and loss forgetting against the budget'>"
+        if has_budget_curves
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MSSR report: {esc(ident)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse}}

@@ -60,8 +60,12 @@ def init_ray(cfg: Config) -> None:
             # dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
             # Ray Train's placement-group cleaner warns every second that the State API is absent)
             cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
-            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
-                     logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+            ray.init(
+                num_cpus=cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"),
+            )
     _configure_ray_data()
 
 
@@ -83,8 +87,10 @@ def _configure_ray_data() -> None:
 def validate(cfg: Config) -> Strategy:
     """Checks that need more than one field, done before anything is created; returns the strategy."""
     if cfg.train.batch_size % cfg.train.num_workers:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of "
-                          f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)")
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} must be a multiple of "
+            f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)"
+        )
     strategy = build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
     # a local run needs its GPU here; on a cluster ($RAY_ADDRESS) the driver may run on a CPU
     # head node, and Ray places the GPU workers on GPU nodes (the autoscaler starts them)
@@ -111,9 +117,19 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
     for t, s in zip(tasks, stats):
         usable = (s["rows"] // world) * world  # the streaming split gives every rank the same rows
         steps = cfg.train.epochs_per_task * math.ceil((usable // world) / per_rank)
-        rows.append({"name": t.name, "train": len(t.train), "used": usable, "test": len(t.test), "scorer": t.scorer,
-                     "steps": steps, "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
-                     "max_tokens": s["max_length"], "truncated": s["truncated"]})
+        rows.append(
+            {
+                "name": t.name,
+                "train": len(t.train),
+                "used": usable,
+                "test": len(t.test),
+                "scorer": t.scorer,
+                "steps": steps,
+                "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
+                "max_tokens": s["max_length"],
+                "truncated": s["truncated"],
+            }
+        )
     new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
     budget = cfg.replay.budget
     resolved_budget = resolve_budget(budget, new_samples)
@@ -122,34 +138,53 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
     replay_steps = sum(r["steps"] for r in rows[1:])  # the pool is empty during the first task
     fixed_interval = with_fixed_interval(cfg.replay, resolved_budget, replay_steps).fixed.interval
     if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and replays:
-        raise ConfigError(f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
-                          f"event (replay.samples_per_event={cfg.replay.samples_per_event})")
-    return {"tasks": rows, "total_steps": sum(r["steps"] for r in rows), "new_samples": new_samples,
-            "strategy": cfg.replay.strategy, "mixes_tasks": strategy.mixes_tasks, "workers": world, "batch_per_worker": per_rank,
-            "use_gpu": cfg.train.use_gpu, "replay_budget": resolved_budget, "replay_steps": replay_steps,
-            "fixed_interval": fixed_interval if isinstance(strategy.scheduler, FixedIntervalScheduler) else None,
-            "pool_per_task": cfg.replay.pool_per_task, "samples_per_event": cfg.replay.samples_per_event,
-            "model": cfg.model.name, "finetune": cfg.model.finetune}
+        raise ConfigError(
+            f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
+            f"event (replay.samples_per_event={cfg.replay.samples_per_event})"
+        )
+    return {
+        "tasks": rows,
+        "total_steps": sum(r["steps"] for r in rows),
+        "new_samples": new_samples,
+        "strategy": cfg.replay.strategy,
+        "mixes_tasks": strategy.mixes_tasks,
+        "workers": world,
+        "batch_per_worker": per_rank,
+        "use_gpu": cfg.train.use_gpu,
+        "replay_budget": resolved_budget,
+        "replay_steps": replay_steps,
+        "fixed_interval": fixed_interval if isinstance(strategy.scheduler, FixedIntervalScheduler) else None,
+        "pool_per_task": cfg.replay.pool_per_task,
+        "samples_per_event": cfg.replay.samples_per_event,
+        "model": cfg.model.name,
+        "finetune": cfg.model.finetune,
+    }
 
 
 def format_plan(plan: dict) -> str:
-    lines = [f"model {plan['model']} ({plan['finetune']}), strategy {plan['strategy']}, "
-             f"{plan['workers']} worker(s) x {plan['batch_per_worker']} samples/step, "
-             f"{'GPU' if plan['use_gpu'] else 'CPU'}",
-             f"replay: pool {plan['pool_per_task']}/task, {plan['samples_per_event']} samples/event, "
-             f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}"
-             + (f", replay every {plan['fixed_interval']:.2f} steps" if plan["fixed_interval"] else ""),
-             f"{'task':<22} {'train':>6} {'used':>6} {'test':>5} {'steps':>6} {'tok/row':>8} {'max':>5}  scorer"]
+    lines = [
+        f"model {plan['model']} ({plan['finetune']}), strategy {plan['strategy']}, "
+        f"{plan['workers']} worker(s) x {plan['batch_per_worker']} samples/step, "
+        f"{'GPU' if plan['use_gpu'] else 'CPU'}",
+        f"replay: pool {plan['pool_per_task']}/task, {plan['samples_per_event']} samples/event, "
+        f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}"
+        + (f", replay every {plan['fixed_interval']:.2f} steps" if plan["fixed_interval"] else ""),
+        f"{'task':<22} {'train':>6} {'used':>6} {'test':>5} {'steps':>6} {'tok/row':>8} {'max':>5}  scorer",
+    ]
     for r in plan["tasks"]:
-        lines.append(f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
-                     f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}")
+        lines.append(
+            f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
+            f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}"
+        )
     lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
     truncated = [f"{r['name']} {r['truncated']}" for r in plan["tasks"] if r["truncated"]]
     if truncated:
         lines.append(f"rows truncated to stream.max_length (prompt cut from the left): {', '.join(truncated)}")
     if plan["mixes_tasks"]:
-        lines.append("joint: every task's rows are shuffled together and trained in segments of these sizes; "
-                     "row k of the matrix is after segment k")
+        lines.append(
+            "joint: every task's rows are shuffled together and trained in segments of these sizes; "
+            "row k of the matrix is after segment k"
+        )
     return "\n".join(lines)
 
 
@@ -171,14 +206,22 @@ def _resume_dir(cfg: Config, resume: str) -> Path:
     differ = [k for k in sorted(set(saved) | set(given)) if not k.startswith("run.") and saved.get(k) != given.get(k)]
     if differ:
         k = differ[0]
-        raise ConfigError(f"--resume: {run_dir} was started with a different config: {k} was {saved.get(k)!r}, "
-                          f"now {given.get(k)!r}" + (f" (and {len(differ) - 1} more keys)" if len(differ) > 1 else ""))
+        raise ConfigError(
+            f"--resume: {run_dir} was started with a different config: {k} was {saved.get(k)!r}, "
+            f"now {given.get(k)!r}" + (f" (and {len(differ) - 1} more keys)" if len(differ) > 1 else "")
+        )
     return run_dir
 
 
-def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] = None, log=print,
-               tags: Optional[dict] = None, resume: Optional[str] = None,
-               train_callbacks: Optional[list] = None) -> dict:
+def run_stream(
+    cfg: Config,
+    dry_run: bool = False,
+    summary_json: Optional[Path] = None,
+    log=print,
+    tags: Optional[dict] = None,
+    resume: Optional[str] = None,
+    train_callbacks: Optional[list] = None,
+) -> dict:
     """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream.
 
     ``tags`` are added to the MLflow run (``mssr compare`` tags its runs with a comparison id).
@@ -196,8 +239,9 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
         name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = (output_dir / name).resolve()
         if run_dir.exists():
-            raise ConfigError(f"run.name: {run_dir} already exists; choose another run.name "
-                              f"(or continue it with --resume {run_dir})")
+            raise ConfigError(
+                f"run.name: {run_dir} already exists; choose another run.name (or continue it with --resume {run_dir})"
+            )
     tasks = load_stream(cfg.stream)
     tokenizer_path = resolve_model_path(cfg.model.name)
     if cfg.model.name != TINY_MODEL:
@@ -219,8 +263,10 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
         record = json.loads((run_dir / "run.json").read_text())
         uri, run_id = resolve_tracking_uri(cfg.mlflow.tracking_uri, run_dir.parent), record["mlflow_run_id"]
         if redact(uri) != record["tracking_uri"]:
-            raise ConfigError(f"--resume: the run logs to {record['tracking_uri']}, but this config and "
-                              f"environment give {redact(uri)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI")
+            raise ConfigError(
+                f"--resume: the run logs to {record['tracking_uri']}, but this config and "
+                f"environment give {redact(uri)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI"
+            )
         reopen_run(uri, run_id)
         log(f"resuming {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     else:  # the input is valid: from here on, the run directory and the MLflow run exist
@@ -229,8 +275,13 @@ def run_stream(cfg: Config, dry_run: bool = False, summary_json: Optional[Path] 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         write_tokens(datasets, run_dir)
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
-        run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved),
-                           tags={"strategy": cfg.replay.strategy, **(tags or {})})
+        run_id = start_run(
+            uri,
+            cfg.mlflow.experiment,
+            run_dir.name,
+            flatten(resolved),
+            tags={"strategy": cfg.replay.strategy, **(tags or {})},
+        )
         (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
         log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     try:
@@ -260,8 +311,18 @@ def train_storage_path(run_dir: Path) -> str:
     return str(run_dir / "ray")
 
 
-def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, uri: str, run_id: str,
-         started: float, log, train_callbacks: Optional[list] = None) -> dict:
+def _fit(
+    cfg: Config,
+    tasks: list[Task],
+    datasets,
+    plan: dict,
+    run_dir: Path,
+    uri: str,
+    run_id: str,
+    started: float,
+    log,
+    train_callbacks: Optional[list] = None,
+) -> dict:
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -274,13 +335,20 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     actor_name = f"mssr-memory-{run_id}"
     # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
     actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
-        cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"])
+        cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"]
+    )
     loop_config = {
-        "cfg": config_to_dict(cfg), "run_dir": str(run_dir), "total_steps": plan["total_steps"],
-        "actor_name": actor_name, "tracking_uri": uri, "mlflow_run_id": run_id,
+        "cfg": config_to_dict(cfg),
+        "run_dir": str(run_dir),
+        "total_steps": plan["total_steps"],
+        "actor_name": actor_name,
+        "tracking_uri": uri,
+        "mlflow_run_id": run_id,
         "needs_update_norm": cfg.replay.clock == "update_norm",
-        "tasks": [{"name": t.name, "scorer": t.scorer, "steps": p["steps"],
-                   "test": [[e.prompt, e.answer] for e in t.test]} for t, p in zip(tasks, plan["tasks"])],
+        "tasks": [
+            {"name": t.name, "scorer": t.scorer, "steps": p["steps"], "test": [[e.prompt, e.answer] for e in t.test]}
+            for t, p in zip(tasks, plan["tasks"])
+        ],
     }
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
@@ -288,12 +356,17 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name="train", storage_path=train_storage_path(run_dir),
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level="WARNING"), callbacks=train_callbacks),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name="train",
+            storage_path=train_storage_path(run_dir),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=train_callbacks,
+        ),
         datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
         dataset_config=DataConfig(datasets_to_split="all"),
     )
@@ -315,53 +388,88 @@ def _fit(cfg: Config, tasks: list[Task], datasets, plan: dict, run_dir: Path, ur
     metrics = {**all_metrics(matrix), **loss_metrics(loss_matrix)}
     wall = time.time() - started
     summary = {
-        "strategy": cfg.replay.strategy, "tasks": names, "accuracy_matrix": matrix, "loss_matrix": loss_matrix,
-        **metrics, "autocast": progress["autocast"], "eval_autocast": progress.get("eval_autocast", "none"),
+        "strategy": cfg.replay.strategy,
+        "tasks": names,
+        "accuracy_matrix": matrix,
+        "loss_matrix": loss_matrix,
+        **metrics,
+        "autocast": progress["autocast"],
+        "eval_autocast": progress.get("eval_autocast", "none"),
         "eval_mode": cfg.eval.mode,
-        "replay_budget": plan["replay_budget"], "replay_samples": stats["replay_samples"],
-        "replay_events": stats["replay_events"], "probe_samples": stats["probe_samples"],
+        "replay_budget": plan["replay_budget"],
+        "replay_samples": stats["replay_samples"],
+        "replay_events": stats["replay_events"],
+        "probe_samples": stats["probe_samples"],
         "tokens": {k: int(v) for k, v in progress["tokens"].items()},
-        "wall_seconds": round(wall, 1), "train_seconds": round(progress["train_seconds"], 1),
+        "wall_seconds": round(wall, 1),
+        "train_seconds": round(progress["train_seconds"], 1),
         "median_step_seconds": round(statistics.median(progress["step_seconds"]), 4),
         "probe_seconds": round(progress["probe_seconds"], 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
         # rank 0: training-loop wall time (evaluation aside), and its waits for batches and plans
         "pipeline_seconds": {k: round(v, 2) for k, v in progress.get("pipeline", {}).items()},
         "isolation": {**progress["isolation"], "mask_overlaps": progress["mask_overlaps"]},
-        "mlflow_run_id": run_id, "run_dir": str(run_dir), "seed": cfg.seed,
+        "mlflow_run_id": run_id,
+        "run_dir": str(run_dir),
+        "seed": cfg.seed,
     }
-    diagnostics = summarise_diagnostics(record["replay_log"], record["events"],
-                                        [t["steps"] for t in plan["tasks"]], plan["replay_budget"])
-    (run_dir / "diagnostics.json").write_text(json.dumps({**diagnostics, "replay_log": record["replay_log"],
-                                                          "events": record["events"]}))
+    diagnostics = summarise_diagnostics(
+        record["replay_log"], record["events"], [t["steps"] for t in plan["tasks"]], plan["replay_budget"]
+    )
+    (run_dir / "diagnostics.json").write_text(
+        json.dumps({**diagnostics, "replay_log": record["replay_log"], "events": record["events"]})
+    )
     summary["diagnostics"] = {k: diagnostics[k] for k in ("phases", "events_per_task", "spend_by_task")}
     summary["diagnostics"]["calibration_spearman"] = diagnostics["calibration"]["spearman"]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     # every test row's score and loss after each task: what intervals over test rows resample
     rows_path = run_dir / "eval_rows.json"
-    rows_path.write_text(json.dumps({"tasks": names, "scores": progress["row_scores"], "losses": progress["row_losses"]}))
-    artifacts = (write_matrix_artifacts(run_dir, matrix, names) + write_matrix_artifacts(run_dir, loss_matrix, names, "loss")
-                 + [run_dir / "config.yaml", run_dir / "summary.json", rows_path, run_dir / "diagnostics.json"])
-    final = {**metrics, "replay_samples": stats["replay_samples"], "replay_events": stats["replay_events"],
-             "tokens_train_new": summary["tokens"]["train_new"], "tokens_train_replay": summary["tokens"]["train_replay"],
-             "tokens_eval": summary["tokens"]["eval"], "tokens_probe": summary["tokens"]["probe"],
-             "probe_samples": stats["probe_samples"], "median_step_seconds": summary["median_step_seconds"],
-             "bookkeeping_seconds": stats["bookkeeping_seconds"], "wall_seconds": wall}
+    rows_path.write_text(
+        json.dumps({"tasks": names, "scores": progress["row_scores"], "losses": progress["row_losses"]})
+    )
+    artifacts = (
+        write_matrix_artifacts(run_dir, matrix, names)
+        + write_matrix_artifacts(run_dir, loss_matrix, names, "loss")
+        + [run_dir / "config.yaml", run_dir / "summary.json", rows_path, run_dir / "diagnostics.json"]
+    )
+    final = {
+        **metrics,
+        "replay_samples": stats["replay_samples"],
+        "replay_events": stats["replay_events"],
+        "tokens_train_new": summary["tokens"]["train_new"],
+        "tokens_train_replay": summary["tokens"]["train_replay"],
+        "tokens_eval": summary["tokens"]["eval"],
+        "tokens_probe": summary["tokens"]["probe"],
+        "probe_samples": stats["probe_samples"],
+        "median_step_seconds": summary["median_step_seconds"],
+        "bookkeeping_seconds": stats["bookkeeping_seconds"],
+        "wall_seconds": wall,
+    }
     finish_run(uri, run_id, final, artifacts)
     log("\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(matrix, names))
-    log("  ".join(f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
-                  for k in ("ap", "bwt", "fwt", "forgetting", "avg")))
+    log(
+        "  ".join(
+            f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
+            for k in ("ap", "bwt", "fwt", "forgetting", "avg")
+        )
+    )
     log("\nloss matrix (mean answer loss; lower is better)\n" + format_matrix(loss_matrix, names))
-    log(f"final loss {metrics['loss_final']:.3f}  loss BWT {metrics['loss_bwt']:+.3f}  "
-        f"loss forgetting {metrics['loss_forgetting']:.3f}  (positive: the loss of earlier tasks rose)")
-    log(f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
+    log(
+        f"final loss {metrics['loss_final']:.3f}  loss BWT {metrics['loss_bwt']:+.3f}  "
+        f"loss forgetting {metrics['loss_forgetting']:.3f}  (positive: the loss of earlier tasks rose)"
+    )
+    log(
+        f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
         f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
-        f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s")
+        f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s"
+    )
     if stats["replay_events"]:
         log(format_diagnostics(diagnostics))
     times = summary["pipeline_seconds"]
-    log(f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
+    log(
+        f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
         f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: training "
         f"{'on' if summary['autocast'] == 'bf16' else 'off'}, evaluation "
-        f"{'on' if summary['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})")
+        f"{'on' if summary['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})"
+    )
     return summary

@@ -27,8 +27,14 @@ MAX_EXACT_ID = 2**53  # sample ids travel as float64, exact below this
 def _sizes(plan: dict, world: int, capacity: int) -> dict[str, int]:
     """Field lengths of the packed vector: the largest share any rank can have."""
     replay, probe = -(-len(plan["replay"]) // world), -(-len(plan["probe"]) // world)
-    return {"n_new": 1, "new_ids": capacity, "new_losses": capacity,
-            "replay_losses": replay, "probe_losses": probe, "probe_correct": probe}
+    return {
+        "n_new": 1,
+        "new_ids": capacity,
+        "new_losses": capacity,
+        "replay_losses": replay,
+        "probe_losses": probe,
+        "probe_correct": probe,
+    }
 
 
 def pack(obs: StepObservation, plan: dict, world: int, capacity: int) -> np.ndarray:
@@ -39,15 +45,20 @@ def pack(obs: StepObservation, plan: dict, world: int, capacity: int) -> np.ndar
     new_ids = np.asarray(obs.new_ids, dtype=np.int64)
     if n_new and int(np.abs(new_ids).max()) >= MAX_EXACT_ID:
         raise ValueError(f"sample id {int(np.abs(new_ids).max())} is too large to gather exactly (< 2^53)")
-    values = {"n_new": [n_new], "new_ids": new_ids, "new_losses": obs.new_losses,
-              "replay_losses": obs.replay_losses, "probe_losses": obs.probe_losses,
-              "probe_correct": obs.probe_correct}
+    values = {
+        "n_new": [n_new],
+        "new_ids": new_ids,
+        "new_losses": obs.new_losses,
+        "replay_losses": obs.replay_losses,
+        "probe_losses": obs.probe_losses,
+        "probe_correct": obs.probe_correct,
+    }
     sizes = _sizes(plan, world, capacity)
     out = np.zeros(sum(sizes.values()), dtype=np.float64)
     start = 0
     for name, size in sizes.items():
         v = np.asarray(values[name], dtype=np.float64).reshape(-1)
-        out[start:start + v.size] = v
+        out[start : start + v.size] = v
         start += size
     return out
 
@@ -60,21 +71,28 @@ def unpack(rows: np.ndarray, plan: dict, world: int, capacity: int, update_norm:
     for r in range(world):
         fields, start = {}, 0
         for name, size in sizes.items():
-            fields[name] = rows[r, start:start + size]
+            fields[name] = rows[r, start : start + size]
             start += size
         n_new = int(fields["n_new"][0])
         replay_ids, probe_ids = plan["replay"][r::world], plan["probe"][r::world]
-        observations.append(StepObservation(
-            new_ids=fields["new_ids"][:n_new].astype(np.int64), new_losses=fields["new_losses"][:n_new],
-            replay_ids=list(replay_ids), replay_losses=fields["replay_losses"][:len(replay_ids)],
-            probe_ids=list(probe_ids), probe_losses=fields["probe_losses"][:len(probe_ids)],
-            probe_correct=fields["probe_correct"][:len(probe_ids)].astype(bool),
-            update_norm=update_norm if r == 0 else 0.0))
+        observations.append(
+            StepObservation(
+                new_ids=fields["new_ids"][:n_new].astype(np.int64),
+                new_losses=fields["new_losses"][:n_new],
+                replay_ids=list(replay_ids),
+                replay_losses=fields["replay_losses"][: len(replay_ids)],
+                probe_ids=list(probe_ids),
+                probe_losses=fields["probe_losses"][: len(probe_ids)],
+                probe_correct=fields["probe_correct"][: len(probe_ids)].astype(bool),
+                update_norm=update_norm if r == 0 else 0.0,
+            )
+        )
     return observations
 
 
-def gather_step(obs: StepObservation, plan: dict, rank: int, world: int, capacity: int,
-                device: torch.device) -> list[StepObservation] | None:
+def gather_step(
+    obs: StepObservation, plan: dict, rank: int, world: int, capacity: int, device: torch.device
+) -> list[StepObservation] | None:
     """Rank 0: every rank's observation of this step, in rank order; other ranks: None.
     Every rank must call it at the same step (it is a collective when ``world`` > 1)."""
     if world == 1 or not dist.is_initialized():

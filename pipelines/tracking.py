@@ -57,11 +57,13 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], 
 
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[i:i + 100])
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
     return run.info.run_id
 
 
-def finish_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path], status: str = "FINISHED") -> None:
+def finish_run(
+    uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path], status: str = "FINISHED"
+) -> None:
     client = _client(uri)
     log_metrics(client, run_id, metrics, step=0)
     for path in artifacts:
@@ -90,7 +92,7 @@ def log_metric_batches(client, run_id: str, entries: list[tuple[dict[str, float]
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for metrics, step in entries for k, v in metrics.items()]
     for i in range(0, len(items), 500):
-        client.log_batch(run_id, metrics=items[i:i + 500])
+        client.log_batch(run_id, metrics=items[i : i + 500])
 
 
 class StepLogger:

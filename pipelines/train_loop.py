@@ -114,8 +114,9 @@ class Worker:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         torch.set_num_threads(max(1, int(round(self.cfg.train.cpus_per_worker))))
         self.device = ray.train.torch.get_device()
-        model, self.tok = load_model(self.cfg.model, seed=self.cfg.seed,
-                                     gradient_checkpointing=self.cfg.train.gradient_checkpointing)
+        model, self.tok = load_model(
+            self.cfg.model, seed=self.cfg.seed, gradient_checkpointing=self.cfg.train.gradient_checkpointing
+        )
         self.model = ray.train.torch.prepare_model(model)
         self.core = self.model.module if hasattr(self.model, "module") else self.model
         torch.manual_seed(self.cfg.seed * 1000 + self.rank)
@@ -154,8 +155,12 @@ class Worker:
     # -- checkpoints -----------------------------------------------------------------
     def _write_worker_info(self) -> None:
         """Where this rank runs (process id, Ray node): for failure drills and placement checks."""
-        info = {"rank": self.rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "hostname": socket.gethostname()}
+        info = {
+            "rank": self.rank,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname(),
+        }
         if self.rank == 0:
             info["actor_pid"] = ray.get(self.actor.pid.remote())
         path = self.run_dir / "workers" / f"rank_{self.rank}.json"
@@ -167,8 +172,11 @@ class Worker:
         (they are trained again)."""
         kept = []
         if self.plan_path.exists():
-            kept = [line for line in self.plan_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] < self.step]
+            kept = [
+                line
+                for line in self.plan_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] < self.step
+            ]
         self.plan_path.write_text("".join(line + "\n" for line in kept))
         self.plan_log = self.plan_path.open("a", buffering=1)
 
@@ -186,18 +194,25 @@ class Worker:
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
         self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
-        self.loss_matrix, self.row_scores, self.row_losses = (progress["loss_matrix"], progress["row_scores"],
-                                                              progress["row_losses"])
+        self.loss_matrix, self.row_scores, self.row_losses = (
+            progress["loss_matrix"],
+            progress["row_scores"],
+            progress["row_losses"],
+        )
         self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
         self.step_seconds, self.mask_overlaps = progress["step_seconds"], progress["mask_overlaps"]
         self.pipeline = {**self.pipeline, **progress.get("pipeline", {})}  # older checkpoints lack some
         if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
             restored = ray.get(self.actor.state_dict.remote(self.step))
-            record = {"step": self.step, "next_task": self.next_task, "task_step": self.task_step,
-                      "checkpoint": Path(ckpt.path).name,
-                      "memory_digest": memory_digest(restored["planner"]["memory"]),
-                      "checkpoint_memory_digest": memory_digest(actor_state["planner"]["memory"])}
+            record = {
+                "step": self.step,
+                "next_task": self.next_task,
+                "task_step": self.task_step,
+                "checkpoint": Path(ckpt.path).name,
+                "memory_digest": memory_digest(restored["planner"]["memory"]),
+                "checkpoint_memory_digest": memory_digest(actor_state["planner"]["memory"]),
+            }
             with (self.run_dir / "restores.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
         _barrier()
@@ -214,22 +229,46 @@ class Worker:
             dist.all_gather_object(rng_states, torch.get_rng_state())
         else:
             rng_states = [torch.get_rng_state()]
-        progress = {"next_task": next_task, "task_step": task_step, "step": self.step, "matrix": self.matrix,
-                    "loss_matrix": self.loss_matrix, "row_scores": self.row_scores, "row_losses": self.row_losses,
-                    "tokens": self.tokens, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds,
-                    "step_seconds": self.step_seconds, "task_names": [t["name"] for t in self.tasks],
-                    "mask_overlaps": self.mask_overlaps, "pipeline": self.pipeline, "autocast": self.precision,
-                    "eval_autocast": resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval"),
-                    "isolation": {"method": self.cfg.isolation.method, "refreshes": self.isolation.refreshes,
-                                  "fraction": self.isolation.isolated_fraction(),
-                                  "state_mb": round(self.isolation.state_bytes() / 2**20, 3)}}
+        progress = {
+            "next_task": next_task,
+            "task_step": task_step,
+            "step": self.step,
+            "matrix": self.matrix,
+            "loss_matrix": self.loss_matrix,
+            "row_scores": self.row_scores,
+            "row_losses": self.row_losses,
+            "tokens": self.tokens,
+            "train_seconds": self.train_seconds,
+            "probe_seconds": self.probe_seconds,
+            "step_seconds": self.step_seconds,
+            "task_names": [t["name"] for t in self.tasks],
+            "mask_overlaps": self.mask_overlaps,
+            "pipeline": self.pipeline,
+            "autocast": self.precision,
+            "eval_autocast": resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval"),
+            "isolation": {
+                "method": self.cfg.isolation.method,
+                "refreshes": self.isolation.refreshes,
+                "fraction": self.isolation.isolated_fraction(),
+                "state_mb": round(self.isolation.state_bytes() / 2**20, 3),
+            },
+        }
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
                 actor_state = ray.get(self.actor.state_dict.remote(self.step))
-                save_checkpoint(Path(tmp), trainable_state_dict(self.core),
-                                {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                                 "isolation": self.isolation.state_dict(), "torch_rng": rng_states}, actor_state, progress)
+                save_checkpoint(
+                    Path(tmp),
+                    trainable_state_dict(self.core),
+                    {
+                        "optimizer": self.opt.state_dict(),
+                        "scheduler": self.sched.state_dict(),
+                        "isolation": self.isolation.state_dict(),
+                        "torch_rng": rng_states,
+                    },
+                    actor_state,
+                    progress,
+                )
                 (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
@@ -243,9 +282,16 @@ class Worker:
         for t in self.tasks:
             n = len(t["test"])
             mine = np.arange(self.rank, n, self.world)
-            result = evaluate_examples(self.core, self.encoder, [Example(*t["test"][i]) for i in mine], t["scorer"],
-                                       self.cfg.eval.mode, self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size,
-                                       autocast_context(self.cfg.eval.autocast, self.device.type, "eval"))
+            result = evaluate_examples(
+                self.core,
+                self.encoder,
+                [Example(*t["test"][i]) for i in mine],
+                t["scorer"],
+                self.cfg.eval.mode,
+                self.cfg.eval.max_new_tokens,
+                self.cfg.eval.batch_size,
+                autocast_context(self.cfg.eval.autocast, self.device.type, "eval"),
+            )
             scores, losses = np.zeros(n), np.zeros(n)
             scores[mine], losses[mine] = result.scores, result.losses
             packed.append(np.concatenate([scores, losses, [result.tokens]]))
@@ -253,8 +299,8 @@ class Worker:
         scores_row, losses_row, start = [], [], 0
         for t in self.tasks:
             n = len(t["test"])
-            scores_row.append(totals[start:start + n].tolist())
-            losses_row.append(totals[start + n:start + 2 * n].tolist())
+            scores_row.append(totals[start : start + n].tolist())
+            losses_row.append(totals[start + n : start + 2 * n].tolist())
             self.tokens["eval"] += float(totals[start + 2 * n])
             start += 2 * n + 1
         self.row_scores.append(scores_row)
@@ -295,25 +341,28 @@ class Worker:
         plan = ray.get(self.actor.plan.remote(self.step))
         self.pipeline["plan_wait"] += time.perf_counter() - t
         self.plan_log.write(json.dumps({"step": self.step, **plan}) + "\n")
-        probe_ids = plan["probe"][self.rank::self.world]
+        probe_ids = plan["probe"][self.rank :: self.world]
         probe_losses, probe_correct = self.probe(probe_ids)
-        mine = plan["replay"][self.rank::self.world]
+        mine = plan["replay"][self.rank :: self.world]
         new_ids = [int(i) for i in batch["sample_id"]]
         rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
         plens = [int(p) for p in batch["prompt_len"]] + [self.pool[i][1] for i in mine]
         real_tokens = []
 
         def chunk_losses(start: int, stop: int) -> torch.Tensor:  # forward of rows[start:stop]
-            b = {k: v.to(self.device) for k, v in
-                 collate(rows[start:stop], plens[start:stop], self.tok.pad_token_id).items()}
+            b = {
+                k: v.to(self.device)
+                for k, v in collate(rows[start:stop], plens[start:stop], self.tok.pad_token_id).items()
+            }
             with autocast_context(self.cfg.train.autocast, self.device.type):
                 logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             real_tokens.append(b["attention_mask"].sum(dim=1).cpu())
             return per_sample_loss(logits, b["labels"])
 
         # the mean loss of all rows, backpropagated in train.grad_accum_steps chunks (1: one chunk, as before)
-        losses = backward_in_micro_batches(chunk_losses, len(rows), self.cfg.train.grad_accum_steps,
-                                           no_sync=getattr(self.model, "no_sync", None))
+        losses = backward_in_micro_batches(
+            chunk_losses, len(rows), self.cfg.train.grad_accum_steps, no_sync=getattr(self.model, "no_sync", None)
+        )
         # gradients are all-reduced: the same importance and mask on every rank
         self._log_isolation(self.isolation.observe_gradients(), at_step=self.step + 1)
         before = [p.detach().clone() for p in self.trainable] if self.needs_update_norm else None
@@ -325,12 +374,21 @@ class Worker:
         self.opt.zero_grad(set_to_none=True)
         update_norm = 0.0
         if before is not None:  # the replay clock's "model time": how far this step moved the weights
-            update_norm = float(torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before))))
+            update_norm = float(
+                torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before)))
+            )
         values = losses.float().cpu().numpy()
         n_new = len(new_ids)
-        observed = gather_step(StepObservation(new_ids, values[:n_new], mine, values[n_new:], probe_ids,
-                                               probe_losses, probe_correct, update_norm),
-                               plan, self.rank, self.world, self.per_rank_batch, self.device)
+        observed = gather_step(
+            StepObservation(
+                new_ids, values[:n_new], mine, values[n_new:], probe_ids, probe_losses, probe_correct, update_norm
+            ),
+            plan,
+            self.rank,
+            self.world,
+            self.per_rank_batch,
+            self.device,
+        )
         if observed is not None:  # rank 0: one message with every rank's losses, not waited for
             self.actor.observe.remote(self.step, observed)
         real_tokens = torch.cat(real_tokens).numpy()
@@ -374,8 +432,9 @@ class Worker:
                     if window["n"]:
                         self._log_window(k, task, task_step, window)
                     self.pipeline["train_wall"] += time.perf_counter() - started
-                    self.checkpoint_and_report(k, task_step, {"task_index": k, "step": self.step},
-                                               name=f"step_{self.step:06d}")
+                    self.checkpoint_and_report(
+                        k, task_step, {"task_index": k, "step": self.step}, name=f"step_{self.step:06d}"
+                    )
                     started = time.perf_counter()
                 waiting = time.perf_counter()
         if window["n"]:
@@ -393,8 +452,9 @@ class Worker:
             self.log.log(metrics, step=at_step)
 
     def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
-        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum([w["loss"], w["n"], w["new"], w["replay"],
-                                                                 *self.probe_window], self.device)
+        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum(
+            [w["loss"], w["n"], w["new"], w["replay"], *self.probe_window], self.device
+        )
         self.probe_window = [0.0, 0.0]
         elapsed = time.perf_counter() - w["t"]
         self.tokens["train_new"] += new
@@ -405,12 +465,24 @@ class Worker:
         loss = loss_sum / max(n, 1)
         if self.rank == 0:
             eta = self.train_seconds / max(1, self.step) * (self.total_steps - self.step)
-            print(f"[task {k + 1}/{len(self.tasks)} {task['name']}] step {task_step}/{task['steps']} "
-                  f"(total {self.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
-                  f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}", flush=True)
-            self.log.log({"train/loss": loss, "train/tokens_per_s": tps, "train/new_tokens": new,
-                          "train/replay_tokens": replay, "train/replay_samples": w["samples"],
-                          "train/replay_events": w["events"], "train/probe_tokens": probe_tok}, step=self.step)
+            print(
+                f"[task {k + 1}/{len(self.tasks)} {task['name']}] step {task_step}/{task['steps']} "
+                f"(total {self.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
+                f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}",
+                flush=True,
+            )
+            self.log.log(
+                {
+                    "train/loss": loss,
+                    "train/tokens_per_s": tps,
+                    "train/new_tokens": new,
+                    "train/replay_tokens": replay,
+                    "train/replay_samples": w["samples"],
+                    "train/replay_events": w["events"],
+                    "train/probe_tokens": probe_tok,
+                },
+                step=self.step,
+            )
         w.update(loss=0.0, n=0, new=0, replay=0, samples=0, events=0, t=time.perf_counter())
 
     def end_task(self, k: int) -> None:
@@ -426,18 +498,19 @@ class Worker:
 
     def run(self) -> None:
         eval_precision = resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval")
-        self._say(f"matmul precision: training {'bf16 autocast' if self.precision == 'bf16' else 'fp32'} "
-                  f"(train.autocast={self.cfg.train.autocast} on {self.device.type}), evaluation "
-                  f"{'bf16 autocast' if eval_precision == 'bf16' else 'fp32'} (eval.autocast={self.cfg.eval.autocast}); "
-                  f"evaluation: {self.cfg.eval.mode} (exact-match tasks; other scorers generate)")
+        self._say(
+            f"matmul precision: training {'bf16 autocast' if self.precision == 'bf16' else 'fp32'} "
+            f"(train.autocast={self.cfg.train.autocast} on {self.device.type}), evaluation "
+            f"{'bf16 autocast' if eval_precision == 'bf16' else 'fp32'} (eval.autocast={self.cfg.eval.autocast}); "
+            f"evaluation: {self.cfg.eval.mode} (exact-match tasks; other scorers generate)"
+        )
         self.restore()
         self._read_ahead(self.next_task)
         if not self.matrix:
             self._say("evaluating the model before training (row 0 of the accuracy matrix)")
             self.evaluate()
         for k in range(self.next_task, len(self.tasks)):
-            self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} "
-                      f"({self.tasks[k]['steps']} steps)")
+            self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} ({self.tasks[k]['steps']} steps)")
             self.train_task(k)
             self.end_task(k)
             t = time.perf_counter()
@@ -447,22 +520,35 @@ class Worker:
             if self.rank == 0:
                 names = [t_["name"] for t_ in self.tasks]
                 scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row))
-                print(f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
-                      f"pool {stats['pool_size']}, replayed {stats['replay_samples']})", flush=True)
+                print(
+                    f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
+                    f"pool {stats['pool_size']}, replayed {stats['replay_samples']})",
+                    flush=True,
+                )
                 print("   answer loss: " + "  ".join(f"{n}={v:.3f}" for n, v in zip(names, loss_row)), flush=True)
-                self.log.log({**{f"score/{n}": v for n, v in zip(names, row)},
-                              **{f"loss/{n}": v for n, v in zip(names, loss_row)},
-                              "score/mean_seen": float(np.mean(row[:k + 1])),
-                              "loss/mean_seen": float(np.mean(loss_row[:k + 1])),
-                              "replay/samples": stats["replay_samples"], "replay/events": stats["replay_events"],
-                              "replay/pool_size": stats["pool_size"]}, step=k + 1)
+                self.log.log(
+                    {
+                        **{f"score/{n}": v for n, v in zip(names, row)},
+                        **{f"loss/{n}": v for n, v in zip(names, loss_row)},
+                        "score/mean_seen": float(np.mean(row[: k + 1])),
+                        "loss/mean_seen": float(np.mean(loss_row[: k + 1])),
+                        "replay/samples": stats["replay_samples"],
+                        "replay/events": stats["replay_events"],
+                        "replay/pool_size": stats["pool_size"],
+                    },
+                    step=k + 1,
+                )
                 self.log.flush()
             # the metrics of the tasks seen so far (the final metrics after the last task): what
             # a sweep's early-stopping scheduler compares, with tasks_done as its time
-            seen = [r[:k + 1] for r in self.matrix[:k + 2]]
-            seen_loss = [r[:k + 1] for r in self.loss_matrix[:k + 2]]
-            self.checkpoint_and_report(k + 1, 0, {"task_index": k, "tasks_done": k + 1, **all_metrics(seen),
-                                                  **loss_metrics(seen_loss)}, name=f"task_{k:02d}")
+            seen = [r[: k + 1] for r in self.matrix[: k + 2]]
+            seen_loss = [r[: k + 1] for r in self.loss_matrix[: k + 2]]
+            self.checkpoint_and_report(
+                k + 1,
+                0,
+                {"task_index": k, "tasks_done": k + 1, **all_metrics(seen), **loss_metrics(seen_loss)},
+                name=f"task_{k:02d}",
+            )
 
 
 def _quiet_worker() -> None:

@@ -49,17 +49,22 @@ def to_ray(space: SearchSpace) -> dict:
     """The Tune ``param_space`` of a search space (randint's high bound included, as documented)."""
     from ray import tune
 
-    make = {"choice": tune.choice, "grid": tune.grid_search, "value": lambda v: v[0],
-            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
-            "randint": lambda v: tune.randint(v[0], v[1] + 1)}
+    make = {
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+        "value": lambda v: v[0],
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "randint": lambda v: tune.randint(v[0], v[1] + 1),
+    }
     return {key: make[p.kind](p.values) for key, p in space.params.items()}
 
 
 def worker_cpus(total_cpus: float, max_concurrent: int, num_workers: int) -> float:
     """CPUs per training worker so that ``max_concurrent`` trials fit on ``total_cpus``.
 
-        >>> worker_cpus(2, 2, 2)   # 2 trials x (0.05 + 2 x 0.47) <= 2 CPUs
-        0.47
+    >>> worker_cpus(2, 2, 2)   # 2 trials x (0.05 + 2 x 0.47) <= 2 CPUs
+    0.47
     """
     share = total_cpus / max_concurrent - TRIAL_CPU
     return math.floor(100 * share / num_workers) / 100
@@ -74,8 +79,9 @@ def _trial_config(config_path: str, overrides: list[str], params: dict, extra: l
     return load_config(config_path, [*overrides, *trial_overrides(params), *extra])
 
 
-def _run_trial(params: dict, *, config_path: str, overrides: list[str], sweep: str, cpus: float,
-               parent_run_id: str) -> None:
+def _run_trial(
+    params: dict, *, config_path: str, overrides: list[str], sweep: str, cpus: float, parent_run_id: str
+) -> None:
     """One trial (a Tune function): an ``mssr run`` of the base config with ``params`` applied."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -83,18 +89,28 @@ def _run_trial(params: dict, *, config_path: str, overrides: list[str], sweep: s
     from pipelines.run import run_stream
 
     trial_id = ray.tune.get_context().get_trial_id()
-    cfg = _trial_config(config_path, overrides, params, [
-        f"run.name={trial_run_name(sweep, trial_id)}", f"train.cpus_per_worker={cpus}",
-        "train.checkpoint_every=0",  # task-boundary reports only: each one carries the metrics ASHA reads
-    ])
+    cfg = _trial_config(
+        config_path,
+        overrides,
+        params,
+        [
+            f"run.name={trial_run_name(sweep, trial_id)}",
+            f"train.cpus_per_worker={cpus}",
+            "train.checkpoint_every=0",  # task-boundary reports only: each one carries the metrics ASHA reads
+        ],
+    )
     run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
     if (run_dir / "summary.json").exists():  # finished before an interruption of the sweep
         summary = json.loads((run_dir / "summary.json").read_text())
         ray.tune.report({"tasks_done": len(summary["tasks"]), **{k: summary[k] for k in METRICS}})
         return
     resume = "" if (run_dir / "run.json").exists() else None  # cut off mid-run: continue its checkpoint
-    run_stream(cfg, resume=resume, train_callbacks=[TuneReportCallback()],
-               tags={"sweep_id": sweep, "mlflow.parentRunId": parent_run_id, "trial_id": trial_id})
+    run_stream(
+        cfg,
+        resume=resume,
+        train_callbacks=[TuneReportCallback()],
+        tags={"sweep_id": sweep, "mlflow.parentRunId": parent_run_id, "trial_id": trial_id},
+    )
 
 
 def _rows(results, params_keys: list[str], metric: str, tasks: int) -> list[dict]:
@@ -103,13 +119,24 @@ def _rows(results, params_keys: list[str], metric: str, tasks: int) -> list[dict
         m = r.metrics or {}
         done = int(m.get("tasks_done", 0))
         status = "error" if r.error else ("finished" if done == tasks else f"stopped after {done} tasks")
-        rows.append({"trial": m.get("trial_id", Path(r.path).name if r.path else "?"), "status": status,
-                     "tasks done": done, **{k: m.get(k, float("nan")) for k in METRICS},
-                     **{k: r.config.get(k) for k in params_keys}})
+        rows.append(
+            {
+                "trial": m.get("trial_id", Path(r.path).name if r.path else "?"),
+                "status": status,
+                "tasks done": done,
+                **{k: m.get(k, float("nan")) for k in METRICS},
+                **{k: r.config.get(k) for k in params_keys},
+            }
+        )
     sign = -1 if METRICS[metric] == "max" else 1
     # finished trials first, best first; then the stopped ones by how far they got
-    rows.sort(key=lambda row: (row["status"] != "finished", -row["tasks done"],
-                               sign * row[metric] if not math.isnan(row[metric]) else math.inf))
+    rows.sort(
+        key=lambda row: (
+            row["status"] != "finished",
+            -row["tasks done"],
+            sign * row[metric] if not math.isnan(row[metric]) else math.inf,
+        )
+    )
     return rows
 
 
@@ -124,9 +151,18 @@ def _format_rows(rows: list[dict], params_keys: list[str], metric: str) -> str:
     return f"sorted by {metric} ({METRICS[metric]}imised), finished trials first\n\n" + "\n".join(lines) + "\n"
 
 
-def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samples: int = 8,
-               max_concurrent: int = 2, scheduler: str = "asha", metric: str = "ap",
-               name: Optional[str] = None, resume: bool = False, log=print) -> dict:
+def tune_sweep(
+    config_path: str,
+    overrides: list[str],
+    space_path: str,
+    num_samples: int = 8,
+    max_concurrent: int = 2,
+    scheduler: str = "asha",
+    metric: str = "ap",
+    name: Optional[str] = None,
+    resume: bool = False,
+    log=print,
+) -> dict:
     """Run (or ``resume``) a sweep; returns ``{"name", "dir", "rows", "best_config"}``."""
     if metric not in METRICS:
         raise ConfigError(f"--metric: expected one of {', '.join(METRICS)} (got {metric!r})")
@@ -144,7 +180,7 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
         raise ConfigError(f"--resume: no sweep {name!r} in {sweep_dir.parent}")
     if not resume and sweep_dir.exists():
         raise ConfigError(f"--name: {sweep_dir} already exists; choose another name, or continue it with --resume")
-    from pipelines.run import quiet_env, init_ray, validate
+    from pipelines.run import init_ray, quiet_env, validate
 
     for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
         validate(_trial_config(config_path, overrides, values))
@@ -166,22 +202,45 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
         reopen_run(uri, parent)
     else:
         sweep_dir.mkdir(parents=True)
-        parent = start_run(uri, base.mlflow.experiment, name,
-                           {**{f"space.{k}": f"{p.kind} {p.values}" for k, p in space.params.items()},
-                            "metric": metric, "scheduler": scheduler, "num_samples": num_samples,
-                            "config": config_path, "overrides": " ".join(overrides)},
-                           tags={"sweep_id": name, "kind": "sweep"})
-        (sweep_dir / "sweep.json").write_text(json.dumps({
-            "mlflow_run_id": parent, "tracking_uri": redact(uri), "config": config_path, "overrides": overrides,
-            "space": space_path, "metric": metric, "scheduler": scheduler, "num_samples": num_samples}, indent=1))
+        parent = start_run(
+            uri,
+            base.mlflow.experiment,
+            name,
+            {
+                **{f"space.{k}": f"{p.kind} {p.values}" for k, p in space.params.items()},
+                "metric": metric,
+                "scheduler": scheduler,
+                "num_samples": num_samples,
+                "config": config_path,
+                "overrides": " ".join(overrides),
+            },
+            tags={"sweep_id": name, "kind": "sweep"},
+        )
+        (sweep_dir / "sweep.json").write_text(
+            json.dumps(
+                {
+                    "mlflow_run_id": parent,
+                    "tracking_uri": redact(uri),
+                    "config": config_path,
+                    "overrides": overrides,
+                    "space": space_path,
+                    "metric": metric,
+                    "scheduler": scheduler,
+                    "num_samples": num_samples,
+                },
+                indent=1,
+            )
+        )
     tasks = len(load_stream(base.stream))
     cpus = worker_cpus(ray.cluster_resources().get("CPU", 1), max_concurrent, base.train.num_workers)
     if cpus <= 0:
         raise ConfigError(f"--max-concurrent {max_concurrent}: too many trials for this machine's CPUs")
-    log(f"sweep {name}: {space_path} ({len(space.params)} keys), {num_samples} samples"
+    log(
+        f"sweep {name}: {space_path} ({len(space.params)} keys), {num_samples} samples"
         f"{f' x {space.grid_size()} grid points' if space.grid_size() > 1 else ''}, {scheduler}, "
         f"{metric} {METRICS[metric]}imised, {max_concurrent} concurrent, {cpus} CPU per worker\n"
-        f"MLflow parent run {parent} in {redact(uri)}; results in {sweep_dir}")
+        f"MLflow parent run {parent} in {redact(uri)}; results in {sweep_dir}"
+    )
 
     # a trial runs in its own working directory: every path it gets is absolute, and it logs
     # to the sweep's MLflow store (an environment-given URI reaches it through the environment)
@@ -189,9 +248,16 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
     if not base.mlflow.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
         every_trial.append(f"mlflow.tracking_uri={uri}")
     trainable = tune.with_resources(
-        tune.with_parameters(_run_trial, config_path=str(Path(config_path).resolve()), overrides=every_trial,
-                             sweep=name, cpus=cpus, parent_run_id=parent),
-        {"CPU": TRIAL_CPU})
+        tune.with_parameters(
+            _run_trial,
+            config_path=str(Path(config_path).resolve()),
+            overrides=every_trial,
+            sweep=name,
+            cpus=cpus,
+            parent_run_id=parent,
+        ),
+        {"CPU": TRIAL_CPU},
+    )
     storage = str(sweep_dir)
     try:
         if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
@@ -202,15 +268,22 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
             # tasks) stay the same
             asha = ASHAScheduler(time_attr="tasks_done", max_t=tasks + 1, grace_period=1, reduction_factor=2)
             tuner = tune.Tuner(
-                trainable, param_space=to_ray(space),
+                trainable,
+                param_space=to_ray(space),
                 tune_config=tune.TuneConfig(
-                    metric=metric, mode=METRICS[metric], num_samples=num_samples,
-                    max_concurrent_trials=max_concurrent, scheduler=asha if scheduler == "asha" else None,
+                    metric=metric,
+                    mode=METRICS[metric],
+                    num_samples=num_samples,
+                    max_concurrent_trials=max_concurrent,
+                    scheduler=asha if scheduler == "asha" else None,
                     # the generator itself limits the running trials: with a search algorithm
                     # given, Tune leaves max_concurrent_trials to it
-                    search_alg=BasicVariantGenerator(max_concurrent=max_concurrent, random_state=base.seed)),
-                run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1,
-                                          failure_config=tune.FailureConfig(max_failures=0)))
+                    search_alg=BasicVariantGenerator(max_concurrent=max_concurrent, random_state=base.seed),
+                ),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0)
+                ),
+            )
         with removing_orphaned_placement_groups():  # frees the CPUs of the trials ASHA stops
             grid, interrupted = _fit_noting_interrupt(tuner)
     except KeyboardInterrupt:
@@ -219,8 +292,10 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
         from pipelines.tracking import fail_run
 
         fail_run(uri, parent)
-        log(f"sweep interrupted; continue it with: mssr tune {config_path} {' '.join(overrides)} "
-            f"--space {space_path} --name {name} --resume".replace("  ", " "))
+        log(
+            f"sweep interrupted; continue it with: mssr tune {config_path} {' '.join(overrides)} "
+            f"--space {space_path} --name {name} --resume".replace("  ", " ")
+        )
         raise KeyboardInterrupt
 
     keys = [k for k, p in space.params.items() if p.kind != "value"]
@@ -242,15 +317,18 @@ def tune_sweep(config_path: str, overrides: list[str], space_path: str, num_samp
         tree = config_to_dict(cfg)
         tree["run"]["name"] = None  # a fresh name each time it is run
         best_config = sweep_dir / "best.yaml"
-        best_config.write_text(f"# best trial {finished[0]['trial']} of sweep {name}: {metric} "
-                               f"{finished[0][metric]:.4f}\n#   mssr run {best_config}\n"
-                               + yaml.safe_dump(tree, sort_keys=False))
+        best_config.write_text(
+            f"# best trial {finished[0]['trial']} of sweep {name}: {metric} "
+            f"{finished[0][metric]:.4f}\n#   mssr run {best_config}\n" + yaml.safe_dump(tree, sort_keys=False)
+        )
         artifacts.append(best_config)
     best_metrics = {f"best_{k}": finished[0][k] for k in METRICS} if finished else {}
     finish_run(uri, parent, {**best_metrics, "trials": len(rows), "trials_finished": len(finished)}, artifacts)
     log(f"\nsweep {name}: {len(rows)} trials, {len(finished)} finished\n\n{markdown}")
-    log(f"written to {sweep_dir}/trials.md, trials.csv" + (f", best.yaml\nrun the best config with: "
-                                                          f"mssr run {best_config}" if best_config else ""))
+    log(
+        f"written to {sweep_dir}/trials.md, trials.csv"
+        + (f", best.yaml\nrun the best config with: mssr run {best_config}" if best_config else "")
+    )
     return {"name": name, "dir": str(sweep_dir), "rows": rows, "best_config": str(best_config or "")}
 
 
@@ -296,4 +374,3 @@ def _close_stopped_trials(uri: str, base: Config, sweep: str, rows: list[dict]) 
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_tag(run_id, "stopped_early", row["status"])
                 client.set_terminated(run_id, status="KILLED")
-

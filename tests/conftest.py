@@ -39,7 +39,7 @@ def run_cli(*args, cwd, timeout=900):
 def start_cli(*args, cwd, log_path):
     """Start the real ``mssr`` command in the background, output to ``log_path``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 (open for as long as the process writes to it)
     return subprocess.Popen([*MSSR, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -47,7 +47,14 @@ def start_cli(*args, cwd, log_path):
 def tiny_run(tmp_path_factory):
     """One uninterrupted run of configs/tiny.yaml, shared by the end-to-end tests."""
     out = tmp_path_factory.mktemp("e2e")
-    proc = run_cli("run", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "run.name=tiny",
-                   "--summary-json", str(out / "summary.json"), cwd=out)
+    proc = run_cli(
+        "run",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"run.output_dir={out}",
+        "run.name=tiny",
+        "--summary-json",
+        str(out / "summary.json"),
+        cwd=out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, json.loads((out / "summary.json").read_text()), proc.stdout

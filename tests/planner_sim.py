@@ -24,11 +24,19 @@ def simulate(planner: ReplayPlanner, tasks=3, steps=40, batch=4, first_task=0, r
             probe = plan["probe"]
             age = np.array([planner.now - ended.get(i // 1000, 0.0) for i in probe], dtype=float)
             probe_losses = (0.2 + 0.02 * age + 0.1 * (np.asarray(probe) % 3)).tolist()
-            observations = [StepObservation(new[r::ranks], new_losses[r::ranks], plan["replay"][r::ranks],
-                                            [0.3] * len(plan["replay"][r::ranks]), probe[r::ranks],
-                                            probe_losses[r::ranks], [x < 0.8 for x in probe_losses[r::ranks]],
-                                            update_norm=0.01 * (1 + i % 3) if r == 0 else 0.0)
-                            for r in range(ranks)]
+            observations = [
+                StepObservation(
+                    new[r::ranks],
+                    new_losses[r::ranks],
+                    plan["replay"][r::ranks],
+                    [0.3] * len(plan["replay"][r::ranks]),
+                    probe[r::ranks],
+                    probe_losses[r::ranks],
+                    [x < 0.8 for x in probe_losses[r::ranks]],
+                    update_norm=0.01 * (1 + i % 3) if r == 0 else 0.0,
+                )
+                for r in range(ranks)
+            ]
             planner.observe_step(observations)
         planner.end_task(k)
         ended[k] = planner.now

@@ -33,15 +33,21 @@ def trial(params):
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.45}),
-                 run_config=RunConfig(name="train", storage_path=STORAGE, callbacks=[TuneReportCallback()])).fit()
+    TorchTrainer(
+        loop,
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.45}),
+        run_config=RunConfig(name="train", storage_path=STORAGE, callbacks=[TuneReportCallback()]),
+    ).fit()
 
 
 if __name__ == "__main__":
     init_ray(load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")))
     total = ray.cluster_resources()["CPU"]
-    tuner = tune.Tuner(tune.with_resources(trial, {"CPU": 0.05}), param_space={},
-                       run_config=tune.RunConfig(name="tune", storage_path=STORAGE, stop={"reports": 2}, verbose=0))
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"CPU": 0.05}),
+        param_space={},
+        run_config=tune.RunConfig(name="tune", storage_path=STORAGE, stop={"reports": 2}, verbose=0),
+    )
     with removing_orphaned_placement_groups():  # in a sweep, more trials would follow
         tuner.fit()
         deadline, free = time.time() + 30, 0.0

@@ -17,20 +17,32 @@ def _setup(tmp_path, train: bytes | str = GOOD * 4, tasks=(("a", "train.jsonl", 
     (tmp_path / "test.jsonl").write_text(GOOD)
     body = "".join(TASK.format(name=n, train=t, scorer=s) for n, t, s in tasks)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model: {{name: tiny}}\nstream:\n  tasks:\n{body}{extra}run: {{output_dir: {tmp_path / 'out'}}}\n"
-                   "train: {num_workers: 1, batch_size: 2}\n")
+    cfg.write_text(
+        f"model: {{name: tiny}}\nstream:\n  tasks:\n{body}{extra}run: {{output_dir: {tmp_path / 'out'}}}\n"
+        "train: {num_workers: 1, batch_size: 2}\n"
+    )
     return cfg
 
 
 CASES = {
     "malformed JSON line": (dict(train=GOOD + '{"prompt": "x", "answer": \n'), [], "train.jsonl:2: malformed JSON"),
-    "missing prompt": (dict(train=GOOD + json.dumps({"answer": "4"}) + "\n"), [], "train.jsonl:2: missing field 'prompt'"),
-    "empty answer": (dict(train=GOOD + json.dumps({"prompt": "q", "answer": " "}) + "\n"), [],
-                     "train.jsonl:2: field 'answer' is empty"),
+    "missing prompt": (
+        dict(train=GOOD + json.dumps({"answer": "4"}) + "\n"),
+        [],
+        "train.jsonl:2: missing field 'prompt'",
+    ),
+    "empty answer": (
+        dict(train=GOOD + json.dumps({"prompt": "q", "answer": " "}) + "\n"),
+        [],
+        "train.jsonl:2: field 'answer' is empty",
+    ),
     "empty task": (dict(train=""), [], "train.jsonl: no rows"),
     "non-UTF-8 file": (dict(train=GOOD.encode() + b'{"prompt": "caf\xe9", "answer": "x"}\n'), [], "not UTF-8"),
-    "duplicate task names": (dict(tasks=(("a", "train.jsonl", "exact_match"), ("a", "train.jsonl", "exact_match"))),
-                             [], "duplicate task name 'a'"),
+    "duplicate task names": (
+        dict(tasks=(("a", "train.jsonl", "exact_match"), ("a", "train.jsonl", "exact_match"))),
+        [],
+        "duplicate task name 'a'",
+    ),
     "unknown scorer": (dict(tasks=(("a", "train.jsonl", "exact_mach"),)), [], "did you mean 'exact_match'"),
     "unknown strategy": ({}, ["replay.strategy=fixd"], "unknown strategy 'fixd'; did you mean 'fixed'"),
     "unknown config key": ({}, ["train.lr_schedul=cosine"], "did you mean 'lr_schedule'"),
@@ -41,15 +53,27 @@ CASES = {
     "budget below one replay event": ({}, ["replay.budget=2"], "fewer than one replay event"),
     "missing model path": ({}, ["model.name=/no/such/model"], "neither a local folder nor a hub id"),
     "hub id while offline": ({}, ["model.name=some-org/some-model"], "not available"),
-    "credentials in the tracking URI": ({}, ["mlflow.tracking_uri=https://me:secret@mlflow.example.com"],
-                                        "remove the credentials from the URI"),
-    "sequence longer than max_length": (dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
-                                        [], "train.jsonl:2: "),
+    "credentials in the tracking URI": (
+        {},
+        ["mlflow.tracking_uri=https://me:secret@mlflow.example.com"],
+        "remove the credentials from the URI",
+    ),
+    "sequence longer than max_length": (
+        dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
+        [],
+        "train.jsonl:2: ",
+    ),
     "isolation ratio out of range": ({}, ["isolation.method=epi", "isolation.ratio=1.5"], "isolation.ratio"),
-    "qlora on this machine": ({}, ["model.finetune=qlora"],
-                              "needs" if torch.cuda.is_available() else "need a CUDA GPU and this machine has none"),
-    "answer too long even truncated": (dict(train=GOOD + json.dumps({"prompt": "q", "answer": "w " * 400}) + "\n"),
-                                       ["stream.too_long=truncate"], "its answer alone does not fit"),
+    "qlora on this machine": (
+        {},
+        ["model.finetune=qlora"],
+        "needs" if torch.cuda.is_available() else "need a CUDA GPU and this machine has none",
+    ),
+    "answer too long even truncated": (
+        dict(train=GOOD + json.dumps({"prompt": "q", "answer": "w " * 400}) + "\n"),
+        ["stream.too_long=truncate"],
+        "its answer alone does not fit",
+    ),
 }
 
 
@@ -73,7 +97,9 @@ def test_truncation_cuts_and_counts_instead_of_refusing(tmp_path):
 
 def test_validate_data_reports_duplicates_leakage_lengths_and_labels(tmp_path):
     train = GOOD * 3 + json.dumps({"prompt": "3+3?", "answer": "6"}) + "\n"  # 2 duplicates; test leaks "2+2?"
-    cfg = _setup(tmp_path, train=train, tasks=(("a", "train.jsonl", "exact_match"), ("b", "train.jsonl", "exact_match")))
+    cfg = _setup(
+        tmp_path, train=train, tasks=(("a", "train.jsonl", "exact_match"), ("b", "train.jsonl", "exact_match"))
+    )
     proc = run_cli("validate-data", str(cfg), "--json", str(tmp_path / "r.json"), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())

@@ -6,8 +6,8 @@ import torch
 
 from mssr.config import ReplayConfig
 from mssr.replay import ReplayPlanner, StepObservation
-from tests.planner_sim import simulate
 from pipelines.checkpoint import load_checkpoint, save_checkpoint
+from tests.planner_sim import simulate
 
 
 def _planner_after_two_tasks(strategy="mssr", **extra):
@@ -15,16 +15,29 @@ def _planner_after_two_tasks(strategy="mssr", **extra):
     p = ReplayPlanner(cfg, seed=5)
     simulate(p, tasks=2, steps=20, batch=2)
     p.start_task(2)
-    p.observe_step([StepObservation([2500, 2501], [0.3, 0.9], update_norm=0.02)])  # a reservoir in progress is saved too
+    p.observe_step(
+        [StepObservation([2500, 2501], [0.3, 0.9], update_norm=0.02)]
+    )  # a reservoir in progress is saved too
     return p, int(p.clock.time)
 
 
-@pytest.mark.parametrize("strategy,extra", [("mssr", {}), ("accuracy", {}), ("loss", {"loss": {"signal": "probe"}}),
-                                            ("mssr", {"clock": "update_norm", "balance_tasks": True})])
+@pytest.mark.parametrize(
+    "strategy,extra",
+    [
+        ("mssr", {}),
+        ("accuracy", {}),
+        ("loss", {"loss": {"signal": "probe"}}),
+        ("mssr", {"clock": "update_norm", "balance_tasks": True}),
+    ],
+)
 def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path, strategy, extra):
     planner, now = _planner_after_two_tasks(strategy, **extra)
-    actor_state = {"planner": planner.state_dict(), "applied_through": now - 1, "started": [0, 1, 2],
-                   "ended": {0: [1, 2], 1: [3]}}
+    actor_state = {
+        "planner": planner.state_dict(),
+        "applied_through": now - 1,
+        "started": [0, 1, 2],
+        "ended": {0: [1, 2], 1: [3]},
+    }
     trainable = {"layer.lora_A.weight": torch.randn(4, 8), "layer.lora_B.weight": torch.zeros(8, 4)}
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.randn(3))], lr=1e-3)
     trainer_state = {"optimizer": opt.state_dict(), "torch_rng": [torch.get_rng_state()]}

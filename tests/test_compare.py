@@ -13,33 +13,59 @@ from tests.conftest import ROOT, run_cli
 
 
 def _row(strategy, seed, ap, step=0.1):
-    base = {"AP": ap, "BWT": -0.1, "FWT": 0.0, "forgetting": 0.2, "Avg": 0.4, "final loss": 1.0,
-            "loss forgetting": 0.3, "replayed": 40, "events": 10,
-            "new tok": 1000, "replay tok": 100, "probe tok": 0, "eval tok": 500, "step s (median)": step,
-            "probe s": 0.0, "bookkeeping s": 0.01, "wall s": 60}
+    base = {
+        "AP": ap,
+        "BWT": -0.1,
+        "FWT": 0.0,
+        "forgetting": 0.2,
+        "Avg": 0.4,
+        "final loss": 1.0,
+        "loss forgetting": 0.3,
+        "replayed": 40,
+        "events": 10,
+        "new tok": 1000,
+        "replay tok": 100,
+        "probe tok": 0,
+        "eval tok": 500,
+        "step s (median)": step,
+        "probe s": 0.0,
+        "bookkeeping s": 0.01,
+        "wall s": 60,
+    }
     return {"strategy": strategy, "seed": seed, **base}
 
 
 def test_aggregate_means_stds_and_step_time_relative_to_fixed():
-    runs = [_row("fixed", 0, 0.4, 0.10), _row("fixed", 1, 0.6, 0.10), _row("mssr", 0, 0.5, 0.11),
-            _row("mssr", 1, 0.7, 0.11), {"strategy": "loss", "seed": 0, "error": "boom"}]
+    runs = [
+        _row("fixed", 0, 0.4, 0.10),
+        _row("fixed", 1, 0.6, 0.10),
+        _row("mssr", 0, 0.5, 0.11),
+        _row("mssr", 1, 0.7, 0.11),
+        {"strategy": "loss", "seed": 0, "error": "boom"},
+    ]
     table = {r["strategy"]: r for r in aggregate(runs)}
-    assert table["fixed"]["AP"] == pytest.approx(0.5) and table["fixed"]["AP std"] == pytest.approx(np.std([.4, .6], ddof=1))
+    assert table["fixed"]["AP"] == pytest.approx(0.5) and table["fixed"]["AP std"] == pytest.approx(
+        np.std([0.4, 0.6], ddof=1)
+    )
     assert table["mssr"]["step time / fixed"] == pytest.approx(1.1)
     assert table["loss"]["seeds"] == 0 and table["loss"]["failed"] == 1 and math.isnan(table["loss"]["AP"])
     md = format_markdown(list(table.values()), [0, 1])
     assert "| mssr | 0.600 ± 0.141 |" in md and "| loss | failed |" in md
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--strategies", "fixed,msr"], "unknown strategy 'msr'; did you mean 'mssr'"),
-    (["--seeds", "0"], "--seeds must be at least 1"),
-    (["--strategies", "none,mssr+epy"], "unknown isolation method 'epy'; did you mean 'epi'"),
-    (["--strategies", "fixed", "train.batch_size=5"], "multiple of train.num_workers"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--strategies", "fixed,msr"], "unknown strategy 'msr'; did you mean 'mssr'"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--strategies", "none,mssr+epy"], "unknown isolation method 'epy'; did you mean 'epi'"),
+        (["--strategies", "fixed", "train.batch_size=5"], "multiple of train.num_workers"),
+    ],
+)
 def test_compare_refuses_bad_input_before_running_anything(tmp_path, args, fragment):
-    proc = run_cli("compare", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={tmp_path / 'out'}", *args,
-                   cwd=tmp_path)
+    proc = run_cli(
+        "compare", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={tmp_path / 'out'}", *args, cwd=tmp_path
+    )
     assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -49,8 +75,17 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     from mlflow import MlflowClient
 
     out = tmp_path / "out"
-    proc = run_cli("compare", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "replay.budget=12",
-                   "--strategies", "accuracy,joint", "--name", "cmp", cwd=tmp_path)
+    proc = run_cli(
+        "compare",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"run.output_dir={out}",
+        "replay.budget=12",
+        "--strategies",
+        "accuracy,joint",
+        "--name",
+        "cmp",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cdir = out / "comparisons" / "cmp"
     table = list(csv.DictReader((cdir / "table.csv").open()))
@@ -60,8 +95,7 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
 
     # every run is an MLflow run tagged with the comparison id, holding the table's numbers
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    tagged = client.search_runs(client.get_experiment_by_name("mssr").experiment_id,
-                                "tags.comparison_id = 'cmp'")
+    tagged = client.search_runs(client.get_experiment_by_name("mssr").experiment_id, "tags.comparison_id = 'cmp'")
     assert sorted(r.data.tags["strategy"] for r in tagged) == ["accuracy", "joint"]
     for r in tagged:
         assert r.data.metrics["ap"] == pytest.approx(float(runs[r.data.tags["strategy"]]["AP"]))
@@ -85,12 +119,28 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
     fixed schedule spends its budget to the last sample (its interval derived from it), and
     nothing spends more than its budget; the table pairs each strategy with fixed."""
     out = tmp_path / "out"
-    proc = run_cli("compare", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "stream.train_size=16",
-                   "--strategies", "none,fixed,mssr", "--budgets", "0.1,0.25", "--name", "bud", cwd=tmp_path)
+    proc = run_cli(
+        "compare",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"run.output_dir={out}",
+        "stream.train_size=16",
+        "--strategies",
+        "none,fixed,mssr",
+        "--budgets",
+        "0.1,0.25",
+        "--name",
+        "bud",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = list(csv.DictReader((out / "comparisons" / "bud" / "runs.csv").open()))
     assert sorted((r["strategy"], r["budget"]) for r in runs) == [
-        ("fixed", "0.1"), ("fixed", "0.25"), ("mssr", "0.1"), ("mssr", "0.25"), ("none", "-")]
+        ("fixed", "0.1"),
+        ("fixed", "0.25"),
+        ("mssr", "0.1"),
+        ("mssr", "0.25"),
+        ("none", "-"),
+    ]
     for r in runs:
         spent, budget = float(r["replayed"]), r["replay_budget"]
         if r["strategy"] == "none":
@@ -102,7 +152,10 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
     md = (out / "comparisons" / "bud" / "table.md").read_text()
     assert md.count("paired difference against fixed") == 2 and "budget 0.25: seeds: 0" in md
     intervals = list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open()))
-    assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {("mssr", "0.1", "AP"), ("none", "0.25", "AP")}
+    assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
+        ("mssr", "0.1", "AP"),
+        ("none", "0.25", "AP"),
+    }
 
 
 def test_strategy_plus_isolation_entries_set_both(tmp_path):
@@ -110,29 +163,56 @@ def test_strategy_plus_isolation_entries_set_both(tmp_path):
 
     assert entry_overrides("mssr+epi") == ["replay.strategy=mssr", "isolation.method=epi"]
     assert entry_overrides("fixed") == ["replay.strategy=fixed"]
-    planned = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}"],
-                        ["none", "none+static", "mssr+epi"], 1, "iso")
+    planned = plan_runs(
+        str(ROOT / "configs" / "tiny.yaml"),
+        [f"run.output_dir={tmp_path}"],
+        ["none", "none+static", "mssr+epi"],
+        1,
+        "iso",
+    )
     assert [(p.cfg.replay.strategy, p.cfg.isolation.method, p.cfg.run.name) for p in planned] == [
-        ("none", "none", "iso-none-s0"), ("none", "static", "iso-none_static-s0"), ("mssr", "epi", "iso-mssr_epi-s0")]
+        ("none", "none", "iso-none-s0"),
+        ("none", "static", "iso-none_static-s0"),
+        ("mssr", "epi", "iso-mssr_epi-s0"),
+    ]
 
 
 def test_budgets_run_every_replaying_strategy_at_each_budget_and_the_others_once(tmp_path):
     from pipelines.compare import parse_budgets, plan_runs
 
-    planned = plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}", "replay.fixed.interval=3"],
-                        ["none", "fixed", "mssr"], 2, "bud", budgets=parse_budgets("0.05,0.1"))
+    planned = plan_runs(
+        str(ROOT / "configs" / "tiny.yaml"),
+        [f"run.output_dir={tmp_path}", "replay.fixed.interval=3"],
+        ["none", "fixed", "mssr"],
+        2,
+        "bud",
+        budgets=parse_budgets("0.05,0.1"),
+    )
     names = [p.cfg.run.name for p in planned]
-    assert names == ["bud-none-s0", "bud-fixed-b0.05-s0", "bud-mssr-b0.05-s0", "bud-fixed-b0.1-s0", "bud-mssr-b0.1-s0",
-                     "bud-none-s1", "bud-fixed-b0.05-s1", "bud-mssr-b0.05-s1", "bud-fixed-b0.1-s1", "bud-mssr-b0.1-s1"]
+    assert names == [
+        "bud-none-s0",
+        "bud-fixed-b0.05-s0",
+        "bud-mssr-b0.05-s0",
+        "bud-fixed-b0.1-s0",
+        "bud-mssr-b0.1-s0",
+        "bud-none-s1",
+        "bud-fixed-b0.05-s1",
+        "bud-mssr-b0.05-s1",
+        "bud-fixed-b0.1-s1",
+        "bud-mssr-b0.1-s1",
+    ]
     fixed = [p for p in planned if p.entry == "fixed"]
     # the budget is set, and the hand-set interval gives way to the one derived from the budget
     assert [(p.budget, p.cfg.replay.budget, p.cfg.replay.fixed.interval) for p in fixed[:2]] == [
-        ("0.05", 0.05, None), ("0.1", 0.1, None)]
+        ("0.05", 0.05, None),
+        ("0.1", 0.1, None),
+    ]
     assert {p.budget for p in planned if p.entry == "none"} == {"-"}
 
 
-@pytest.mark.parametrize("text,fragment", [("0.05,x", "expected numbers"), ("0.05,-1", "must be positive"),
-                                           (",", "must be positive")])
+@pytest.mark.parametrize(
+    "text,fragment", [("0.05,x", "expected numbers"), ("0.05,-1", "must be positive"), (",", "must be positive")]
+)
 def test_bad_budgets_are_refused(text, fragment):
     from mssr.errors import ConfigError
     from pipelines.compare import parse_budgets

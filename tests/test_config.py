@@ -24,14 +24,17 @@ def test_unknown_top_level_key(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("override,fragment", [
-    ("train.lr=-1", "train.lr"),
-    ("replay.mssr.decay=0", "replay.mssr.decay"),
-    ("replay.fixed.interval=0", "replay.fixed.interval"),
-    ("replay.budget=-5", "budget"),
-    ("train.batch_size=abc", "train.batch_size"),
-    ("model.finetune=partial", "model.finetune"),
-])
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("train.lr=-1", "train.lr"),
+        ("replay.mssr.decay=0", "replay.mssr.decay"),
+        ("replay.fixed.interval=0", "replay.fixed.interval"),
+        ("replay.budget=-5", "budget"),
+        ("train.batch_size=abc", "train.batch_size"),
+        ("model.finetune=partial", "model.finetune"),
+    ],
+)
 def test_bad_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
         load_config(None, [override])
@@ -39,7 +42,10 @@ def test_bad_values_name_the_key(override, fragment):
 
 def test_overrides_are_yaml_typed():
     assert parse_overrides(["train.lr=3e-4", "replay.budget=null", "run.name=x"]) == {
-        "train": {"lr": 3e-4}, "replay": {"budget": None}, "run": {"name": "x"}}
+        "train": {"lr": 3e-4},
+        "replay": {"budget": None},
+        "run": {"name": "x"},
+    }
     cfg = load_config(None, ["train.lr=3e-4", "seed=7"])
     assert cfg.train.lr == 3e-4 and cfg.seed == 7
 
@@ -51,8 +57,10 @@ def test_override_without_equals_is_rejected():
 
 def test_duplicate_task_names_rejected(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("stream:\n  tasks:\n    - {name: a, train: x.jsonl, test: y.jsonl}\n"
-                 "    - {name: a, train: x.jsonl, test: y.jsonl}\n")
+    p.write_text(
+        "stream:\n  tasks:\n    - {name: a, train: x.jsonl, test: y.jsonl}\n"
+        "    - {name: a, train: x.jsonl, test: y.jsonl}\n"
+    )
     with pytest.raises(ConfigError, match="duplicate task name 'a'"):
         load_config(p)
 

@@ -16,8 +16,9 @@ def _leaf_keys(cls, prefix=""):
 
 
 def test_the_reference_in_docs_is_the_generated_one():
-    assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), \
+    assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), (
         "docs/configuration.md is stale: run .venv/bin/python -m mssr.config_reference"
+    )
     assert main(["--check"]) == 0
 
 
@@ -26,5 +27,5 @@ def test_every_key_has_a_described_row():
     for key, field in [*_leaf_keys(Config), *_leaf_keys(TaskSpec)]:
         assert field.description, f"{key}: no docstring under the field in mssr/config.py"
         assert f"| `{key}` |" in text, key
-    assert "| `train.autocast` | `auto` \\| `none` \\| `bf16` | `\"auto\"` |" in text
+    assert '| `train.autocast` | `auto` \\| `none` \\| `bf16` | `"auto"` |' in text
     assert "| `train.lr` | number (> 0) | `0.001` |" in text

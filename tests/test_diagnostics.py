@@ -4,8 +4,7 @@ per-task accounting of a plan."""
 import numpy as np
 import pytest
 
-from mssr.diagnostics import (ReplayRecord, calibration, events_by_task_phase, picks_by_task, spend_by_task,
-                              task_of_step)
+from mssr.diagnostics import ReplayRecord, calibration, events_by_task_phase, picks_by_task, spend_by_task, task_of_step
 
 
 def _records(true_strength, believed_strength, n=400, seed=0):
@@ -15,9 +14,19 @@ def _records(true_strength, believed_strength, n=400, seed=0):
     age = rng.uniform(0, 100, n)
     rise = 2.0 * (1 - np.exp(-age / true_strength)) + rng.normal(0, 0.1, n)
     believed = np.broadcast_to(believed_strength, (n,))
-    return [ReplayRecord(step=float(a), sample_id=i, task=0, age=float(a), strength=float(s),
-                         predicted_retention=float(np.exp(-a / s)), entry_loss=0.5, loss=0.5 + float(x))
-            for i, (a, x, s) in enumerate(zip(age, rise, believed))]
+    return [
+        ReplayRecord(
+            step=float(a),
+            sample_id=i,
+            task=0,
+            age=float(a),
+            strength=float(s),
+            predicted_retention=float(np.exp(-a / s)),
+            entry_loss=0.5,
+            loss=0.5 + float(x),
+        )
+        for i, (a, x, s) in enumerate(zip(age, rise, believed))
+    ]
 
 
 def test_a_calibrated_memory_model_ranks_forgetting_and_a_blind_one_does_not():
@@ -29,10 +38,21 @@ def test_a_calibrated_memory_model_ranks_forgetting_and_a_blind_one_does_not():
 
     # strengths the model made up: its R varies, but says nothing about the (noise-only) loss rise
     rng = np.random.default_rng(1)
-    blind = calibration([ReplayRecord(step=0, sample_id=i, task=0, age=10.0, strength=s,
-                                      predicted_retention=float(np.exp(-10 / s)), entry_loss=0.5,
-                                      loss=0.5 + float(rng.normal(1.0, 0.3)))
-                         for i, s in enumerate(rng.uniform(1, 100, 400))])
+    blind = calibration(
+        [
+            ReplayRecord(
+                step=0,
+                sample_id=i,
+                task=0,
+                age=10.0,
+                strength=s,
+                predicted_retention=float(np.exp(-10 / s)),
+                entry_loss=0.5,
+                loss=0.5 + float(rng.normal(1.0, 0.3)),
+            )
+            for i, s in enumerate(rng.uniform(1, 100, 400))
+        ]
+    )
     assert abs(blind["spearman"]) < 0.15
 
 
@@ -53,7 +73,9 @@ def test_plan_accounting_by_task():
     assert events["events_per_task"] == [0, 2, 2]
     assert events["phases"] == {"first": 1, "middle": 1, "last": 2}
     assert spend_by_task(replays, task_steps, budget=10) == [
-        {"task": 0, "replayed": 0, "budget_left": 10}, {"task": 1, "replayed": 3, "budget_left": 7},
-        {"task": 2, "replayed": 3, "budget_left": 4}]
+        {"task": 0, "replayed": 0, "budget_left": 10},
+        {"task": 1, "replayed": 3, "budget_left": 7},
+        {"task": 2, "replayed": 3, "budget_left": 4},
+    ]
     picks = picks_by_task(replays, task_steps, lambda i: i >> 32)
     assert picks[1]["replayed_from"] == {0: 3} and picks[2]["replayed_from"] == {1: 2, 0: 1}

@@ -15,8 +15,7 @@ def test_summary_has_every_field_and_a_full_matrix(tiny_run):
     assert T == 5
     m = np.asarray(s["accuracy_matrix"])
     assert m.shape == (T + 1, T) and np.all((m >= 0) & (m <= 1))
-    for key in ("strategy", "ap", "bwt", "fwt", "forgetting", "avg", "replay_samples", "wall_seconds",
-                "mlflow_run_id"):
+    for key in ("strategy", "ap", "bwt", "fwt", "forgetting", "avg", "replay_samples", "wall_seconds", "mlflow_run_id"):
         assert key in s
     assert s["strategy"] == "mssr"
     assert s["tokens"]["train_new"] > 0 and s["tokens"]["eval"] > 0 and s["tokens"]["train_replay"] > 0
@@ -91,8 +90,16 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     assert sum(m.value for m in replayed) == s["replay_samples"]
     assert len(client.get_metric_history(run.info.run_id, "score/aiw")) == 5
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"accuracy_matrix.csv", "accuracy_matrix.json", "accuracy_matrix.png", "config.yaml", "loss_matrix.csv",
-            "loss_matrix.json", "loss_matrix.png", "eval_rows.json"} <= artifacts
+    assert {
+        "accuracy_matrix.csv",
+        "accuracy_matrix.json",
+        "accuracy_matrix.png",
+        "config.yaml",
+        "loss_matrix.csv",
+        "loss_matrix.json",
+        "loss_matrix.png",
+        "eval_rows.json",
+    } <= artifacts
     for key in ("loss_final", "loss_bwt", "loss_forgetting"):
         assert run.data.metrics[key] == pytest.approx(s[key])
     assert len(client.get_metric_history(run.info.run_id, "loss/aiw")) == 5
@@ -105,14 +112,22 @@ def test_same_seed_same_run(tiny_run, tmp_path):
     from mlflow import MlflowClient
 
     out, first, _ = tiny_run
-    proc = run_cli("run", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={tmp_path}", "run.name=again",
-                   "--summary-json", str(tmp_path / "s.json"), cwd=tmp_path)
+    proc = run_cli(
+        "run",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"run.output_dir={tmp_path}",
+        "run.name=again",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     second = json.loads((tmp_path / "s.json").read_text())
     assert second["accuracy_matrix"] == first["accuracy_matrix"] and second["loss_matrix"] == first["loss_matrix"]
     assert second["replay_samples"] == first["replay_samples"] and second["tokens"] == first["tokens"]
-    assert (tmp_path / "again" / "plans" / "rank_0.jsonl").read_text() == \
-        (out / "tiny" / "plans" / "rank_0.jsonl").read_text()
+    assert (tmp_path / "again" / "plans" / "rank_0.jsonl").read_text() == (
+        out / "tiny" / "plans" / "rank_0.jsonl"
+    ).read_text()
 
     def losses(db, run_id):
         return [(m.step, m.value) for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run_id, "train/loss")]

@@ -30,15 +30,28 @@ def _bigram_model(chain: dict[str, str]):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     v = len(WORDS)
-    cfg = LlamaConfig(vocab_size=v, hidden_size=v, intermediate_size=4, num_hidden_layers=1, num_attention_heads=1,
-                      num_key_value_heads=1, head_dim=v, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=v,
+        hidden_size=v,
+        intermediate_size=4,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=v,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()  # attention and MLP output nothing: the residual stream is the token's embedding
         model.model.embed_tokens.weight.copy_(torch.eye(v) * 10)
-        for norm in (model.model.norm, model.model.layers[0].input_layernorm,
-                     model.model.layers[0].post_attention_layernorm):
+        for norm in (
+            model.model.norm,
+            model.model.layers[0].input_layernorm,
+            model.model.layers[0].post_attention_layernorm,
+        ):
             norm.weight.fill_(1.0)
         for a, b in chain.items():
             model.lm_head.weight[WORDS.index(b), WORDS.index(a)] = 10.0
@@ -55,13 +68,16 @@ def _both(chain, reference, prompts=("what",)):
     return forced, generated
 
 
-@pytest.mark.parametrize("chain,reference,expected", [
-    ({":": "P", "P": "Q", "Q": "<eos>"}, "P Q", 1.0),  # the answer, then the end marker
-    ({":": "P", "P": "Q", "Q": "R", "R": "<eos>"}, "P Q", 0.0),  # the answer, then other text
-    ({":": "P", "P": "<eos>"}, "P Q", 0.0),  # a shorter prefix of the answer
-    ({":": "P", "P": "Q", "Q": "x"}, "P Q", 0.0),  # the answer, never ending (cut at max_new_tokens)
-    ({":": "Q", "Q": "<eos>"}, "P Q", 0.0),  # a wrong first token
-])
+@pytest.mark.parametrize(
+    "chain,reference,expected",
+    [
+        ({":": "P", "P": "Q", "Q": "<eos>"}, "P Q", 1.0),  # the answer, then the end marker
+        ({":": "P", "P": "Q", "Q": "R", "R": "<eos>"}, "P Q", 0.0),  # the answer, then other text
+        ({":": "P", "P": "<eos>"}, "P Q", 0.0),  # a shorter prefix of the answer
+        ({":": "P", "P": "Q", "Q": "x"}, "P Q", 0.0),  # the answer, never ending (cut at max_new_tokens)
+        ({":": "Q", "Q": "<eos>"}, "P Q", 0.0),  # a wrong first token
+    ],
+)
 def test_forced_and_generated_exact_match_agree(chain, reference, expected):
     forced, generated = _both(chain, reference, prompts=("what", "what what", "x"))
     assert forced.scores == generated.scores == [expected] * 3
@@ -108,18 +124,32 @@ def test_mode_follows_the_scorer():
 def test_forced_pass_equals_a_full_forward_over_every_position():
     """The pass keeps logits from the shortest prompt's last token on; every row's loss and
     verdict must equal those of a full forward of the row alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from mssr.losses import answer_reproduced, per_sample_loss
     from mssr.tokenize import collate
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     v = len(WORDS)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=v, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0,
-                                         eos_token_id=1)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=v,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ).eval()
     encoder = PromptEncoder(_tokenizer(), prompt_format="plain")
-    examples = [Example("what", "P Q"), Example("what what what x", "R"), Example("x x", "P"),
-                Example("what x what x what x", "Q R P")]
+    examples = [
+        Example("what", "P Q"),
+        Example("what what what x", "R"),
+        Example("x x", "P"),
+        Example("what x what x what x", "Q R P"),
+    ]
     correct, losses, _ = forced_pass(model, encoder, examples, batch_size=4)
     for i, e in enumerate(examples):
         enc = encoder.encode_many([e.prompt], [e.answer])

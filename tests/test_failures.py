@@ -60,10 +60,19 @@ def _check_restores(run_dir, expected: int):
 
 @pytest.mark.e2e
 def test_worker_killed_mid_task_resumes_from_the_checkpoint(tiny_run, tmp_path):
-    proc = start_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=kill", "train.checkpoint_every=6",
-                     cwd=tmp_path, log_path=tmp_path / "log.txt")
+    proc = start_cli(
+        "run",
+        TINY,
+        f"run.output_dir={tmp_path}",
+        "run.name=kill",
+        "train.checkpoint_every=6",
+        cwd=tmp_path,
+        log_path=tmp_path / "log.txt",
+    )
     run_dir = tmp_path / "kill"
-    _wait_until(lambda: _last_step(run_dir, 1) >= 14, proc, "step 14")  # task 2 (8 steps a task), after step 12's checkpoint
+    _wait_until(
+        lambda: _last_step(run_dir, 1) >= 14, proc, "step 14"
+    )  # task 2 (8 steps a task), after step 12's checkpoint
     pid = json.loads((run_dir / "workers" / "rank_1.json").read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=600) == 0, (tmp_path / "log.txt").read_text()[-3000:]
@@ -76,8 +85,15 @@ def test_worker_killed_mid_task_resumes_from_the_checkpoint(tiny_run, tmp_path):
 
 @pytest.mark.e2e
 def test_memory_actor_killed_is_recreated_from_the_snapshot(tiny_run, tmp_path):
-    proc = start_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=actor", "train.checkpoint_every=6",
-                     cwd=tmp_path, log_path=tmp_path / "log.txt")
+    proc = start_cli(
+        "run",
+        TINY,
+        f"run.output_dir={tmp_path}",
+        "run.name=actor",
+        "train.checkpoint_every=6",
+        cwd=tmp_path,
+        log_path=tmp_path / "log.txt",
+    )
     run_dir = tmp_path / "actor"
     _wait_until(lambda: _last_step(run_dir, 0) >= 20, proc, "step 20")
     actor_pid = json.loads((run_dir / "workers" / "rank_0.json").read_text())["actor_pid"]
@@ -91,12 +107,16 @@ def test_memory_actor_killed_is_recreated_from_the_snapshot(tiny_run, tmp_path):
 
 @pytest.mark.e2e
 def test_interrupted_run_resumes_into_the_same_run(tiny_run, tmp_path):
-    proc = start_cli("run", TINY, f"run.output_dir={tmp_path}", "run.name=intr", cwd=tmp_path,
-                     log_path=tmp_path / "log.txt")
+    proc = start_cli(
+        "run", TINY, f"run.output_dir={tmp_path}", "run.name=intr", cwd=tmp_path, log_path=tmp_path / "log.txt"
+    )
     run_dir = tmp_path / "intr"
     progress = run_dir / "progress.json"
-    _wait_until(lambda: progress.exists() and json.loads(progress.read_text())["next_task"] >= 2, proc,
-                "the checkpoint after task 2")
+    _wait_until(
+        lambda: progress.exists() and json.loads(progress.read_text())["next_task"] >= 2,
+        proc,
+        "the checkpoint after task 2",
+    )
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(timeout=120) == 130
     assert "--resume" in (tmp_path / "log.txt").read_text()

@@ -52,8 +52,7 @@ def test_point_estimate_is_exact_difference_and_interval_contains_it():
 def test_identical_strategies_give_zero_width_interval_at_zero():
     rng = np.random.default_rng(2)
     runs = [random_run(rng, T=2, n_rows=30) for _ in range(4)]
-    diff = paired_bootstrap(runs, [[t.copy() for t in r] for r in runs], backward_transfer,
-                            n_boot=300)
+    diff = paired_bootstrap(runs, [[t.copy() for t in r] for r in runs], backward_transfer, n_boot=300)
     assert diff.mean == 0 and diff.low == 0 and diff.high == 0
     assert not diff.excludes_zero
     assert diff.text() == "+0.000 [+0.000, +0.000] (contains 0)"
@@ -97,8 +96,7 @@ def simulate_comparison(rng, n_seeds, n_rows, T, p_a, p_b, seed_sd):
         out = []
         for _ in range(n_seeds):
             threshold = p + rng.normal(0, seed_sd, size=(T + 1, T))
-            out.append([(difficulty[j][None, :] < threshold[:, j, None]).astype(float)
-                        for j in range(T)])
+            out.append([(difficulty[j][None, :] < threshold[:, j, None]).astype(float) for j in range(T)])
         return out
 
     return runs(p_a), runs(p_b)
@@ -109,8 +107,7 @@ def test_interval_covers_true_difference_at_about_the_nominal_rate():
     p_a, p_b, n_sims = 0.55, 0.50, 200
     covered = 0
     for i in range(n_sims):
-        a_runs, b_runs = simulate_comparison(rng, n_seeds=10, n_rows=150, T=2,
-                                             p_a=p_a, p_b=p_b, seed_sd=0.03)
+        a_runs, b_runs = simulate_comparison(rng, n_seeds=10, n_rows=150, T=2, p_a=p_a, p_b=p_b, seed_sd=0.03)
         diff = paired_bootstrap(a_runs, b_runs, average_performance, n_boot=400, seed=i)
         covered += diff.low <= p_a - p_b <= diff.high
     assert 0.90 <= covered / n_sims <= 0.99
@@ -124,7 +121,10 @@ def one_seed_pair(rng, n_rows=400):
     a = b.copy()
     flips = rng.choice(n_rows, size=40, replace=False)  # A and B agree on 90% of rows
     a[flips] = 1 - a[flips]
-    to_run = lambda final: [np.vstack([np.zeros_like(final), final])]  # T=1: (2, N)
+
+    def to_run(final):
+        return [np.vstack([np.zeros_like(final), final])]  # T=1: (2, N)
+
     return a, b, [to_run(a)], [to_run(b)]
 
 
@@ -196,21 +196,19 @@ def test_projection_formulas_by_hand():
     parts = {"seed_var": 0.01, "row_var": 0.0004, "n_seeds": 5, "rows_per_task": 100.0}
     z90 = norm.ppf(0.95)
     assert projected_half_width(parts, 10, rows_scale=2.0, level=0.90) == pytest.approx(
-        z90 * math.sqrt(0.01 / 10 + 0.0004 / 2))
+        z90 * math.sqrt(0.01 / 10 + 0.0004 / 2)
+    )
     # Row part alone: z * 0.02 = 0.039; below that no number of seeds suffices.
     assert seeds_needed(parts, 0.035) is None
-    assert seeds_needed(parts, 0.035, rows_scale=4.0) == math.ceil(
-        0.01 / ((0.035 / Z95) ** 2 - 0.0001))
+    assert seeds_needed(parts, 0.035, rows_scale=4.0) == math.ceil(0.01 / ((0.035 / Z95) ** 2 - 0.0001))
     # Seed part with 10 seeds: z * sqrt(0.001) = 0.062; no number of rows helps below it.
     assert rows_scale_needed(parts, 0.06, n_seeds=10) is None
-    assert rows_scale_needed(parts, 0.08, n_seeds=10) == pytest.approx(
-        0.0004 / ((0.08 / Z95) ** 2 - 0.001))
+    assert rows_scale_needed(parts, 0.08, n_seeds=10) == pytest.approx(0.0004 / ((0.08 / Z95) ** 2 - 0.001))
 
 
 def test_components_predict_the_bootstrap_width():
     rng = np.random.default_rng(8)
-    a_runs, b_runs = simulate_comparison(rng, n_seeds=8, n_rows=200, T=2, p_a=0.55, p_b=0.5,
-                                         seed_sd=0.03)
+    a_runs, b_runs = simulate_comparison(rng, n_seeds=8, n_rows=200, T=2, p_a=0.55, p_b=0.5, seed_sd=0.03)
     parts = noise_components(a_runs, b_runs, average_performance, n_boot=1000)
     assert parts["seed_var"] > 0 and parts["row_var"] > 0
     diff = paired_bootstrap(a_runs, b_runs, average_performance, n_boot=1000)
@@ -223,7 +221,10 @@ def test_components_predict_the_bootstrap_width():
 
 def test_invalid_inputs_are_rejected_with_clear_messages():
     rng = np.random.default_rng(9)
-    run = lambda n_rows=10, T=2: random_run(rng, T, n_rows)
+
+    def run(n_rows=10, T=2):
+        return random_run(rng, T, n_rows)
+
     ap = average_performance
     with pytest.raises(ValueError, match="same seeds: got 2 runs of A and 1 runs of B"):
         paired_bootstrap([run(), run()], [run()], ap)
@@ -267,5 +268,6 @@ def test_same_seed_gives_the_same_interval():
     assert first == again
     assert (first.low, first.high) != (other.low, other.high)
     assert first.mean == other.mean  # the point estimate does not depend on the seed
-    assert noise_components(a_runs, b_runs, forgetting, n_boot=200, seed=3) == \
-        noise_components(a_runs, b_runs, forgetting, n_boot=200, seed=3)
+    assert noise_components(a_runs, b_runs, forgetting, n_boot=200, seed=3) == noise_components(
+        a_runs, b_runs, forgetting, n_boot=200, seed=3
+    )

@@ -113,8 +113,9 @@ def test_epi_mask_drifts_over_refreshes_while_static_stays_fixed_within_a_task()
                 assert metrics["isolation/fraction"] == pytest.approx(0.2, abs=0.01)
         results[method] = (masks, overlaps)
     static_masks, static_overlaps = results["static"]
-    assert static_overlaps == [] and all(all(torch.equal(a, b) for a, b in zip(m, static_masks[0]))
-                                         for m in static_masks)
+    assert static_overlaps == [] and all(
+        all(torch.equal(a, b) for a, b in zip(m, static_masks[0])) for m in static_masks
+    )
     _, epi_overlaps = results["epi"]
     assert len(epi_overlaps) == 6 and min(epi_overlaps) < 1.0  # the mask changed
     assert all(0.0 <= o <= 1.0 for o in epi_overlaps)
@@ -134,6 +135,7 @@ def test_static_mask_is_what_the_last_task_moved_most():
 @pytest.mark.parametrize("method", ["static", "epi"])
 def test_state_round_trip_continues_exactly(method):
     """A restored isolation state (through torch.save, weights_only) gives the same masks as no restore."""
+
     def run(restore_at=None):
         model = _mlp()
         opt, _ = build_optimizer(model, _train_cfg("adamw"), total_steps=40)
@@ -229,16 +231,19 @@ def test_user_method_by_import_path():
         make_isolation(IsolationConfig(method="torch.nn:Linear"), [w])
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    (["isolation.method=epic"], "did you mean 'epi'"),
-    (["isolation.method=epi", "isolation.ratio=0"], "isolation.ratio"),
-    (["isolation.method=epi", "isolation.ratio=1.0"], "isolation.ratio"),
-    (["isolation.method=epi", "isolation.refresh_every=0"], "isolation.refresh_every"),
-    (["isolation.method=epi", "isolation.ema=1"], "isolation.ema"),
-    (["isolation.method=static", "isolation.refresh_every=4"], "only epi refreshes"),
-    (["isolation.ratio=0.2"], "not used by isolation method 'none'"),
-    (["isolation.ratios=0.2"], "did you mean 'ratio'"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["isolation.method=epic"], "did you mean 'epi'"),
+        (["isolation.method=epi", "isolation.ratio=0"], "isolation.ratio"),
+        (["isolation.method=epi", "isolation.ratio=1.0"], "isolation.ratio"),
+        (["isolation.method=epi", "isolation.refresh_every=0"], "isolation.refresh_every"),
+        (["isolation.method=epi", "isolation.ema=1"], "isolation.ema"),
+        (["isolation.method=static", "isolation.refresh_every=4"], "only epi refreshes"),
+        (["isolation.ratio=0.2"], "not used by isolation method 'none'"),
+        (["isolation.ratios=0.2"], "did you mean 'ratio'"),
+    ],
+)
 def test_bad_isolation_settings_name_the_key(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         load_config(None, overrides)
@@ -253,9 +258,18 @@ def test_epi_run_with_replay_logs_the_mask_to_mlflow(tmp_path):
 
     from tests.conftest import ROOT, run_cli
 
-    proc = run_cli("run", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={tmp_path}", "run.name=epi",
-                   "isolation.method=epi", "isolation.refresh_every=3", "isolation.ratio=0.2",
-                   "--summary-json", str(tmp_path / "summary.json"), cwd=tmp_path)
+    proc = run_cli(
+        "run",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"run.output_dir={tmp_path}",
+        "run.name=epi",
+        "isolation.method=epi",
+        "isolation.refresh_every=3",
+        "isolation.ratio=0.2",
+        "--summary-json",
+        str(tmp_path / "summary.json"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     steps = json.loads((tmp_path / "epi" / "progress.json").read_text())["step"]

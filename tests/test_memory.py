@@ -14,8 +14,9 @@ def make(n=8, loss=0.5, now=0.0, **params):
 
 
 @settings(max_examples=50, deadline=None)
-@given(losses=st.lists(st.floats(0.0, 20.0), min_size=1, max_size=30),
-       t1=st.floats(0.0, 500.0), dt=st.floats(0.0, 500.0))
+@given(
+    losses=st.lists(st.floats(0.0, 20.0), min_size=1, max_size=30), t1=st.floats(0.0, 500.0), dt=st.floats(0.0, 500.0)
+)
 def test_retention_in_unit_interval_and_non_increasing(losses, t1, dt):
     mem = MemoryState(MSSRConfig())
     mem.add(np.arange(len(losses)), task=0, losses=losses, now=0.0)

@@ -57,11 +57,12 @@ def test_per_sample_loss_matches_separate_forward_passes(tiny_lora):
     rows = enc.encode_many(["2 + 2 =", "Name a colour, please"], ["4", "blue"])
     batch = collate(rows["input_ids"], rows["prompt_len"], tok.pad_token_id)
     with torch.no_grad():
-        together = per_sample_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                   batch["labels"])
+        together = per_sample_loss(
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
+        )
         for i, (ids, plen) in enumerate(zip(rows["input_ids"], rows["prompt_len"])):
             logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
-            alone = F.cross_entropy(logits[plen - 1:], torch.tensor(ids[plen:]))
+            alone = F.cross_entropy(logits[plen - 1 :], torch.tensor(ids[plen:]))
             assert together[i].item() == pytest.approx(alone.item(), rel=1e-4)
 
 

@@ -10,8 +10,14 @@ from mssr.config import ModelConfig, TrainConfig, load_config
 from mssr.errors import ConfigError
 from mssr.losses import per_sample_loss
 from mssr.models import load_model
-from mssr.optim import (OPTIMIZERS, autocast_context, backward_in_micro_batches, build_optimizer, lr_factor,
-                        resolve_warmup)
+from mssr.optim import (
+    OPTIMIZERS,
+    autocast_context,
+    backward_in_micro_batches,
+    build_optimizer,
+    lr_factor,
+    resolve_warmup,
+)
 
 
 def _linear(seed=0):
@@ -37,6 +43,7 @@ def _lrs(train_cfg, total_steps, steps):
 
 
 # -- optimizers ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_steps_and_checkpoints(name):
@@ -87,12 +94,15 @@ def test_user_optimizer_by_import_path():
     assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["weight_decay"] == 0.01
 
 
-@pytest.mark.parametrize("path,fragment", [
-    ("no_such_pkg.optim:Fast", "cannot import module 'no_such_pkg.optim'"),
-    ("torch.optim:NoSuchOptimizer", "has no attribute 'NoSuchOptimizer'"),
-    ("torch.optim:LBFGS", "cannot be built as LBFGS(params, lr=..., weight_decay=...)"),
-    ("torch.nn:Linear", "cannot be built as Linear"),
-])
+@pytest.mark.parametrize(
+    "path,fragment",
+    [
+        ("no_such_pkg.optim:Fast", "cannot import module 'no_such_pkg.optim'"),
+        ("torch.optim:NoSuchOptimizer", "has no attribute 'NoSuchOptimizer'"),
+        ("torch.optim:LBFGS", "cannot be built as LBFGS(params, lr=..., weight_decay=...)"),
+        ("torch.nn:Linear", "cannot be built as Linear"),
+    ],
+)
 def test_bad_user_optimizer_names_the_key(path, fragment):
     with pytest.raises(ConfigError) as e:
         build_optimizer(_linear(), TrainConfig(optimizer=path), 10)
@@ -100,6 +110,7 @@ def test_bad_user_optimizer_names_the_key(path, fragment):
 
 
 # -- schedules ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine", "cosine_restarts"])
 def test_every_schedule_builds_and_warms_up(schedule):
@@ -133,7 +144,7 @@ def test_cosine_restarts_go_back_up_at_each_restart():
     for start in (2, 12, 22, 32):  # cycles start after the warmup
         assert lrs[start] == 1.0
         assert lrs[start + 5] == pytest.approx(0.5)
-        assert all(a > b for a, b in zip(lrs[start:start + 9], lrs[start + 1:start + 10]))
+        assert all(a > b for a, b in zip(lrs[start : start + 9], lrs[start + 1 : start + 10]))
         assert lrs[start + 9] < 0.03 < lrs[start + 10] == 1.0  # down to ~0, then back up
 
 
@@ -144,25 +155,29 @@ def test_constant_stays_constant_and_lr_factor_is_documented():
 
 # -- bad settings --------------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides,fragments", [
-    (["train.optimizer=adamww"], ["train.optimizer", "unknown optimizer 'adamww'", "did you mean 'adamw'"]),
-    (["train.optimizer=lamp"], ["train.optimizer", "did you mean 'lamb'"]),
-    (["train.optimizer=sgd", "train.momentum=-0.5"], ["train.momentum"]),
-    (["train.optimizer=sgd", "train.momentum=1.5"], ["train.momentum"]),
-    (["train.momentum=0.9"], ["momentum: only sgd and rmsprop use it, not 'adamw'; set betas instead"]),
-    (["train.optimizer=sgd", "train.betas=[0.9, 0.99]"], ["betas: only", "not 'sgd'"]),
-    (["train.optimizer=my_pkg.optim:Fast", "train.momentum=0.9"], ["momentum: only"]),  # not passed to it
-    (["train.betas=[0.9, 1.5]"], ["train.betas", "[0, 1)"]),
-    (["train.betas=[0.9]"], ["train.betas"]),
-    (["train.warmup_ratio=1.0"], ["train.warmup_ratio"]),
-    (["train.warmup_ratio=-0.1"], ["train.warmup_ratio"]),
-    (["train.warmup_steps=10", "train.warmup_ratio=0.1"], ["warmup_steps and warmup_ratio are both set"]),
-    (["train.lr_schedule=cosine_restart"], ["train.lr_schedule"]),
-    (["train.restart_every=0"], ["train.restart_every"]),
-    (["train.grad_accum_steps=0"], ["train.grad_accum_steps"]),
-    (["train.grad_accum_steps=5"], ["grad_accum_steps: 5 chunks", "batch_size // num_workers = 4"]),
-    (["train.autocast=fp16"], ["train.autocast"]),
-])
+
+@pytest.mark.parametrize(
+    "overrides,fragments",
+    [
+        (["train.optimizer=adamww"], ["train.optimizer", "unknown optimizer 'adamww'", "did you mean 'adamw'"]),
+        (["train.optimizer=lamp"], ["train.optimizer", "did you mean 'lamb'"]),
+        (["train.optimizer=sgd", "train.momentum=-0.5"], ["train.momentum"]),
+        (["train.optimizer=sgd", "train.momentum=1.5"], ["train.momentum"]),
+        (["train.momentum=0.9"], ["momentum: only sgd and rmsprop use it, not 'adamw'; set betas instead"]),
+        (["train.optimizer=sgd", "train.betas=[0.9, 0.99]"], ["betas: only", "not 'sgd'"]),
+        (["train.optimizer=my_pkg.optim:Fast", "train.momentum=0.9"], ["momentum: only"]),  # not passed to it
+        (["train.betas=[0.9, 1.5]"], ["train.betas", "[0, 1)"]),
+        (["train.betas=[0.9]"], ["train.betas"]),
+        (["train.warmup_ratio=1.0"], ["train.warmup_ratio"]),
+        (["train.warmup_ratio=-0.1"], ["train.warmup_ratio"]),
+        (["train.warmup_steps=10", "train.warmup_ratio=0.1"], ["warmup_steps and warmup_ratio are both set"]),
+        (["train.lr_schedule=cosine_restart"], ["train.lr_schedule"]),
+        (["train.restart_every=0"], ["train.restart_every"]),
+        (["train.grad_accum_steps=0"], ["train.grad_accum_steps"]),
+        (["train.grad_accum_steps=5"], ["grad_accum_steps: 5 chunks", "batch_size // num_workers = 4"]),
+        (["train.autocast=fp16"], ["train.autocast"]),
+    ],
+)
 def test_bad_settings_raise_config_error_naming_the_key(overrides, fragments):
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
@@ -171,9 +186,18 @@ def test_bad_settings_raise_config_error_naming_the_key(overrides, fragments):
 
 
 def test_good_settings_load():
-    cfg = load_config(None, ["train.optimizer=sgd", "train.momentum=0.8", "train.lr_schedule=cosine_restarts",
-                             "train.warmup_ratio=0.05", "train.grad_accum_steps=4", "train.autocast=bf16",
-                             "train.gradient_checkpointing=true"])
+    cfg = load_config(
+        None,
+        [
+            "train.optimizer=sgd",
+            "train.momentum=0.8",
+            "train.lr_schedule=cosine_restarts",
+            "train.warmup_ratio=0.05",
+            "train.grad_accum_steps=4",
+            "train.autocast=bf16",
+            "train.gradient_checkpointing=true",
+        ],
+    )
     assert cfg.train.momentum == 0.8 and cfg.train.grad_accum_steps == 4 and cfg.train.autocast == "bf16"
     assert load_config(None, ["train.betas=[0.9, 0.95]"]).train.betas == (0.9, 0.95)
     # an import path is resolved when the optimizer is built, not when the config is read
@@ -181,6 +205,7 @@ def test_good_settings_load():
 
 
 # -- gradient accumulation -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("n_rows,micro", [(8, 1), (8, 2), (8, 3), (7, 4), (3, 8)])
 def test_micro_batches_give_the_full_batch_gradients(n_rows, micro):
@@ -209,6 +234,7 @@ def test_micro_batches_give_the_full_batch_gradients(n_rows, micro):
 
 
 # -- gradient checkpointing and autocast on the tiny model ---------------------------
+
 
 def _tiny_batch(vocab):
     g = torch.Generator().manual_seed(0)

@@ -3,14 +3,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mssr.config import ReplayConfig
-from mssr.memory import MemoryState
 from mssr.clock import StepClock, UpdateNormClock
+from mssr.config import ReplayConfig
 from mssr.errors import ConfigError
+from mssr.memory import MemoryState
 from mssr.replay import ReplayPlanner, Reservoir, StepObservation, derived_fixed_interval
 from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
-from mssr.schedulers import (DEFAULT_FIXED_INTERVAL, AdaptiveScheduler, FixedIntervalScheduler, LossTriggerScheduler,
-                             PacedScheduler)
+from mssr.schedulers import (
+    DEFAULT_FIXED_INTERVAL,
+    AdaptiveScheduler,
+    FixedIntervalScheduler,
+    LossTriggerScheduler,
+    PacedScheduler,
+)
 from mssr.strategies import STRATEGIES, build_strategy
 from tests.planner_sim import replayed, simulate
 
@@ -67,14 +72,18 @@ def test_fixed_interval():
 
 
 def _run_planner(strategy, budget=None, seed=0, tasks=3, steps=40, batch=4, **extra):
-    cfg = ReplayConfig(strategy=strategy, budget=budget, pool_per_task=16, samples_per_event=4,
-                       fixed={"interval": 2}, **extra)
+    cfg = ReplayConfig(
+        strategy=strategy, budget=budget, pool_per_task=16, samples_per_event=4, fixed={"interval": 2}, **extra
+    )
     planner = ReplayPlanner(cfg, seed=seed, total_new_samples=tasks * steps * batch)
     return planner, simulate(planner, tasks=tasks, steps=steps, batch=batch)
 
 
 VARIANTS = [(name, {}) for name in STRATEGIES.names()] + [
-    ("loss", {"loss": {"signal": "probe"}}), ("mssr", {"clock": "update_norm"}), ("fixed", {"balance_tasks": True})]
+    ("loss", {"loss": {"signal": "probe"}}),
+    ("mssr", {"clock": "update_norm"}),
+    ("fixed", {"balance_tasks": True}),
+]
 
 
 @pytest.mark.parametrize("strategy,extra", VARIANTS)
@@ -109,8 +118,9 @@ def test_an_interval_derived_from_the_budget_spends_it_to_the_last_event(strateg
 
 
 def test_a_configured_interval_is_kept_and_a_missing_budget_falls_back_to_the_default():
-    with_interval = ReplayPlanner(ReplayConfig(strategy="fixed", budget=10, fixed={"interval": 7}), seed=0,
-                                  total_new_samples=480, replay_steps=80)
+    with_interval = ReplayPlanner(
+        ReplayConfig(strategy="fixed", budget=10, fixed={"interval": 7}), seed=0, total_new_samples=480, replay_steps=80
+    )
     assert with_interval.strategy.scheduler.interval == 7
     no_budget = ReplayPlanner(ReplayConfig(strategy="fixed"), seed=0, total_new_samples=480, replay_steps=80)
     assert no_budget.strategy.scheduler.interval == DEFAULT_FIXED_INTERVAL
@@ -171,8 +181,9 @@ def test_loss_probe_measures_a_fixed_slice_every_k_steps():
 
 
 def test_accuracy_trigger_replays_only_the_task_that_dropped():
-    cfg = ReplayConfig(strategy="accuracy", samples_per_event=4, accuracy={"every": 5, "probe_per_task": 4,
-                                                                             "delta": 0.2, "events": 2})
+    cfg = ReplayConfig(
+        strategy="accuracy", samples_per_event=4, accuracy={"every": 5, "probe_per_task": 4, "delta": 0.2, "events": 2}
+    )
     planner = ReplayPlanner(cfg, seed=0)
     mem = planner.memory
     mem.add(np.arange(0, 10), task=0, losses=np.zeros(10), now=0)
@@ -181,8 +192,9 @@ def test_accuracy_trigger_replays_only_the_task_that_dropped():
     first = planner.plan()
     assert first["replay"] == [] and len(first["probe"]) == 8  # the baseline probe: 4 per past task
     ids = np.asarray(first["probe"])
-    planner.observe_step([StepObservation([], [], probe_ids=ids, probe_losses=np.zeros(8),
-                                          probe_correct=np.ones(8, bool))])
+    planner.observe_step(
+        [StepObservation([], [], probe_ids=ids, probe_losses=np.zeros(8), probe_correct=np.ones(8, bool))]
+    )
     for _ in range(4):  # no probe and no replay until the next probe is due
         p = planner.plan()
         assert p == {"replay": [], "probe": []}
@@ -190,8 +202,9 @@ def test_accuracy_trigger_replays_only_the_task_that_dropped():
     second = planner.plan()
     assert second["probe"] == first["probe"]  # the same validation slices each time
     correct = np.asarray(second["probe"]) >= 100  # task 0 forgot everything, task 1 nothing
-    planner.observe_step([StepObservation([], [], probe_ids=second["probe"], probe_losses=np.zeros(8),
-                                          probe_correct=correct)])
+    planner.observe_step(
+        [StepObservation([], [], probe_ids=second["probe"], probe_losses=np.zeros(8), probe_correct=correct)]
+    )
     events = []
     for _ in range(4):
         events.append(planner.plan()["replay"])
@@ -228,8 +241,10 @@ def test_update_norm_clock_runs_slower_when_the_model_moves_less():
 
 def test_model_time_stretches_the_schedule():
     def events(norm_after_calibration):
-        planner = ReplayPlanner(ReplayConfig(strategy="fixed", fixed={"interval": 4}, clock="update_norm",
-                                             clock_calibration_steps=4), seed=0)
+        planner = ReplayPlanner(
+            ReplayConfig(strategy="fixed", fixed={"interval": 4}, clock="update_norm", clock_calibration_steps=4),
+            seed=0,
+        )
         planner.memory.add(np.arange(10), task=0, losses=np.zeros(10), now=0)
         planner.start_task(1)
         n = 0
@@ -238,13 +253,15 @@ def test_model_time_stretches_the_schedule():
             planner.observe_step([StepObservation([], [], update_norm=1.0 if t < 4 else norm_after_calibration)])
         return n
 
-    # every 4 steps (at 4, 8, ..., 36); at half the calibrated update norm every 8 steps after the first (4, 12, ..., 36)
+    # every 4 steps (at 4, 8, ..., 36); at half the calibrated update norm every 8 steps after
+    # the first (4, 12, ..., 36)
     assert events(1.0) == 9 and events(0.5) == 5
 
 
 def test_user_sampler_and_scheduler_by_import_path():
-    s = build_strategy("fixed", ReplayConfig(scheduler="tests.user_strategy:EveryStep",
-                                             sampler="mssr.samplers:StrengthSampler"))
+    s = build_strategy(
+        "fixed", ReplayConfig(scheduler="tests.user_strategy:EveryStep", sampler="mssr.samplers:StrengthSampler")
+    )
     assert type(s.scheduler).__name__ == "EveryStep" and isinstance(s.sampler, StrengthSampler)
     with pytest.raises(ConfigError, match="did you mean 'strength'"):
         build_strategy("fixed", ReplayConfig(sampler="strenght"))
@@ -284,7 +301,7 @@ def test_large_pool_sampling_follows_the_weights():
     weights = np.ones(2 * LARGE_POOL + 100)
     weights[:100] = 50.0  # 100 heavy positions hold 5000 / (5000 + 8292) of the weight
     picks = np.concatenate([weighted_without_replacement(weights, 8, rng) for _ in range(400)])
-    assert all(np.unique(picks[i:i + 8]).size == 8 for i in range(0, picks.size, 8))
+    assert all(np.unique(picks[i : i + 8]).size == 8 for i in range(0, picks.size, 8))
     heavy = np.mean(picks < 100)
     assert 0.30 < heavy < 0.42  # successive draws of 8: slightly under the 0.376 single-draw share
     all_heavy = weighted_without_replacement(np.r_[np.full(10, 1e9), np.ones(LARGE_POOL)], 12, rng)

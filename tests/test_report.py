@@ -23,8 +23,11 @@ def _artifacts(d, m):
     losses = [[[1.0 - x for x in task] for task in row] for row in rows]
     (d / "eval_rows.json").write_text(json.dumps({"tasks": TASKS, "scores": rows, "losses": losses}))
     loss_matrix = [[1.0 - v for v in row] for row in m]
-    return (write_matrix_artifacts(d, m, TASKS) + write_matrix_artifacts(d, loss_matrix, TASKS, kind="loss")
-            + [d / "eval_rows.json"])
+    return (
+        write_matrix_artifacts(d, m, TASKS)
+        + write_matrix_artifacts(d, loss_matrix, TASKS, kind="loss")
+        + [d / "eval_rows.json"]
+    )
 
 
 def _store(tmp_path, budgets=("-",), name="cmp"):
@@ -36,11 +39,19 @@ def _store(tmp_path, budgets=("-",), name="cmp"):
                 d = tmp_path / f"{name}-{strategy}-{seed}-{budget}"
                 d.mkdir()
                 m = _matrix(drop + 0.1 * seed)
-                run_id = start_run(uri, "mssr", f"{name}-{strategy}-b{budget}-s{seed}",
-                                   {"seed": seed, "replay.strategy": strategy, "isolation.method": iso},
-                                   tags={"comparison_id": name, "strategy": strategy, "budget": budget})
-                finish_run(uri, run_id, {"ap": sum(m[-1]) / 3, "bwt": -drop, "fwt": 0.0, "forgetting": drop,
-                                         "replay_samples": 48}, _artifacts(d, m))
+                run_id = start_run(
+                    uri,
+                    "mssr",
+                    f"{name}-{strategy}-b{budget}-s{seed}",
+                    {"seed": seed, "replay.strategy": strategy, "isolation.method": iso},
+                    tags={"comparison_id": name, "strategy": strategy, "budget": budget},
+                )
+                finish_run(
+                    uri,
+                    run_id,
+                    {"ap": sum(m[-1]) / 3, "bwt": -drop, "fwt": 0.0, "forgetting": drop, "replay_samples": 48},
+                    _artifacts(d, m),
+                )
     failed = start_run(uri, "mssr", f"{name}-loss-s0", {"seed": 0}, tags={"comparison_id": name, "strategy": "loss"})
     fail_run(uri, failed)
     start_run(uri, "mssr", "sw", {}, tags={"sweep_id": "sw", "kind": "sweep"})
@@ -56,9 +67,20 @@ def test_report_of_a_comparison(tmp_path):
     assert "<td>mssr+epi</td>" in page and "<td>fixed</td>" in page
     assert "cmp-loss-s0 (FAILED)" in page  # listed, not drawn
     pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
-    assert pngs == ["bars.png", "curve_00.png", "curve_01.png", "curve_02.png",
-                    "heatmap_000.png", "heatmap_001.png", "heatmap_002.png", "heatmap_003.png",
-                    "loss_heatmap_000.png", "loss_heatmap_001.png", "loss_heatmap_002.png", "loss_heatmap_003.png"]
+    assert pngs == [
+        "bars.png",
+        "curve_00.png",
+        "curve_01.png",
+        "curve_02.png",
+        "heatmap_000.png",
+        "heatmap_001.png",
+        "heatmap_002.png",
+        "heatmap_003.png",
+        "loss_heatmap_000.png",
+        "loss_heatmap_001.png",
+        "loss_heatmap_002.png",
+        "loss_heatmap_003.png",
+    ]
     assert all(f"src='{p}'" in page or f'src="{p}"' in page for p in pngs)
     # mssr+epi forgets 0.1 less of each earlier task: AP +0.1 ((0.2 + 0.1) / 3), paired against fixed
     assert "<h3>Against fixed</h3>" in page and "<td>mssr+epi</td><td>2</td><td>+0.100 [" in page

@@ -19,17 +19,24 @@ def observation(rank: int, world: int = 2, n_new: int = 4) -> StepObservation:
     rng = np.random.default_rng(rank)
     replay, probe = PLAN["replay"][rank::world], PLAN["probe"][rank::world]
     return StepObservation(
-        new_ids=[10**12 + 1000 * rank + i for i in range(n_new)], new_losses=rng.random(n_new).astype(np.float32),
-        replay_ids=replay, replay_losses=rng.random(len(replay)).astype(np.float32),
-        probe_ids=probe, probe_losses=rng.random(len(probe)).tolist(), probe_correct=[i % 2 == 0 for i in probe],
-        update_norm=0.5 if rank == 0 else 0.0)
+        new_ids=[10**12 + 1000 * rank + i for i in range(n_new)],
+        new_losses=rng.random(n_new).astype(np.float32),
+        replay_ids=replay,
+        replay_losses=rng.random(len(replay)).astype(np.float32),
+        probe_ids=probe,
+        probe_losses=rng.random(len(probe)).tolist(),
+        probe_correct=[i % 2 == 0 for i in probe],
+        update_norm=0.5 if rank == 0 else 0.0,
+    )
 
 
 def assert_same(got: StepObservation, want: StepObservation) -> None:
-    for field in ("new_ids", "new_losses", "replay_ids", "replay_losses", "probe_ids", "probe_losses",
-                  "probe_correct"):
-        np.testing.assert_array_equal(np.asarray(getattr(got, field), dtype=np.float64),
-                                      np.asarray(getattr(want, field), dtype=np.float64), err_msg=field)
+    for field in ("new_ids", "new_losses", "replay_ids", "replay_losses", "probe_ids", "probe_losses", "probe_correct"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(got, field), dtype=np.float64),
+            np.asarray(getattr(want, field), dtype=np.float64),
+            err_msg=field,
+        )
     assert got.update_norm == want.update_norm
 
 

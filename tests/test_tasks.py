@@ -7,9 +7,14 @@ from mssr.tasks import load_task, read_rows
 
 
 def test_trace_and_alpaca_rows(write_jsonl):
-    p = write_jsonl("t.jsonl", [{"prompt": "2+2?", "answer": "4"},
-                                {"instruction": "Add", "input": "2 and 3", "output": "5"},
-                                {"instruction": "Say hi", "input": "", "output": "hi"}])
+    p = write_jsonl(
+        "t.jsonl",
+        [
+            {"prompt": "2+2?", "answer": "4"},
+            {"instruction": "Add", "input": "2 and 3", "output": "5"},
+            {"instruction": "Say hi", "input": "", "output": "hi"},
+        ],
+    )
     rows = read_rows(p)
     assert [(r.prompt, r.answer) for r in rows] == [("2+2?", "4"), ("Add\n\n2 and 3", "5"), ("Say hi", "hi")]
     assert [r.line for r in rows] == [1, 2, 3]
@@ -25,16 +30,19 @@ def test_parquet_rows(tmp_path):
     assert [r.answer for r in read_rows(p)] == ["1", "2"]
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ('{"prompt": "a", "answer": "b"}\n{"prompt": "a", "answer": \n', ":2: malformed JSON"),
-    ('{"prompt": "a"}\n', ":1: missing field 'answer'"),
-    ('{"prompt": "  ", "answer": "b"}\n', ":1: field 'prompt' is empty"),
-    ('{"question": "a", "answer": "b"}\n', ":1: missing field 'prompt'"),
-    ('{"text": "a"}\n', ":1: expected fields 'prompt' and 'answer'"),
-    ('[1, 2]\n', ":1: expected a JSON object"),
-    ('{"prompt": ["a"], "answer": "b"}\n', ":1: field 'prompt' must be a string"),
-    ("\n\n", ": no rows"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ('{"prompt": "a", "answer": "b"}\n{"prompt": "a", "answer": \n', ":2: malformed JSON"),
+        ('{"prompt": "a"}\n', ":1: missing field 'answer'"),
+        ('{"prompt": "  ", "answer": "b"}\n', ":1: field 'prompt' is empty"),
+        ('{"question": "a", "answer": "b"}\n', ":1: missing field 'prompt'"),
+        ('{"text": "a"}\n', ":1: expected fields 'prompt' and 'answer'"),
+        ("[1, 2]\n", ":1: expected a JSON object"),
+        ('{"prompt": ["a"], "answer": "b"}\n', ":1: field 'prompt' must be a string"),
+        ("\n\n", ": no rows"),
+    ],
+)
 def test_bad_rows_name_file_and_line(write_jsonl, content, fragment):
     p = write_jsonl("bad.jsonl", content)
     with pytest.raises(DataError) as e:
@@ -67,8 +75,10 @@ def test_load_task_caps_sizes_and_checks_scorer(write_jsonl):
         load_task("x", str(tr), str(te), None, "f1_score")
 
 
-@pytest.mark.parametrize("stream,first,last,count", [("reasoning-gym", "chain_sum", "aiw", 5),
-                                                     ("reasoning-gym-long", "chain_sum", "decimal_chain_sum", 11)])
+@pytest.mark.parametrize(
+    "stream,first,last,count",
+    [("reasoning-gym", "chain_sum", "aiw", 5), ("reasoning-gym-long", "chain_sum", "decimal_chain_sum", 11)],
+)
 def test_builtin_streams_generate_distinct_train_and_test_prompts(tmp_path, stream, first, last, count):
     from mssr.builtin_stream import builtin_task_specs
     from mssr.config import StreamConfig

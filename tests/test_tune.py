@@ -25,12 +25,14 @@ def test_every_distribution_maps_onto_ray_tune(tmp_path):
     from pipelines.tune import to_ray
 
     f = tmp_path / "space.yaml"
-    f.write_text("replay.strategy: fixed\n"
-                 "replay.fixed.interval: {randint: [2, 4]}\n"
-                 "train.lr: {loguniform: [0.0001, 0.01]}\n"
-                 "replay.mssr.growth: {uniform: [1.1, 2.0]}\n"
-                 "replay.samples_per_event: {choice: [2, 4]}\n"
-                 "seed: {grid: [0, 1]}\n")
+    f.write_text(
+        "replay.strategy: fixed\n"
+        "replay.fixed.interval: {randint: [2, 4]}\n"
+        "train.lr: {loguniform: [0.0001, 0.01]}\n"
+        "replay.mssr.growth: {uniform: [1.1, 2.0]}\n"
+        "replay.samples_per_event: {choice: [2, 4]}\n"
+        "seed: {grid: [0, 1]}\n"
+    )
     ray_space = to_ray(load_space(f, TINY))
     assert ray_space["replay.strategy"] == "fixed" and ray_space["seed"] == {"grid_search": [0, 1]}
     assert isinstance(ray_space["train.lr"], Float) and isinstance(ray_space["replay.mssr.growth"], Float)
@@ -40,7 +42,7 @@ def test_every_distribution_maps_onto_ray_tune(tmp_path):
     draws = interval.sample(size=400, random_state=np.random.default_rng(0))
     assert set(draws) == {2, 3, 4}  # randint's high bound is included, as the space file says
     lrs = ray_space["train.lr"].sample(size=400, random_state=np.random.default_rng(0))
-    assert 0.0001 <= min(lrs) and max(lrs) <= 0.01
+    assert min(lrs) >= 0.0001 and max(lrs) <= 0.01
 
 
 def test_worker_cpus_fit_the_concurrent_trials():
@@ -51,13 +53,16 @@ def test_worker_cpus_fit_the_concurrent_trials():
         assert per > 0 and m * (TRIAL_CPU + w * per) <= cpus + 1e-9
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--space", "tune_spaces/nope.yaml"], "search space file not found"),
-    (["--space", "tune_spaces/mssr.yaml", "--metric", "loss"], "invalid choice: 'loss'"),
-    (["--space", "tune_spaces/mssr.yaml", "--resume"], "--resume needs the --name"),
-    (["--space", "tune_spaces/mssr.yaml", "--max-concurrent", "0"], "must be at least 1"),
-    (["--space", "tune_spaces/mssr.yaml", "train.batch_size=5"], "multiple of train.num_workers"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--space", "tune_spaces/nope.yaml"], "search space file not found"),
+        (["--space", "tune_spaces/mssr.yaml", "--metric", "loss"], "invalid choice: 'loss'"),
+        (["--space", "tune_spaces/mssr.yaml", "--resume"], "--resume needs the --name"),
+        (["--space", "tune_spaces/mssr.yaml", "--max-concurrent", "0"], "must be at least 1"),
+        (["--space", "tune_spaces/mssr.yaml", "train.batch_size=5"], "multiple of train.num_workers"),
+    ],
+)
 def test_bad_sweep_input_is_refused_before_anything_runs(tmp_path, args, fragment):
     proc = run_cli("tune", TINY, f"run.output_dir={tmp_path / 'out'}", *args, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -86,11 +91,26 @@ def mlflow_server(tmp_path):
         port = sock.getsockname()[1]
     store = tmp_path / "server"
     store.mkdir()
-    log = open(store / "server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-                             "--port", str(port), "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                             "--artifacts-destination", str(store / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=store)
+    log = open(store / "server.log", "w")  # noqa: SIM115 (open for as long as the server writes to it)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=store,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -145,9 +165,20 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
     import os
 
     out = tmp_path / "out"
-    proc = run_cli("tune", TINY, f"run.output_dir={out}", f"mlflow.tracking_uri={mlflow_server}",
-                   "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
-                   "--num-samples", "2", "--name", "sw", cwd=tmp_path, timeout=1200)  # ASHA, the default
+    proc = run_cli(
+        "tune",
+        TINY,
+        f"run.output_dir={out}",
+        f"mlflow.tracking_uri={mlflow_server}",
+        "--space",
+        str(ROOT / "tune_spaces" / "fixed.yaml"),
+        "--num-samples",
+        "2",
+        "--name",
+        "sw",
+        cwd=tmp_path,
+        timeout=1200,
+    )  # ASHA, the default
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     sweep = out / "sweeps" / "sw"
     rows = (sweep / "trials.csv").read_text().splitlines()
@@ -181,8 +212,14 @@ def test_a_trial_stopped_by_tune_gives_its_cpus_back(tmp_path):
     # Tune kills the trials ASHA stops; the placement group of their Ray Train workers stayed
     # reserved, and the next trials of a sweep waited for CPUs forever.
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "stopped_trial.py"), str(tmp_path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "stopped_trial.py"), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cpus = json.loads(proc.stdout.strip().splitlines()[-1])
     assert cpus["free"] == cpus["total"], cpus
@@ -191,8 +228,21 @@ def test_a_trial_stopped_by_tune_gives_its_cpus_back(tmp_path):
 @pytest.mark.e2e
 def test_interrupted_sweep_resumes(tmp_path):
     out = tmp_path / "out"
-    args = ["tune", TINY, f"run.output_dir={out}", "--space", str(ROOT / "tune_spaces" / "fixed.yaml"),
-            "--num-samples", "2", "--scheduler", "fifo", "--name", "sw", "--max-concurrent", "1"]
+    args = [
+        "tune",
+        TINY,
+        f"run.output_dir={out}",
+        "--space",
+        str(ROOT / "tune_spaces" / "fixed.yaml"),
+        "--num-samples",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--name",
+        "sw",
+        "--max-concurrent",
+        "1",
+    ]
     proc = start_cli(*args, cwd=tmp_path, log_path=tmp_path / "first.log")
     deadline = time.time() + 600
     # interrupt once a trial has finished its second task (a task-boundary checkpoint to continue from)
