@@ -40,15 +40,10 @@ import torch
 import torch.distributed as dist
 
 from mssr.config import Config
-from mssr.evaluation import evaluate_examples
-from mssr.isolation import make_isolation
-from mssr.losses import answer_reproduced, per_sample_loss
+from mssr.learner import Learner
 from mssr.metrics import all_metrics, loss_metrics
-from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
-from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer, resolve_autocast
 from mssr.replay import StepObservation
 from mssr.tasks import Example
-from mssr.tokenize import PromptEncoder, collate, encoder_options
 from pipelines.checkpoint import load_checkpoint, memory_digest, save_checkpoint
 from pipelines.data import read_pool, write_pool_part
 from pipelines.step_gather import gather_step
@@ -114,21 +109,15 @@ class Worker:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         torch.set_num_threads(max(1, int(round(self.cfg.train.cpus_per_worker))))
         self.device = ray.train.torch.get_device()
-        model, self.tok = load_model(
-            self.cfg.model, seed=self.cfg.seed, gradient_checkpointing=self.cfg.train.gradient_checkpointing
-        )
-        self.model = ray.train.torch.prepare_model(model)
-        self.core = self.model.module if hasattr(self.model, "module") else self.model
+        # model, optimizer, schedule, isolation, the step and evaluation (DDP-wrapped by Ray Train)
+        self.learner = Learner(self.cfg, self.total_steps, self.device, wrap_model=ray.train.torch.prepare_model)
         torch.manual_seed(self.cfg.seed * 1000 + self.rank)
-        self.encoder = PromptEncoder(self.tok, **encoder_options(self.cfg.stream))
-        self.opt, self.sched = build_optimizer(self.core, self.cfg.train, self.total_steps)
         self.actor = ray.get_actor(config["actor_name"])
         self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
         self.plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
         self.plan_path.parent.mkdir(parents=True, exist_ok=True)
         self._write_worker_info()
         self.per_rank_batch = self.cfg.train.batch_size // self.world
-        self.precision = resolve_autocast(self.cfg.train.autocast, self.device.type)  # "bf16" or "none"
         # progress, restored from the checkpoint when Ray Train restarts the workers
         self.next_task = 0
         self.task_step = 0  # batches of task `next_task` already trained (a mid-task checkpoint)
@@ -146,8 +135,6 @@ class Worker:
         # logging; evaluation aside), two of its parts (where the pipeline waits), and in evaluation
         self.pipeline = {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0, "eval_wall": 0.0}
         self.mask_overlaps: list[float] = []  # isolation: overlap of each new mask with the one before
-        self.trainable = [p for p in self.core.parameters() if p.requires_grad]
-        self.isolation = make_isolation(self.cfg.isolation, self.trainable)  # the same mask on every rank
         self.needs_update_norm = config["needs_update_norm"] and self.rank == 0
         self.pool: dict[int, tuple[list[int], int]] = {}
         self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
@@ -187,10 +174,7 @@ class Worker:
             return
         with ckpt.as_directory() as d:
             trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
-        load_trainable_state_dict(self.core, trainable)
-        self.opt.load_state_dict(trainer_state["optimizer"])
-        self.isolation.load_state_dict(trainer_state["isolation"])
-        self.sched.load_state_dict(trainer_state["scheduler"])
+        self.learner.load_state_dict(trainable, trainer_state)
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
         self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
         self.matrix, self.tokens = progress["matrix"], progress["tokens"]
@@ -244,31 +228,16 @@ class Worker:
             "task_names": [t["name"] for t in self.tasks],
             "mask_overlaps": self.mask_overlaps,
             "pipeline": self.pipeline,
-            "autocast": self.precision,
-            "eval_autocast": resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval"),
-            "isolation": {
-                "method": self.cfg.isolation.method,
-                "refreshes": self.isolation.refreshes,
-                "fraction": self.isolation.isolated_fraction(),
-                "state_mb": round(self.isolation.state_bytes() / 2**20, 3),
-            },
+            "autocast": self.learner.precision,
+            "eval_autocast": self.learner.eval_precision,
+            "isolation": self.learner.isolation_summary(),
         }
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
                 actor_state = ray.get(self.actor.state_dict.remote(self.step))
-                save_checkpoint(
-                    Path(tmp),
-                    trainable_state_dict(self.core),
-                    {
-                        "optimizer": self.opt.state_dict(),
-                        "scheduler": self.sched.state_dict(),
-                        "isolation": self.isolation.state_dict(),
-                        "torch_rng": rng_states,
-                    },
-                    actor_state,
-                    progress,
-                )
+                trainable, trainer_state = self.learner.state_dict()
+                save_checkpoint(Path(tmp), trainable, {**trainer_state, "torch_rng": rng_states}, actor_state, progress)
                 (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
@@ -282,16 +251,7 @@ class Worker:
         for t in self.tasks:
             n = len(t["test"])
             mine = np.arange(self.rank, n, self.world)
-            result = evaluate_examples(
-                self.core,
-                self.encoder,
-                [Example(*t["test"][i]) for i in mine],
-                t["scorer"],
-                self.cfg.eval.mode,
-                self.cfg.eval.max_new_tokens,
-                self.cfg.eval.batch_size,
-                autocast_context(self.cfg.eval.autocast, self.device.type, "eval"),
-            )
+            result = self.learner.evaluate([Example(*t["test"][i]) for i in mine], t["scorer"])
             scores, losses = np.zeros(n), np.zeros(n)
             scores[mine], losses[mine] = result.scores, result.losses
             packed.append(np.concatenate([scores, losses, [result.tokens]]))
@@ -314,26 +274,12 @@ class Worker:
         if self.rank == 0:
             print(text, flush=True)
 
-    def _pool_batch(self, ids: list[int]) -> dict:
-        rows, plens = [self.pool[i][0] for i in ids], [self.pool[i][1] for i in ids]
-        return {k: v.to(self.device) for k, v in collate(rows, plens, self.tok.pad_token_id).items()}
-
-    @torch.no_grad()
     def probe(self, ids: list[int]) -> tuple[list[float], list[bool]]:
-        """Loss and greedy exact match of pool samples, one no-grad forward pass (this rank's share)."""
-        if not ids:
-            return [], []
-        t = time.perf_counter()
-        self.core.eval()
-        b = self._pool_batch(ids)
-        with autocast_context(self.cfg.train.autocast, self.device.type):
-            logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        losses = per_sample_loss(logits, b["labels"]).float().cpu().tolist()
-        correct = answer_reproduced(logits, b["labels"]).cpu().tolist()
-        self.core.train()
-        self.probe_window[0] += float(b["attention_mask"].sum())  # summed over ranks in _log_window
-        self.probe_window[1] += time.perf_counter() - t
-        return losses, correct
+        """Loss and greedy exact match of pool samples (this rank's share of the plan's probe)."""
+        result = self.learner.probe([self.pool[i] for i in ids])
+        self.probe_window[0] += result.tokens  # summed over ranks in _log_window
+        self.probe_window[1] += result.seconds
+        return result.losses, result.correct
 
     def train_step(self, batch: dict) -> tuple[float, int, int, int]:
         """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
@@ -345,43 +291,21 @@ class Worker:
         probe_losses, probe_correct = self.probe(probe_ids)
         mine = plan["replay"][self.rank :: self.world]
         new_ids = [int(i) for i in batch["sample_id"]]
-        rows = [list(r) for r in batch["input_ids"]] + [self.pool[i][0] for i in mine]
-        plens = [int(p) for p in batch["prompt_len"]] + [self.pool[i][1] for i in mine]
-        real_tokens = []
-
-        def chunk_losses(start: int, stop: int) -> torch.Tensor:  # forward of rows[start:stop]
-            b = {
-                k: v.to(self.device)
-                for k, v in collate(rows[start:stop], plens[start:stop], self.tok.pad_token_id).items()
-            }
-            with autocast_context(self.cfg.train.autocast, self.device.type):
-                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            real_tokens.append(b["attention_mask"].sum(dim=1).cpu())
-            return per_sample_loss(logits, b["labels"])
-
-        # the mean loss of all rows, backpropagated in train.grad_accum_steps chunks (1: one chunk, as before)
-        losses = backward_in_micro_batches(
-            chunk_losses, len(rows), self.cfg.train.grad_accum_steps, no_sync=getattr(self.model, "no_sync", None)
-        )
-        # gradients are all-reduced: the same importance and mask on every rank
-        self._log_isolation(self.isolation.observe_gradients(), at_step=self.step + 1)
-        before = [p.detach().clone() for p in self.trainable] if self.needs_update_norm else None
-        with self.isolation.frozen():  # isolated weights: gradient zeroed, value restored after the step
-            if self.cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
-            self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        update_norm = 0.0
-        if before is not None:  # the replay clock's "model time": how far this step moved the weights
-            update_norm = float(
-                torch.sqrt(sum(((p.detach() - b0) ** 2).sum() for p, b0 in zip(self.trainable, before)))
-            )
-        values = losses.float().cpu().numpy()
-        n_new = len(new_ids)
+        new_rows = [(list(r), int(p)) for r, p in zip(batch["input_ids"], batch["prompt_len"])]
+        # the replay clock's "model time" needs how far the step moved the weights (rank 0 measures)
+        result = self.learner.train_step(new_rows, [self.pool[i] for i in mine], update_norm=self.needs_update_norm)
+        self._log_isolation(result.isolation_metrics, at_step=self.step + 1)
+        values, n_new = result.losses, len(new_ids)
         observed = gather_step(
             StepObservation(
-                new_ids, values[:n_new], mine, values[n_new:], probe_ids, probe_losses, probe_correct, update_norm
+                new_ids,
+                values[:n_new],
+                mine,
+                values[n_new:],
+                probe_ids,
+                probe_losses,
+                probe_correct,
+                result.update_norm,
             ),
             plan,
             self.rank,
@@ -391,15 +315,14 @@ class Worker:
         )
         if observed is not None:  # rank 0: one message with every rank's losses, not waited for
             self.actor.observe.remote(self.step, observed)
-        real_tokens = torch.cat(real_tokens).numpy()
-        return float(values.mean()), int(real_tokens[:n_new].sum()), int(real_tokens[n_new:].sum()), len(plan["replay"])
+        return float(values.mean()), result.new_tokens, result.replay_tokens, len(plan["replay"])
 
     def train_task(self, k: int) -> None:
         task = self.tasks[k]
         skip, self.task_step = self.task_step, 0  # batches already trained before a restore
         ray.get(self.actor.start_task.remote(k, self.step - skip))  # idempotent: a restored actor knows it started
         if skip == 0:  # after a mid-task restore the checkpoint holds the task's isolation state
-            self._log_isolation(self.isolation.start_task(k), at_step=self.step)
+            self._log_isolation(self.learner.start_task(k), at_step=self.step)
         shard = ray.train.get_dataset_shard(f"train_{k}")
         ahead = self.read_ahead.pop(k, None)
         self._read_ahead(k + 1)  # the next task's stream starts now: it takes seconds to start
@@ -497,9 +420,9 @@ class Worker:
             self.read_ahead[k] = ReadAhead(ray.train.get_dataset_shard(f"train_{k}"), self.per_rank_batch)
 
     def run(self) -> None:
-        eval_precision = resolve_autocast(self.cfg.eval.autocast, self.device.type, "eval")
+        eval_precision = self.learner.eval_precision
         self._say(
-            f"matmul precision: training {'bf16 autocast' if self.precision == 'bf16' else 'fp32'} "
+            f"matmul precision: training {'bf16 autocast' if self.learner.precision == 'bf16' else 'fp32'} "
             f"(train.autocast={self.cfg.train.autocast} on {self.device.type}), evaluation "
             f"{'bf16 autocast' if eval_precision == 'bf16' else 'fp32'} (eval.autocast={self.cfg.eval.autocast}); "
             f"evaluation: {self.cfg.eval.mode} (exact-match tasks; other scorers generate)"
