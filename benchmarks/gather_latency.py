@@ -24,11 +24,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from machine import describe
 
-from mssr.replay import StepObservation
+from mssr.replay import ReplayPlan, StepObservation
 from pipelines.step_gather import gather_step
 
 WARMUP = 100
-PLAN = {"replay": [1, 2, 3, 4], "probe": []}
+PLAN = ReplayPlan(replay=[1, 2, 3, 4])
 
 
 def _rank(rank: int, args, init_file: str, out_file: str) -> None:
@@ -36,7 +36,7 @@ def _rank(rank: int, args, init_file: str, out_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=args.ranks)
     try:
         rng = np.random.default_rng(rank)
-        replay = PLAN["replay"][rank :: args.ranks]
+        replay, _ = PLAN.share(rank, args.ranks)
         obs = StepObservation(
             np.arange(args.per_rank) + rank * args.per_rank, rng.random(args.per_rank), replay, rng.random(len(replay))
         )

@@ -8,7 +8,7 @@ from the strategy). Time is the replay clock's (``mssr.clock``): optimizer steps
 
     planner = ReplayPlanner(cfg.replay, seed=0)
     planner.start_task(0)
-    plan = planner.plan()        # {"replay": [], "probe": []}: nothing to replay yet
+    plan = planner.plan()        # ReplayPlan(replay=[], probe=[]): nothing to replay yet
     planner.observe_step([StepObservation(new_ids=..., new_losses=...)])  # one per rank
     pool_ids = planner.end_task(0)   # reservoir sample of task 0 joins the pool
 """
@@ -16,7 +16,7 @@ from the strategy). Time is the replay clock's (``mssr.clock``): optimizer steps
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -108,6 +108,22 @@ class Reservoir:
         )
 
 
+@dataclass(frozen=True)
+class ReplayPlan:
+    """One step's plan, the same for every rank: pool ids to replay and pool ids to probe.
+    Rank r of ``world`` takes ``ids[r::world]`` of each (``share``)."""
+
+    replay: list[int] = field(default_factory=list)
+    probe: list[int] = field(default_factory=list)
+
+    def share(self, rank: int, world: int) -> tuple[list[int], list[int]]:
+        """This rank's replay ids and probe ids."""
+        return self.replay[rank::world], self.probe[rank::world]
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"replay": list(self.replay), "probe": list(self.probe)}
+
+
 @dataclass
 class StepObservation:
     """What one rank saw at one step: losses of its new and replayed samples, its share of
@@ -153,16 +169,16 @@ class ReplayPlanner:
         self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
         self.strategy.scheduler.on_task_start(task_index, self.now)
 
-    def plan(self) -> dict[str, list[int]]:
+    def plan(self) -> ReplayPlan:
         """This step's plan: pool ids to replay, and pool ids to probe (both may be empty)."""
         if len(self.memory) == 0:
-            return {"replay": [], "probe": []}
+            return ReplayPlan()
         scheduler = self.strategy.scheduler
         probe = getattr(scheduler, "probe", None)  # optional hooks: see mssr.schedulers.BaseScheduler
         probe_ids = probe(self.now, self.memory, self.rng) if probe else None
         probe_ids = [] if probe_ids is None else [int(i) for i in probe_ids]
         self.probed += len(probe_ids)
-        return {"replay": self._replay_ids(), "probe": probe_ids}
+        return ReplayPlan(replay=self._replay_ids(), probe=probe_ids)
 
     def _replay_ids(self) -> list[int]:
         scheduler = self.strategy.scheduler

@@ -12,7 +12,7 @@ workers' next call fails, Ray Train restarts them from the last checkpoint, and 
 loads the checkpointed state into the new actor, so the run continues from that snapshot.
 
     actor = MemoryActor.options(name=f"mssr-memory-{run_id}", get_if_exists=True, max_restarts=-1).remote(...)
-    plan = ray.get(actor.plan.remote(step))        # {"replay": [ids], "probe": [ids]}
+    plan = ray.get(actor.plan.remote(step))        # ReplayPlan(replay=[ids], probe=[ids])
     actor.observe.remote(step, [StepObservation(new_ids, new_losses, ...), ...])   # rank 0, one per rank
 """
 
@@ -24,7 +24,7 @@ import time
 
 import ray
 
-from mssr.replay import ReplayPlanner, StepObservation
+from mssr.replay import ReplayPlan, ReplayPlanner, StepObservation
 
 
 class MemoryCoordinator:
@@ -36,7 +36,7 @@ class MemoryCoordinator:
         )
         self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
         self.applied_through = -1  # every step <= this has been applied
-        self.plans: dict[int, dict] = {}
+        self.plans: dict[int, ReplayPlan] = {}
         self.started: set[int] = set()
         self.ended: dict[int, list[int]] = {}
         self.changed = asyncio.Condition()
@@ -54,14 +54,14 @@ class MemoryCoordinator:
             self.started.add(task_index)
             self.planner.start_task(task_index)
 
-    async def plan(self, step: int) -> dict:
+    async def plan(self, step: int) -> ReplayPlan:
         await self._wait_applied(step - 1)
         if step not in self.plans:
             t = time.perf_counter()
             self.plans[step] = self.planner.plan()
             self.bookkeeping_seconds += time.perf_counter() - t
-            if self.plans[step]["replay"]:
-                self.events.append([step, self.plans[step]["replay"]])
+            if self.plans[step].replay:
+                self.events.append([step, self.plans[step].replay])
             self.plans.pop(step - 64, None)  # bounded cache; ranks never lag that far
         return self.plans[step]
 

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mssr.replay import StepObservation
+from mssr.replay import ReplayPlan, StepObservation
 
 MAX_EXACT_ID = 2**53  # sample ids travel as float64, exact below this
 
 
-def _sizes(plan: dict, world: int, capacity: int) -> dict[str, int]:
+def _sizes(plan: ReplayPlan, world: int, capacity: int) -> dict[str, int]:
     """Field lengths of the packed vector: the largest share any rank can have."""
-    replay, probe = -(-len(plan["replay"]) // world), -(-len(plan["probe"]) // world)
+    replay, probe = -(-len(plan.replay) // world), -(-len(plan.probe) // world)
     return {
         "n_new": 1,
         "new_ids": capacity,
@@ -37,7 +37,7 @@ def _sizes(plan: dict, world: int, capacity: int) -> dict[str, int]:
     }
 
 
-def pack(obs: StepObservation, plan: dict, world: int, capacity: int) -> np.ndarray:
+def pack(obs: StepObservation, plan: ReplayPlan, world: int, capacity: int) -> np.ndarray:
     """One rank's observation as a vector of the length every rank computes for this plan."""
     n_new = len(obs.new_ids)
     if n_new > capacity:
@@ -63,7 +63,7 @@ def pack(obs: StepObservation, plan: dict, world: int, capacity: int) -> np.ndar
     return out
 
 
-def unpack(rows: np.ndarray, plan: dict, world: int, capacity: int, update_norm: float) -> list[StepObservation]:
+def unpack(rows: np.ndarray, plan: ReplayPlan, world: int, capacity: int, update_norm: float) -> list[StepObservation]:
     """Every rank's observation from the gathered vectors (one row per rank); ``update_norm``
     is rank 0's (the only rank that measures it)."""
     sizes = _sizes(plan, world, capacity)
@@ -74,7 +74,7 @@ def unpack(rows: np.ndarray, plan: dict, world: int, capacity: int, update_norm:
             fields[name] = rows[r, start : start + size]
             start += size
         n_new = int(fields["n_new"][0])
-        replay_ids, probe_ids = plan["replay"][r::world], plan["probe"][r::world]
+        replay_ids, probe_ids = plan.share(r, world)
         observations.append(
             StepObservation(
                 new_ids=fields["new_ids"][:n_new].astype(np.int64),
@@ -91,7 +91,7 @@ def unpack(rows: np.ndarray, plan: dict, world: int, capacity: int, update_norm:
 
 
 def gather_step(
-    obs: StepObservation, plan: dict, rank: int, world: int, capacity: int, device: torch.device
+    obs: StepObservation, plan: ReplayPlan, rank: int, world: int, capacity: int, device: torch.device
 ) -> list[StepObservation] | None:
     """Rank 0: every rank's observation of this step, in rank order; other ranks: None.
     Every rank must call it at the same step (it is a collective when ``world`` > 1)."""

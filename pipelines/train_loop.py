@@ -286,10 +286,9 @@ class Worker:
         t = time.perf_counter()
         plan = ray.get(self.actor.plan.remote(self.step))
         self.pipeline["plan_wait"] += time.perf_counter() - t
-        self.plan_log.write(json.dumps({"step": self.step, **plan}) + "\n")
-        probe_ids = plan["probe"][self.rank :: self.world]
+        self.plan_log.write(json.dumps({"step": self.step, **plan.to_json()}) + "\n")
+        mine, probe_ids = plan.share(self.rank, self.world)
         probe_losses, probe_correct = self.probe(probe_ids)
-        mine = plan["replay"][self.rank :: self.world]
         new_ids = [int(i) for i in batch["sample_id"]]
         new_rows = [(list(r), int(p)) for r, p in zip(batch["input_ids"], batch["prompt_len"])]
         # the replay clock's "model time" needs how far the step moved the weights (rank 0 measures)
@@ -315,7 +314,7 @@ class Worker:
         )
         if observed is not None:  # rank 0: one message with every rank's losses, not waited for
             self.actor.observe.remote(self.step, observed)
-        return float(values.mean()), result.new_tokens, result.replay_tokens, len(plan["replay"])
+        return float(values.mean()), result.new_tokens, result.replay_tokens, len(plan.replay)
 
     def train_task(self, k: int) -> None:
         task = self.tasks[k]

@@ -21,15 +21,15 @@ def simulate(planner: ReplayPlanner, tasks=3, steps=40, batch=4, first_task=0, r
             plans.append(plan)
             new = [k * 1000 + i * batch + j for j in range(batch)]
             new_losses = (1.0 / (1 + i) + noise.gamma(2.0, 0.2, size=batch)).tolist()
-            probe = plan["probe"]
+            probe = plan.probe
             age = np.array([planner.now - ended.get(i // 1000, 0.0) for i in probe], dtype=float)
             probe_losses = (0.2 + 0.02 * age + 0.1 * (np.asarray(probe) % 3)).tolist()
             observations = [
                 StepObservation(
                     new[r::ranks],
                     new_losses[r::ranks],
-                    plan["replay"][r::ranks],
-                    [0.3] * len(plan["replay"][r::ranks]),
+                    plan.replay[r::ranks],
+                    [0.3] * len(plan.replay[r::ranks]),
                     probe[r::ranks],
                     probe_losses[r::ranks],
                     [x < 0.8 for x in probe_losses[r::ranks]],
@@ -44,4 +44,4 @@ def simulate(planner: ReplayPlanner, tasks=3, steps=40, batch=4, first_task=0, r
 
 
 def replayed(plans) -> int:
-    return sum(len(p["replay"]) for p in plans)
+    return sum(len(p.replay) for p in plans)

@@ -7,7 +7,7 @@ from mssr.clock import StepClock, UpdateNormClock
 from mssr.config import ReplayConfig
 from mssr.errors import ConfigError
 from mssr.memory import MemoryState
-from mssr.replay import ReplayPlanner, Reservoir, StepObservation, derived_fixed_interval
+from mssr.replay import ReplayPlan, ReplayPlanner, Reservoir, StepObservation, derived_fixed_interval
 from mssr.samplers import StrengthSampler, TaskBalancedSampler, UniformSampler
 from mssr.schedulers import (
     DEFAULT_FIXED_INTERVAL,
@@ -111,7 +111,7 @@ def test_an_interval_derived_from_the_budget_spends_it_to_the_last_event(strateg
     plans = simulate(planner, tasks=3, steps=40, batch=4)
     cap = budget if isinstance(budget, int) else int(budget * 3 * 40 * 4)
     assert replayed(plans) == cap
-    events = [i for i, p in enumerate(plans) if p["replay"]]
+    events = [i for i, p in enumerate(plans) if p.replay]
     assert len(events) == -(-cap // 4) and events[-1] >= 80  # ceil(cap / 4) events, the last in task 3
     gaps = np.diff(events)
     assert gaps.max() - gaps.min() <= 1  # evenly spread (the grid's fractional interval)
@@ -141,12 +141,12 @@ def test_plans_do_not_depend_on_how_a_step_is_split_over_ranks():
     assert replayed(one) > 0
     # the reservoir sees the same samples in a different order, so only the pool may differ;
     # the number of events and their timing must not
-    assert [bool(p["replay"]) for p in one] == [bool(p["replay"]) for p in two]
+    assert [bool(p.replay) for p in one] == [bool(p.replay) for p in two]
 
 
 def test_no_replay_before_the_pool_has_samples():
     _, plans = _run_planner("fixed")
-    assert all(p["replay"] == [] for p in plans[:40]) and any(p["replay"] for p in plans[40:])
+    assert all(p.replay == [] for p in plans[:40]) and any(p.replay for p in plans[40:])
 
 
 def test_planner_state_roundtrip_continues_identically():
@@ -190,24 +190,24 @@ def test_accuracy_trigger_replays_only_the_task_that_dropped():
     mem.add(np.arange(100, 110), task=1, losses=np.zeros(10), now=0)
     planner.start_task(2)
     first = planner.plan()
-    assert first["replay"] == [] and len(first["probe"]) == 8  # the baseline probe: 4 per past task
-    ids = np.asarray(first["probe"])
+    assert first.replay == [] and len(first.probe) == 8  # the baseline probe: 4 per past task
+    ids = np.asarray(first.probe)
     planner.observe_step(
         [StepObservation([], [], probe_ids=ids, probe_losses=np.zeros(8), probe_correct=np.ones(8, bool))]
     )
     for _ in range(4):  # no probe and no replay until the next probe is due
         p = planner.plan()
-        assert p == {"replay": [], "probe": []}
+        assert p == ReplayPlan()
         planner.observe_step([StepObservation([], [])])
     second = planner.plan()
-    assert second["probe"] == first["probe"]  # the same validation slices each time
-    correct = np.asarray(second["probe"]) >= 100  # task 0 forgot everything, task 1 nothing
+    assert second.probe == first.probe  # the same validation slices each time
+    correct = np.asarray(second.probe) >= 100  # task 0 forgot everything, task 1 nothing
     planner.observe_step(
-        [StepObservation([], [], probe_ids=second["probe"], probe_losses=np.zeros(8), probe_correct=correct)]
+        [StepObservation([], [], probe_ids=second.probe, probe_losses=np.zeros(8), probe_correct=correct)]
     )
     events = []
     for _ in range(4):
-        events.append(planner.plan()["replay"])
+        events.append(planner.plan().replay)
         planner.observe_step([StepObservation([], [])])
     assert [len(e) for e in events] == [4, 4, 0, 0]  # `events` = 2 replay events
     assert all(i < 10 for e in events for i in e)  # drawn from task 0 only
@@ -249,7 +249,7 @@ def test_model_time_stretches_the_schedule():
         planner.start_task(1)
         n = 0
         for t in range(40):
-            n += bool(planner.plan()["replay"])
+            n += bool(planner.plan().replay)
             planner.observe_step([StepObservation([], [], update_norm=1.0 if t < 4 else norm_after_calibration)])
         return n
 
@@ -397,7 +397,7 @@ def test_the_paced_schedule_spends_its_budget_and_never_more(budget):
     plans = simulate(planner, tasks=3, steps=40, batch=4)
     cap = budget if isinstance(budget, int) else int(budget * 3 * 40 * 4)
     assert replayed(plans) == cap  # all of it, not one sample more
-    events = [i for i, p in enumerate(plans) if p["replay"]]
+    events = [i for i, p in enumerate(plans) if p.replay]
     assert events[0] >= 40 and events[-1] >= 80  # none before the pool exists; still replaying in the last task
 
 
@@ -428,5 +428,5 @@ def test_the_paced_schedule_replays_more_when_more_is_forgotten():
 def test_the_paced_schedule_without_a_budget_replays_at_the_default_rate():
     planner = ReplayPlanner(ReplayConfig(strategy="mssr-paced", pool_per_task=16), seed=0)
     plans = simulate(planner, tasks=3, steps=40, batch=4)
-    n = sum(bool(p["replay"]) for p in plans)
+    n = sum(bool(p.replay) for p in plans)
     assert abs(n - 80 / DEFAULT_FIXED_INTERVAL) <= 6  # 80 steps with a pool, about one event in four

@@ -9,15 +9,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mssr.replay import StepObservation
+from mssr.replay import ReplayPlan, StepObservation
 from pipelines.step_gather import gather_step, pack, unpack
 
-PLAN = {"replay": [101, 102, 103], "probe": [7, 8, 9, 10, 11]}  # 3 replayed, 5 probed over 2 ranks
+PLAN = ReplayPlan(replay=[101, 102, 103], probe=[7, 8, 9, 10, 11])  # 3 replayed, 5 probed over 2 ranks
 
 
 def observation(rank: int, world: int = 2, n_new: int = 4) -> StepObservation:
     rng = np.random.default_rng(rank)
-    replay, probe = PLAN["replay"][rank::world], PLAN["probe"][rank::world]
+    replay, probe = PLAN.share(rank, world)
     return StepObservation(
         new_ids=[10**12 + 1000 * rank + i for i in range(n_new)],
         new_losses=rng.random(n_new).astype(np.float32),
@@ -56,7 +56,7 @@ def test_pack_rejects_more_rows_than_the_batch_and_ids_beyond_float64():
         pack(observation(0, n_new=5), PLAN, world=2, capacity=4)
     big = StepObservation(new_ids=[2**53], new_losses=[1.0])
     with pytest.raises(ValueError, match="too large"):
-        pack(big, {"replay": [], "probe": []}, world=1, capacity=1)
+        pack(big, ReplayPlan(), world=1, capacity=1)
 
 
 def test_one_rank_sends_its_own_observation_unchanged():
