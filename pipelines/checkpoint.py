@@ -12,8 +12,10 @@ checkpoint can execute code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,53 @@ from safetensors.torch import load_file, save_file
 from mssr.memory import MemoryState
 
 _MEMORY_ARRAYS = MemoryState.ARRAYS
+
+
+def _zero_tokens() -> dict[str, float]:
+    return {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0, "probe": 0.0}
+
+
+def _zero_pipeline() -> dict[str, float]:
+    return {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0, "eval_wall": 0.0}
+
+
+@dataclass
+class Progress:
+    """Where a run stands and what it has measured: the workers' state besides the model and
+    the memory actor. Saved in every checkpoint (``progress.json``), restored from it after a
+    failure or ``--resume``, and read by the driver from Ray Train's last checkpoint at the
+    end of the run. ``to_json`` and ``from_json`` are the only ways out and in."""
+
+    next_task: int = 0  # the task training continues with
+    task_step: int = 0  # batches of ``next_task`` already trained (a mid-task checkpoint)
+    step: int = 0  # optimizer steps so far
+    matrix: list[list[float]] = field(default_factory=list)  # mean score of task j after k tasks
+    loss_matrix: list[list[float]] = field(default_factory=list)  # mean answer loss of task j after k tasks
+    row_scores: list[list[list[float]]] = field(default_factory=list)  # [k][j][test row], for intervals
+    row_losses: list[list[list[float]]] = field(default_factory=list)
+    tokens: dict[str, float] = field(default_factory=_zero_tokens)  # summed over ranks
+    train_seconds: float = 0.0  # rank 0's time in training steps
+    probe_seconds: float = 0.0  # worker-seconds spent in the strategy's probes, all ranks
+    step_seconds: list[float] = field(default_factory=list)  # rank 0's wall time of every step
+    # rank 0's wall time in the training loops (evaluation aside), two of its parts (where the
+    # pipeline waits), and in evaluation
+    pipeline: dict[str, float] = field(default_factory=_zero_pipeline)
+    mask_overlaps: list[float] = field(default_factory=list)  # isolation: overlap of each mask with the last
+    task_names: list[str] = field(default_factory=list)
+    autocast: str = "none"  # what train.autocast resolved to
+    eval_autocast: str = "none"  # what eval.autocast resolved to
+    isolation: dict = field(default_factory=dict)  # method, refreshes, isolated fraction, state size
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Progress:
+        """Fields this version does not know are dropped; missing ones keep their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        progress = cls(**{k: v for k, v in data.items() if k in known})
+        progress.pipeline = {**_zero_pipeline(), **progress.pipeline}
+        return progress
 
 
 def memory_digest(memory: dict) -> str:
@@ -48,15 +97,21 @@ def load_actor_state(directory: Path) -> dict:
     return state
 
 
-def save_checkpoint(directory: Path, trainable: dict, trainer_state: dict, actor_state: dict, progress: dict) -> None:
+def save_checkpoint(
+    directory: Path, trainable: dict, trainer_state: dict, actor_state: dict, progress: Progress
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in trainable.items()}, str(directory / "trainable.safetensors"))
     torch.save(trainer_state, directory / "trainer.pt")
     save_actor_state(directory, actor_state)
-    (directory / "progress.json").write_text(json.dumps(progress, indent=1))
+    (directory / "progress.json").write_text(json.dumps(progress.to_json(), indent=1))
 
 
-def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, dict]:
+def load_progress(directory: Path) -> Progress:
+    return Progress.from_json(json.loads((directory / "progress.json").read_text()))
+
+
+def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, Progress]:
     trainable = load_file(str(directory / "trainable.safetensors"))
     trainer_state = torch.load(directory / "trainer.pt", weights_only=True)
-    return trainable, trainer_state, load_actor_state(directory), json.loads((directory / "progress.json").read_text())
+    return trainable, trainer_state, load_actor_state(directory), load_progress(directory)

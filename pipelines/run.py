@@ -311,51 +311,38 @@ def train_storage_path(run_dir: Path) -> str:
     return str(run_dir / "ray")
 
 
-def _fit(
-    cfg: Config,
-    tasks: list[Task],
-    datasets,
-    plan: dict,
-    run_dir: Path,
-    uri: str,
-    run_id: str,
-    started: float,
-    log,
-    train_callbacks: Optional[list] = None,
-) -> dict:
-    import ray
+def _loop_config(cfg: Config, tasks: list[Task], plan: dict, run_dir: Path, uri: str, run_id: str, actor_name: str):
+    from pipelines.train_loop import LoopConfig, TaskToTrain
+
+    return LoopConfig(
+        cfg=config_to_dict(cfg),
+        run_dir=str(run_dir),
+        total_steps=plan["total_steps"],
+        actor_name=actor_name,
+        tracking_uri=uri,
+        mlflow_run_id=run_id,
+        needs_update_norm=cfg.replay.clock == "update_norm",
+        tasks=[
+            TaskToTrain(t.name, t.scorer, p["steps"], [(e.prompt, e.answer) for e in t.test])
+            for t, p in zip(tasks, plan["tasks"])
+        ],
+    )
+
+
+def _trainer(cfg: Config, loop_config, datasets, run_dir: Path, train_callbacks: Optional[list]):
+    """The Ray Train ``TorchTrainer`` of a run: one worker per ``train.num_workers``, each task's
+    tokenised split streamed to them, checkpoints under ``train_storage_path``."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.artifacts import write_matrix_artifacts
-    from pipelines.memory_actor import MemoryActor
-    from pipelines.tracking import finish_run
     from pipelines.train_loop import train_loop
 
-    actor_name = f"mssr-memory-{run_id}"
-    # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
-    actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
-        cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"]
-    )
-    loop_config = {
-        "cfg": config_to_dict(cfg),
-        "run_dir": str(run_dir),
-        "total_steps": plan["total_steps"],
-        "actor_name": actor_name,
-        "tracking_uri": uri,
-        "mlflow_run_id": run_id,
-        "needs_update_norm": cfg.replay.clock == "update_norm",
-        "tasks": [
-            {"name": t.name, "scorer": t.scorer, "steps": p["steps"], "test": [[e.prompt, e.answer] for e in t.test]}
-            for t, p in zip(tasks, plan["tasks"])
-        ],
-    }
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop,
-        train_loop_config=loop_config,
+        train_loop_config={"loop": loop_config},
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu, resources_per_worker=resources
         ),
@@ -370,106 +357,169 @@ def _fit(
         datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
         dataset_config=DataConfig(datasets_to_split="all"),
     )
+
+
+def _final_progress(result, n_tasks: int):
+    """The workers' progress in Ray Train's last checkpoint; KeyboardInterrupt when the run was
+    stopped (Ctrl-C) before the last task's checkpoint."""
+    from pipelines.checkpoint import load_progress
+
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise KeyboardInterrupt
+    with result.checkpoint.as_directory() as d:
+        progress = load_progress(Path(d))
+    if progress.next_task < n_tasks:
+        raise KeyboardInterrupt
+    return progress
+
+
+def _fit(
+    cfg: Config,
+    tasks: list[Task],
+    datasets,
+    plan: dict,
+    run_dir: Path,
+    uri: str,
+    run_id: str,
+    started: float,
+    log,
+    train_callbacks: Optional[list] = None,
+) -> dict:
+    """Train the stream with Ray Train and the memory actor, then write, log and print the results."""
+    import ray
+
+    from pipelines.memory_actor import MemoryActor
+    from pipelines.tracking import finish_run
+
+    actor_name = f"mssr-memory-{run_id}"
+    # max_restarts: a dead actor comes back empty and the restored workers reload its checkpointed state
+    actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
+        cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"]
+    )
+    trainer = _trainer(
+        cfg, _loop_config(cfg, tasks, plan, run_dir, uri, run_id, actor_name), datasets, run_dir, train_callbacks
+    )
     try:
         result = trainer.fit()
     except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
         raise KeyboardInterrupt from None
-    if result.error is not None:
-        raise result.error
-    progress = json.loads((run_dir / "progress.json").read_text())
-    if progress["next_task"] < len(tasks):  # aborted (Ctrl-C) without an error
-        raise KeyboardInterrupt
+    progress = _final_progress(result, len(tasks))
     stats = ray.get(actor.stats.remote())
     record = ray.get(actor.diagnostics.remote())
     ray.kill(actor)
 
-    matrix, loss_matrix = progress["matrix"], progress["loss_matrix"]
-    names = [t.name for t in tasks]
-    metrics = {**all_metrics(matrix), **loss_metrics(loss_matrix)}
-    wall = time.time() - started
-    summary = {
+    summary = _summary(cfg, tasks, plan, progress, stats, run_id, run_dir, started)
+    diagnostics = summarise_diagnostics(
+        record["replay_log"], record["events"], [t["steps"] for t in plan["tasks"]], plan["replay_budget"]
+    )
+    summary["diagnostics"] = {k: diagnostics[k] for k in ("phases", "events_per_task", "spend_by_task")}
+    summary["diagnostics"]["calibration_spearman"] = diagnostics["calibration"]["spearman"]
+    artifacts = _write_results(run_dir, summary, progress, {**diagnostics, **record})
+    finish_run(uri, run_id, final_metrics(summary), artifacts)
+    _print_results(summary, diagnostics, cfg, log)
+    return summary
+
+
+def _summary(
+    cfg: Config, tasks: list[Task], plan: dict, progress, stats: dict, run_id: str, run_dir: Path, started: float
+) -> dict:
+    """The run's summary (``summary.json``, ``--summary-json``): matrices, metrics, spend, times."""
+    metrics = {**all_metrics(progress.matrix), **loss_metrics(progress.loss_matrix)}
+    return {
         "strategy": cfg.replay.strategy,
-        "tasks": names,
-        "accuracy_matrix": matrix,
-        "loss_matrix": loss_matrix,
+        "tasks": [t.name for t in tasks],
+        "accuracy_matrix": progress.matrix,
+        "loss_matrix": progress.loss_matrix,
         **metrics,
-        "autocast": progress["autocast"],
-        "eval_autocast": progress.get("eval_autocast", "none"),
+        "autocast": progress.autocast,
+        "eval_autocast": progress.eval_autocast,
         "eval_mode": cfg.eval.mode,
         "replay_budget": plan["replay_budget"],
         "replay_samples": stats["replay_samples"],
         "replay_events": stats["replay_events"],
         "probe_samples": stats["probe_samples"],
-        "tokens": {k: int(v) for k, v in progress["tokens"].items()},
-        "wall_seconds": round(wall, 1),
-        "train_seconds": round(progress["train_seconds"], 1),
-        "median_step_seconds": round(statistics.median(progress["step_seconds"]), 4),
-        "probe_seconds": round(progress["probe_seconds"], 2),
+        "tokens": {k: int(v) for k, v in progress.tokens.items()},
+        "wall_seconds": round(time.time() - started, 1),
+        "train_seconds": round(progress.train_seconds, 1),
+        "median_step_seconds": round(statistics.median(progress.step_seconds), 4),
+        "probe_seconds": round(progress.probe_seconds, 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
         # rank 0: training-loop wall time (evaluation aside), and its waits for batches and plans
-        "pipeline_seconds": {k: round(v, 2) for k, v in progress.get("pipeline", {}).items()},
-        "isolation": {**progress["isolation"], "mask_overlaps": progress["mask_overlaps"]},
+        "pipeline_seconds": {k: round(v, 2) for k, v in progress.pipeline.items()},
+        "isolation": {**progress.isolation, "mask_overlaps": progress.mask_overlaps},
         "mlflow_run_id": run_id,
         "run_dir": str(run_dir),
         "seed": cfg.seed,
     }
-    diagnostics = summarise_diagnostics(
-        record["replay_log"], record["events"], [t["steps"] for t in plan["tasks"]], plan["replay_budget"]
-    )
-    (run_dir / "diagnostics.json").write_text(
-        json.dumps({**diagnostics, "replay_log": record["replay_log"], "events": record["events"]})
-    )
-    summary["diagnostics"] = {k: diagnostics[k] for k in ("phases", "events_per_task", "spend_by_task")}
-    summary["diagnostics"]["calibration_spearman"] = diagnostics["calibration"]["spearman"]
+
+
+FINAL_METRICS = ("ap", "bwt", "fwt", "forgetting", "avg", "loss_final", "loss_bwt", "loss_forgetting")
+
+
+def final_metrics(summary: dict) -> dict[str, float]:
+    """The run's final MLflow metrics, taken from its summary."""
+    tokens = summary["tokens"]
+    return {
+        **{k: summary[k] for k in FINAL_METRICS},
+        "replay_samples": summary["replay_samples"],
+        "replay_events": summary["replay_events"],
+        "tokens_train_new": tokens["train_new"],
+        "tokens_train_replay": tokens["train_replay"],
+        "tokens_eval": tokens["eval"],
+        "tokens_probe": tokens["probe"],
+        "probe_samples": summary["probe_samples"],
+        "median_step_seconds": summary["median_step_seconds"],
+        "bookkeeping_seconds": summary["bookkeeping_seconds"],
+        "wall_seconds": summary["wall_seconds"],
+    }
+
+
+def _write_results(run_dir: Path, summary: dict, progress, diagnostics: dict) -> list[Path]:
+    """The run directory's result files; returns those logged to MLflow as artifacts."""
+    from pipelines.artifacts import write_matrix_artifacts
+
+    names = summary["tasks"]
+    (run_dir / "diagnostics.json").write_text(json.dumps(diagnostics))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     # every test row's score and loss after each task: what intervals over test rows resample
     rows_path = run_dir / "eval_rows.json"
-    rows_path.write_text(
-        json.dumps({"tasks": names, "scores": progress["row_scores"], "losses": progress["row_losses"]})
-    )
-    artifacts = (
-        write_matrix_artifacts(run_dir, matrix, names)
-        + write_matrix_artifacts(run_dir, loss_matrix, names, "loss")
+    rows_path.write_text(json.dumps({"tasks": names, "scores": progress.row_scores, "losses": progress.row_losses}))
+    return (
+        write_matrix_artifacts(run_dir, summary["accuracy_matrix"], names)
+        + write_matrix_artifacts(run_dir, summary["loss_matrix"], names, "loss")
         + [run_dir / "config.yaml", run_dir / "summary.json", rows_path, run_dir / "diagnostics.json"]
     )
-    final = {
-        **metrics,
-        "replay_samples": stats["replay_samples"],
-        "replay_events": stats["replay_events"],
-        "tokens_train_new": summary["tokens"]["train_new"],
-        "tokens_train_replay": summary["tokens"]["train_replay"],
-        "tokens_eval": summary["tokens"]["eval"],
-        "tokens_probe": summary["tokens"]["probe"],
-        "probe_samples": stats["probe_samples"],
-        "median_step_seconds": summary["median_step_seconds"],
-        "bookkeeping_seconds": stats["bookkeeping_seconds"],
-        "wall_seconds": wall,
-    }
-    finish_run(uri, run_id, final, artifacts)
-    log("\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(matrix, names))
+
+
+def _print_results(summary: dict, diagnostics: dict, cfg: Config, log) -> None:
+    names, s, tokens = summary["tasks"], summary, summary["tokens"]
+    log(
+        "\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(s["accuracy_matrix"], names)
+    )
     log(
         "  ".join(
-            f"{k.upper()} {metrics[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {metrics[k]:.3f}"
+            f"{k.upper()} {s[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {s[k]:.3f}"
             for k in ("ap", "bwt", "fwt", "forgetting", "avg")
         )
     )
-    log("\nloss matrix (mean answer loss; lower is better)\n" + format_matrix(loss_matrix, names))
+    log("\nloss matrix (mean answer loss; lower is better)\n" + format_matrix(s["loss_matrix"], names))
     log(
-        f"final loss {metrics['loss_final']:.3f}  loss BWT {metrics['loss_bwt']:+.3f}  "
-        f"loss forgetting {metrics['loss_forgetting']:.3f}  (positive: the loss of earlier tasks rose)"
+        f"final loss {s['loss_final']:.3f}  loss BWT {s['loss_bwt']:+.3f}  "
+        f"loss forgetting {s['loss_forgetting']:.3f}  (positive: the loss of earlier tasks rose)"
     )
     log(
-        f"replayed {stats['replay_samples']} samples in {stats['replay_events']} events; tokens: "
-        f"{summary['tokens']['train_new']} new, {summary['tokens']['train_replay']} replay, "
-        f"{summary['tokens']['probe']} strategy probes, {summary['tokens']['eval']} eval; wall {wall:.0f}s"
+        f"replayed {s['replay_samples']} samples in {s['replay_events']} events; tokens: "
+        f"{tokens['train_new']} new, {tokens['train_replay']} replay, "
+        f"{tokens['probe']} strategy probes, {tokens['eval']} eval; wall {s['wall_seconds']:.0f}s"
     )
-    if stats["replay_events"]:
+    if s["replay_events"]:
         log(format_diagnostics(diagnostics))
-    times = summary["pipeline_seconds"]
+    times, wall = s["pipeline_seconds"], s["wall_seconds"]
     log(
         f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
         f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: training "
-        f"{'on' if summary['autocast'] == 'bf16' else 'off'}, evaluation "
-        f"{'on' if summary['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})"
+        f"{'on' if s['autocast'] == 'bf16' else 'off'}, evaluation "
+        f"{'on' if s['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})"
     )
-    return summary

@@ -21,6 +21,7 @@ The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,7 @@ from mssr.learner import Learner
 from mssr.metrics import all_metrics, loss_metrics
 from mssr.replay import StepObservation
 from mssr.tasks import Example
-from pipelines.checkpoint import load_checkpoint, memory_digest, save_checkpoint
+from pipelines.checkpoint import Progress, load_checkpoint, memory_digest, save_checkpoint
 from pipelines.data import read_pool, write_pool_part
 from pipelines.step_gather import gather_step
 from pipelines.tracking import StepLogger
@@ -97,14 +99,38 @@ class ReadAhead:
             yield item
 
 
+@dataclass(frozen=True)
+class TaskToTrain:
+    """A task as the workers see it: its name, scorer, steps, and test rows (prompt, answer)."""
+
+    name: str
+    scorer: str
+    steps: int
+    test: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the driver hands every worker (``TorchTrainer(train_loop_config={"loop": ...})``)."""
+
+    cfg: dict  # the validated config, as JSON (validated again on the worker)
+    run_dir: str
+    total_steps: int
+    actor_name: str  # the memory actor, found by name
+    tracking_uri: str
+    mlflow_run_id: str
+    needs_update_norm: bool  # the replay clock runs on the weights' update norm
+    tasks: list[TaskToTrain]
+
+
 class Worker:
     """State of one training worker; ``run()`` trains the whole stream."""
 
-    def __init__(self, config: dict):
-        self.cfg = Config.model_validate(config["cfg"])
-        self.run_dir = Path(config["run_dir"])
-        self.tasks = config["tasks"]  # [{"name", "scorer", "test": [[prompt, answer], ...], "steps"}]
-        self.total_steps = config["total_steps"]
+    def __init__(self, config: LoopConfig):
+        self.cfg = Config.model_validate(config.cfg)
+        self.run_dir = Path(config.run_dir)
+        self.tasks = config.tasks
+        self.total_steps = config.total_steps
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         torch.set_num_threads(max(1, int(round(self.cfg.train.cpus_per_worker))))
@@ -112,30 +138,20 @@ class Worker:
         # model, optimizer, schedule, isolation, the step and evaluation (DDP-wrapped by Ray Train)
         self.learner = Learner(self.cfg, self.total_steps, self.device, wrap_model=ray.train.torch.prepare_model)
         torch.manual_seed(self.cfg.seed * 1000 + self.rank)
-        self.actor = ray.get_actor(config["actor_name"])
-        self.log = StepLogger(config["tracking_uri"], config["mlflow_run_id"]) if self.rank == 0 else None
+        self.actor = ray.get_actor(config.actor_name)
+        self.log = StepLogger(config.tracking_uri, config.mlflow_run_id) if self.rank == 0 else None
         self.plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
         self.plan_path.parent.mkdir(parents=True, exist_ok=True)
         self._write_worker_info()
         self.per_rank_batch = self.cfg.train.batch_size // self.world
-        # progress, restored from the checkpoint when Ray Train restarts the workers
-        self.next_task = 0
-        self.task_step = 0  # batches of task `next_task` already trained (a mid-task checkpoint)
-        self.step = 0
-        self.matrix: list[list[float]] = []  # accuracy matrix: mean score of task j after k tasks
-        self.loss_matrix: list[list[float]] = []  # mean answer loss of task j after k tasks
-        self.row_scores: list[list[list[float]]] = []  # [k][j][test row]: for intervals over test rows
-        self.row_losses: list[list[list[float]]] = []
-        self.tokens = {"train_new": 0.0, "train_replay": 0.0, "eval": 0.0, "probe": 0.0}
-        self.train_seconds = 0.0
-        self.probe_seconds = 0.0  # worker-seconds spent in the strategy's probes, all ranks
+        # where the run stands and what it measured, restored from the checkpoint after a failure
+        self.progress = Progress(
+            task_names=[t.name for t in self.tasks],
+            autocast=self.learner.precision,
+            eval_autocast=self.learner.eval_precision,
+        )
         self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
-        self.step_seconds: list[float] = []  # rank 0's wall time of every step (for the median)
-        # rank 0's wall time in the training loops (steps, waits for batches and plans,
-        # logging; evaluation aside), two of its parts (where the pipeline waits), and in evaluation
-        self.pipeline = {"train_wall": 0.0, "data_wait": 0.0, "plan_wait": 0.0, "eval_wall": 0.0}
-        self.mask_overlaps: list[float] = []  # isolation: overlap of each new mask with the one before
-        self.needs_update_norm = config["needs_update_norm"] and self.rank == 0
+        self.needs_update_norm = config.needs_update_norm and self.rank == 0
         self.pool: dict[int, tuple[list[int], int]] = {}
         self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
 
@@ -162,7 +178,7 @@ class Worker:
             kept = [
                 line
                 for line in self.plan_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] < self.step
+                if line.strip() and json.loads(line)["step"] < self.progress.step
             ]
         self.plan_path.write_text("".join(line + "\n" for line in kept))
         self.plan_log = self.plan_path.open("a", buffering=1)
@@ -176,23 +192,14 @@ class Worker:
             trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
         self.learner.load_state_dict(trainable, trainer_state)
         torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
-        self.next_task, self.task_step, self.step = progress["next_task"], progress["task_step"], progress["step"]
-        self.matrix, self.tokens = progress["matrix"], progress["tokens"]
-        self.loss_matrix, self.row_scores, self.row_losses = (
-            progress["loss_matrix"],
-            progress["row_scores"],
-            progress["row_losses"],
-        )
-        self.train_seconds, self.probe_seconds = progress["train_seconds"], progress["probe_seconds"]
-        self.step_seconds, self.mask_overlaps = progress["step_seconds"], progress["mask_overlaps"]
-        self.pipeline = {**self.pipeline, **progress.get("pipeline", {})}  # older checkpoints lack some
+        self.progress = progress
         if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
-            restored = ray.get(self.actor.state_dict.remote(self.step))
+            restored = ray.get(self.actor.state_dict.remote(self.progress.step))
             record = {
-                "step": self.step,
-                "next_task": self.next_task,
-                "task_step": self.task_step,
+                "step": self.progress.step,
+                "next_task": self.progress.next_task,
+                "task_step": self.progress.task_step,
                 "checkpoint": Path(ckpt.path).name,
                 "memory_digest": memory_digest(restored["planner"]["memory"]),
                 "checkpoint_memory_digest": memory_digest(actor_state["planner"]["memory"]),
@@ -201,9 +208,11 @@ class Worker:
                 f.write(json.dumps(record) + "\n")
         _barrier()
         self._open_plan_log()
-        self.pool = read_pool(self.run_dir, self.next_task - 1)
-        where = f"task {self.next_task + 1}" + (f", batch {self.task_step + 1}" if self.task_step else "")
-        self._say(f"resumed from checkpoint {Path(ckpt.path).name}: {where}, step {self.step}")
+        self.pool = read_pool(self.run_dir, self.progress.next_task - 1)
+        where = f"task {self.progress.next_task + 1}" + (
+            f", batch {self.progress.task_step + 1}" if self.progress.task_step else ""
+        )
+        self._say(f"resumed from checkpoint {Path(ckpt.path).name}: {where}, step {self.progress.step}")
 
     def checkpoint_and_report(self, next_task: int, task_step: int, metrics: dict, name: str) -> None:
         """Report a checkpoint (all ranks call this at the same step). ``next_task``/``task_step``:
@@ -213,32 +222,16 @@ class Worker:
             dist.all_gather_object(rng_states, torch.get_rng_state())
         else:
             rng_states = [torch.get_rng_state()]
-        progress = {
-            "next_task": next_task,
-            "task_step": task_step,
-            "step": self.step,
-            "matrix": self.matrix,
-            "loss_matrix": self.loss_matrix,
-            "row_scores": self.row_scores,
-            "row_losses": self.row_losses,
-            "tokens": self.tokens,
-            "train_seconds": self.train_seconds,
-            "probe_seconds": self.probe_seconds,
-            "step_seconds": self.step_seconds,
-            "task_names": [t["name"] for t in self.tasks],
-            "mask_overlaps": self.mask_overlaps,
-            "pipeline": self.pipeline,
-            "autocast": self.learner.precision,
-            "eval_autocast": self.learner.eval_precision,
-            "isolation": self.learner.isolation_summary(),
-        }
+        progress = dataclasses.replace(
+            self.progress, next_task=next_task, task_step=task_step, isolation=self.learner.isolation_summary()
+        )
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
-                actor_state = ray.get(self.actor.state_dict.remote(self.step))
+                actor_state = ray.get(self.actor.state_dict.remote(self.progress.step))
                 trainable, trainer_state = self.learner.state_dict()
                 save_checkpoint(Path(tmp), trainable, {**trainer_state, "torch_rng": rng_states}, actor_state, progress)
-                (self.run_dir / "progress.json").write_text(json.dumps(progress, indent=1))
+                (self.run_dir / "progress.json").write_text(json.dumps(progress.to_json(), indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
@@ -249,25 +242,25 @@ class Worker:
         started = time.perf_counter()
         packed = []  # per task: scores and losses at their row positions (0 where another rank scored), tokens
         for t in self.tasks:
-            n = len(t["test"])
+            n = len(t.test)
             mine = np.arange(self.rank, n, self.world)
-            result = self.learner.evaluate([Example(*t["test"][i]) for i in mine], t["scorer"])
+            result = self.learner.evaluate([Example(*t.test[i]) for i in mine], t.scorer)
             scores, losses = np.zeros(n), np.zeros(n)
             scores[mine], losses[mine] = result.scores, result.losses
             packed.append(np.concatenate([scores, losses, [result.tokens]]))
         totals = np.asarray(_all_sum(np.concatenate(packed), self.device))
         scores_row, losses_row, start = [], [], 0
         for t in self.tasks:
-            n = len(t["test"])
+            n = len(t.test)
             scores_row.append(totals[start : start + n].tolist())
             losses_row.append(totals[start + n : start + 2 * n].tolist())
-            self.tokens["eval"] += float(totals[start + 2 * n])
+            self.progress.tokens["eval"] += float(totals[start + 2 * n])
             start += 2 * n + 1
-        self.row_scores.append(scores_row)
-        self.row_losses.append(losses_row)
-        self.matrix.append([float(np.mean(r)) for r in scores_row])
-        self.loss_matrix.append([float(np.mean(r)) for r in losses_row])
-        self.pipeline["eval_wall"] += time.perf_counter() - started
+        self.progress.row_scores.append(scores_row)
+        self.progress.row_losses.append(losses_row)
+        self.progress.matrix.append([float(np.mean(r)) for r in scores_row])
+        self.progress.loss_matrix.append([float(np.mean(r)) for r in losses_row])
+        self.progress.pipeline["eval_wall"] += time.perf_counter() - started
 
     # -- training --------------------------------------------------------------------
     def _say(self, text: str) -> None:
@@ -284,16 +277,16 @@ class Worker:
     def train_step(self, batch: dict) -> tuple[float, int, int, int]:
         """One optimizer step; returns mean loss, new and replay tokens (this rank), replayed samples (all ranks)."""
         t = time.perf_counter()
-        plan = ray.get(self.actor.plan.remote(self.step))
-        self.pipeline["plan_wait"] += time.perf_counter() - t
-        self.plan_log.write(json.dumps({"step": self.step, **plan.to_json()}) + "\n")
+        plan = ray.get(self.actor.plan.remote(self.progress.step))
+        self.progress.pipeline["plan_wait"] += time.perf_counter() - t
+        self.plan_log.write(json.dumps({"step": self.progress.step, **plan.to_json()}) + "\n")
         mine, probe_ids = plan.share(self.rank, self.world)
         probe_losses, probe_correct = self.probe(probe_ids)
         new_ids = [int(i) for i in batch["sample_id"]]
         new_rows = [(list(r), int(p)) for r, p in zip(batch["input_ids"], batch["prompt_len"])]
         # the replay clock's "model time" needs how far the step moved the weights (rank 0 measures)
         result = self.learner.train_step(new_rows, [self.pool[i] for i in mine], update_norm=self.needs_update_norm)
-        self._log_isolation(result.isolation_metrics, at_step=self.step + 1)
+        self._log_isolation(result.isolation_metrics, at_step=self.progress.step + 1)
         values, n_new = result.losses, len(new_ids)
         observed = gather_step(
             StepObservation(
@@ -313,15 +306,17 @@ class Worker:
             self.device,
         )
         if observed is not None:  # rank 0: one message with every rank's losses, not waited for
-            self.actor.observe.remote(self.step, observed)
+            self.actor.observe.remote(self.progress.step, observed)
         return float(values.mean()), result.new_tokens, result.replay_tokens, len(plan.replay)
 
     def train_task(self, k: int) -> None:
         task = self.tasks[k]
-        skip, self.task_step = self.task_step, 0  # batches already trained before a restore
-        ray.get(self.actor.start_task.remote(k, self.step - skip))  # idempotent: a restored actor knows it started
+        skip, self.progress.task_step = self.progress.task_step, 0  # batches already trained before a restore
+        ray.get(
+            self.actor.start_task.remote(k, self.progress.step - skip)
+        )  # idempotent: a restored actor knows it started
         if skip == 0:  # after a mid-task restore the checkpoint holds the task's isolation state
-            self._log_isolation(self.learner.start_task(k), at_step=self.step)
+            self._log_isolation(self.learner.start_task(k), at_step=self.progress.step)
         shard = ray.train.get_dataset_shard(f"train_{k}")
         ahead = self.read_ahead.pop(k, None)
         self._read_ahead(k + 1)  # the next task's stream starts now: it takes seconds to start
@@ -336,32 +331,35 @@ class Worker:
                     task_step += 1
                     continue
                 t0 = time.perf_counter()
-                self.pipeline["data_wait"] += t0 - waiting
+                self.progress.pipeline["data_wait"] += t0 - waiting
                 loss, new_tok, replay_tok, replayed = self.train_step(batch)
-                self.step_seconds.append(round(time.perf_counter() - t0, 4))
-                self.train_seconds += self.step_seconds[-1]
+                self.progress.step_seconds.append(round(time.perf_counter() - t0, 4))
+                self.progress.train_seconds += self.progress.step_seconds[-1]
                 window["loss"] += loss
                 window["n"] += 1
                 window["new"] += new_tok
                 window["replay"] += replay_tok
                 window["samples"] += replayed  # the plan is the same on every rank: no reduction
                 window["events"] += int(replayed > 0)
-                self.step += 1
+                self.progress.step += 1
                 task_step += 1
-                if self.step % self.cfg.train.log_every == 0:
+                if self.progress.step % self.cfg.train.log_every == 0:
                     self._log_window(k, task, task_step, window)
-                if every and self.step % every == 0 and task_step < task["steps"]:
+                if every and self.progress.step % every == 0 and task_step < task.steps:
                     if window["n"]:
                         self._log_window(k, task, task_step, window)
-                    self.pipeline["train_wall"] += time.perf_counter() - started
+                    self.progress.pipeline["train_wall"] += time.perf_counter() - started
                     self.checkpoint_and_report(
-                        k, task_step, {"task_index": k, "step": self.step}, name=f"step_{self.step:06d}"
+                        k,
+                        task_step,
+                        {"task_index": k, "step": self.progress.step},
+                        name=f"step_{self.progress.step:06d}",
                     )
                     started = time.perf_counter()
                 waiting = time.perf_counter()
         if window["n"]:
             self._log_window(k, task, task_step, window)
-        self.pipeline["train_wall"] += time.perf_counter() - started
+        self.progress.pipeline["train_wall"] += time.perf_counter() - started
 
     def _log_isolation(self, metrics, at_step: int) -> None:
         """MLflow metrics of a mask change (isolated fraction, overlap with the previous mask, state
@@ -369,7 +367,7 @@ class Worker:
         if not metrics:
             return
         if "isolation/mask_overlap" in metrics:
-            self.mask_overlaps.append(round(metrics["isolation/mask_overlap"], 4))
+            self.progress.mask_overlaps.append(round(metrics["isolation/mask_overlap"], 4))
         if self.rank == 0:
             self.log.log(metrics, step=at_step)
 
@@ -379,17 +377,17 @@ class Worker:
         )
         self.probe_window = [0.0, 0.0]
         elapsed = time.perf_counter() - w["t"]
-        self.tokens["train_new"] += new
-        self.tokens["train_replay"] += replay
-        self.tokens["probe"] += probe_tok
-        self.probe_seconds += probe_s
+        self.progress.tokens["train_new"] += new
+        self.progress.tokens["train_replay"] += replay
+        self.progress.tokens["probe"] += probe_tok
+        self.progress.probe_seconds += probe_s
         tps = (new + replay) / max(elapsed, 1e-9)
         loss = loss_sum / max(n, 1)
         if self.rank == 0:
-            eta = self.train_seconds / max(1, self.step) * (self.total_steps - self.step)
+            eta = self.progress.train_seconds / max(1, self.progress.step) * (self.total_steps - self.progress.step)
             print(
-                f"[task {k + 1}/{len(self.tasks)} {task['name']}] step {task_step}/{task['steps']} "
-                f"(total {self.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
+                f"[task {k + 1}/{len(self.tasks)} {task.name}] step {task_step}/{task.steps} "
+                f"(total {self.progress.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
                 f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}",
                 flush=True,
             )
@@ -403,12 +401,12 @@ class Worker:
                     "train/replay_events": w["events"],
                     "train/probe_tokens": probe_tok,
                 },
-                step=self.step,
+                step=self.progress.step,
             )
         w.update(loss=0.0, n=0, new=0, replay=0, samples=0, events=0, t=time.perf_counter())
 
     def end_task(self, k: int) -> None:
-        ids = ray.get(self.actor.end_task.remote(k, self.step))
+        ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
         if self.rank == 0:
             write_pool_part(self.run_dir, k, ids)
         _barrier()
@@ -427,20 +425,20 @@ class Worker:
             f"evaluation: {self.cfg.eval.mode} (exact-match tasks; other scorers generate)"
         )
         self.restore()
-        self._read_ahead(self.next_task)
-        if not self.matrix:
+        self._read_ahead(self.progress.next_task)
+        if not self.progress.matrix:
             self._say("evaluating the model before training (row 0 of the accuracy matrix)")
             self.evaluate()
-        for k in range(self.next_task, len(self.tasks)):
-            self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k]['name']} ({self.tasks[k]['steps']} steps)")
+        for k in range(self.progress.next_task, len(self.tasks)):
+            self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k].name} ({self.tasks[k].steps} steps)")
             self.train_task(k)
             self.end_task(k)
             t = time.perf_counter()
             self.evaluate()
-            row, loss_row = self.matrix[-1], self.loss_matrix[-1]
+            row, loss_row = self.progress.matrix[-1], self.progress.loss_matrix[-1]
             stats = ray.get(self.actor.stats.remote())
             if self.rank == 0:
-                names = [t_["name"] for t_ in self.tasks]
+                names = [t_.name for t_ in self.tasks]
                 scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row))
                 print(
                     f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
@@ -463,8 +461,8 @@ class Worker:
                 self.log.flush()
             # the metrics of the tasks seen so far (the final metrics after the last task): what
             # a sweep's early-stopping scheduler compares, with tasks_done as its time
-            seen = [r[: k + 1] for r in self.matrix[: k + 2]]
-            seen_loss = [r[: k + 1] for r in self.loss_matrix[: k + 2]]
+            seen = [r[: k + 1] for r in self.progress.matrix[: k + 2]]
+            seen_loss = [r[: k + 1] for r in self.progress.loss_matrix[: k + 2]]
             self.checkpoint_and_report(
                 k + 1,
                 0,
@@ -492,6 +490,6 @@ def _quiet_worker() -> None:
 
 
 def train_loop(config: dict) -> None:
-    """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config=...)``)."""
+    """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config={"loop": LoopConfig(...)})``)."""
     _quiet_worker()
-    Worker(config).run()
+    Worker(config["loop"]).run()
