@@ -139,8 +139,6 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
 
     model, tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
     """
-    from transformers import AutoModelForCausalLM
-
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model_cfg.dtype]
     tok = load_tokenizer(model_cfg)
     qlora = model_cfg.finetune == "qlora"
@@ -151,54 +149,67 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
             raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
         model = _tiny_model(len(tok), seed).to(dtype)
     else:
-        path = resolve_model_path(model_cfg.name)
-        extra = {}
-        if qlora:  # NF4 base weights on this process's GPU, bf16 compute (the QLoRA recipe)
-            from transformers import BitsAndBytesConfig
-
-            extra = {
-                "quantization_config": BitsAndBytesConfig(
-                    load_in_4bit=True,
-                    bnb_4bit_quant_type="nf4",
-                    bnb_4bit_use_double_quant=True,
-                    bnb_4bit_compute_dtype=torch.bfloat16,
-                ),
-                "device_map": {"": torch.cuda.current_device()},
-            }
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code, **extra
-            )
-        except ValueError as e:
-            raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None
-        if qlora:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = _pretrained(model_cfg, dtype, qlora)
     if model_cfg.finetune in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
-
-        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        missing = [m for m in model_cfg.lora.target_modules if m not in names]
-        if missing:
-            raise ModelError(f"model.lora.target_modules: {missing} not found in the model")
-        torch.manual_seed(seed)
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=model_cfg.lora.r,
-                lora_alpha=model_cfg.lora.alpha,
-                lora_dropout=model_cfg.lora.dropout,
-                target_modules=list(model_cfg.lora.target_modules),
-                task_type="CAUSAL_LM",
-            ),
-        )
+        model = _with_lora(model, model_cfg.lora, seed)
     else:
         for p in model.parameters():
             p.requires_grad_(True)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model, tok
+
+
+def _pretrained(model_cfg, dtype: torch.dtype, qlora: bool):
+    """The pretrained weights; for QLoRA in 4-bit NF4 on this process's GPU, ready for k-bit training."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_cfg.name)
+    extra = {}
+    if qlora:  # NF4 base weights on this process's GPU, bf16 compute (the QLoRA recipe)
+        from transformers import BitsAndBytesConfig
+
+        extra = {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            ),
+            "device_map": {"": torch.cuda.current_device()},
+        }
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code, **extra
+        )
+    except ValueError as e:
+        raise ModelError(f"model.name: cannot load {path}: {e}".splitlines()[0]) from None
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def _with_lora(model, lora_cfg, seed: int):
+    """LoRA adapters on ``lora_cfg.target_modules`` (initialised from ``seed``); the base frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in lora_cfg.target_modules if m not in names]
+    if missing:
+        raise ModelError(f"model.lora.target_modules: {missing} not found in the model")
+    torch.manual_seed(seed)
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=lora_cfg.r,
+            lora_alpha=lora_cfg.alpha,
+            lora_dropout=lora_cfg.dropout,
+            target_modules=list(lora_cfg.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
 
 
 def qlora_problem() -> str | None:

@@ -100,19 +100,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_validate_data(args: argparse.Namespace) -> int:
     import json
 
-    from transformers import AutoTokenizer
-
     from mssr.config import load_config
     from mssr.data_report import describe_stream, format_report
-    from mssr.models import resolve_model_path
+    from mssr.models import load_tokenizer
     from mssr.tasks import load_stream
     from mssr.tokenize import PromptEncoder, encoder_options
 
     cfg = load_config(args.config, args.overrides)
     tasks = load_stream(cfg.stream)  # invalid rows: exit 2 with file:line
-    encoder = PromptEncoder(
-        AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name)), **encoder_options(cfg.stream)
-    )
+    encoder = PromptEncoder(load_tokenizer(cfg.model), **encoder_options(cfg.stream))
     report = describe_stream(tasks, encoder, cfg.stream.max_length)
     print(format_report(report))
     if args.json:
@@ -128,9 +124,7 @@ def _cmd_prepare_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub) -> None:
 
     run = sub.add_parser(
         "run",
@@ -155,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
+
+def _add_compare(sub) -> None:
     cmp = sub.add_parser(
         "compare",
         help="run several strategies on the same stream and seeds, print one table",
@@ -167,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategies",
         metavar="A,B,...",
         help="comma-separated strategy names or import paths, each optionally +ISOLATION "
-        "(e.g. mssr+epi); default: all eight built-in strategies",
+        "(e.g. mssr+epi); default: every built-in strategy",
     )
     cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
@@ -185,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
 
+
+def _add_tune(sub) -> None:
     tun = sub.add_parser(
         "tune",
         help="sweep a search space with Ray Tune (ASHA), write the best config",
@@ -219,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     tun.set_defaults(func=_cmd_tune)
 
+
+def _add_report(sub) -> None:
     rep = sub.add_parser(
         "report",
         help="static HTML report of a comparison, sweep or experiment from MLflow",
@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(func=_cmd_report)
 
+
+def _add_validate_data(sub) -> None:
     val = sub.add_parser(
         "validate-data",
         help="check a task stream and describe it (counts, duplicates, leakage, lengths)",
@@ -259,9 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--strict", action="store_true", help="exit with code 1 when there are warnings")
     val.set_defaults(func=_cmd_validate_data)
 
+
+def _add_prepare_model(sub) -> None:
     prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
     prep.set_defaults(func=_cmd_prepare_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_compare, _add_tune, _add_report, _add_validate_data, _add_prepare_model):
+        add(sub)
     return parser
 
 

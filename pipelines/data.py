@@ -8,7 +8,7 @@ workers receive the materialised blocks through Ray Train's streaming split.
 The tokenised rows are also written as Parquet into the run directory; the replay pool of
 each finished task is a subset of them (``pool/task_KK.parquet``), read whole by every worker.
 
-    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, seed=0)
+    datasets, stats = tokenise_tasks(tasks, cfg.model, cfg.stream, seed=0)
 """
 
 from __future__ import annotations
@@ -37,20 +37,22 @@ def sample_id(task_index: int, row: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(tokenizer_path: str):
-    """One tokenizer per Ray worker process, reused by every batch it tokenises."""
-    from transformers import AutoTokenizer
+def _tokenizer(model_json: str):
+    """One tokenizer per Ray worker process, reused by every batch it tokenises: the one
+    ``mssr.models.load_tokenizer`` makes for the model config, as everywhere else."""
+    from mssr.config import ModelConfig
+    from mssr.models import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(tokenizer_path)
+    return load_tokenizer(ModelConfig.model_validate_json(model_json))
 
 
-def tokenize_batch(batch: dict, tokenizer_path: str, options: dict, truncate_to: int | None = None) -> pa.Table:
+def tokenize_batch(batch: dict, model_json: str, options: dict, truncate_to: int | None = None) -> pa.Table:
     """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, truncated. With
     ``truncate_to``, longer rows have their prompt cut from the left; a row whose answer alone
     does not fit keeps its full length (and is refused by the caller)."""
     from mssr.tokenize import PromptEncoder, truncate_prompt
 
-    encoder = PromptEncoder(_tokenizer(tokenizer_path), **options)
+    encoder = PromptEncoder(_tokenizer(model_json), **options)
     enc = encoder.encode_many(list(batch["prompt"]), list(batch["answer"]))
     truncated = [False] * len(enc["input_ids"])
     if truncate_to is not None:
@@ -85,7 +87,7 @@ def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
 
 
 def tokenise_tasks(
-    tasks: Sequence[Task], tokenizer_path: str, stream_cfg, seed: int
+    tasks: Sequence[Task], model_cfg, stream_cfg, seed: int
 ) -> tuple[list[ray.data.Dataset], list[dict]]:
     """Tokenise every task's train split with Ray Data (materialised); over-long rows are
     refused or, with ``stream.too_long: truncate``, cut to fit and counted.
@@ -102,7 +104,7 @@ def tokenise_tasks(
             ray.data.from_arrow(_rows_table(k, task, seed))
             .map_batches(
                 tokenize_batch,
-                fn_kwargs=dict(tokenizer_path=tokenizer_path, options=options, truncate_to=truncate_to),
+                fn_kwargs=dict(model_json=model_cfg.model_dump_json(), options=options, truncate_to=truncate_to),
                 batch_format="numpy",
                 batch_size=256,
                 num_cpus=TOKENIZE_CPUS,

@@ -28,7 +28,7 @@ from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
 from mssr.errors import ConfigError
 from mssr.metrics import all_metrics, format_matrix, loss_metrics
-from mssr.models import TINY_MODEL, load_tokenizer, resolve_model_path
+from mssr.models import load_tokenizer
 from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy
@@ -232,26 +232,15 @@ def run_stream(
     quiet_env()
     started = time.time()
     strategy = validate(cfg)
-    output_dir = Path(cfg.run.output_dir)
-    if resume is not None:
-        run_dir = _resume_dir(cfg, resume)
-    else:
-        name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = (output_dir / name).resolve()
-        if run_dir.exists():
-            raise ConfigError(
-                f"run.name: {run_dir} already exists; choose another run.name (or continue it with --resume {run_dir})"
-            )
+    run_dir = _resume_dir(cfg, resume) if resume is not None else _new_run_dir(cfg)
     tasks = load_stream(cfg.stream)
-    tokenizer_path = resolve_model_path(cfg.model.name)
-    if cfg.model.name != TINY_MODEL:
-        load_tokenizer(cfg.model)  # fail early on a broken model folder
+    load_tokenizer(cfg.model)  # fail early on a broken model folder
 
     init_ray(cfg)
-    from pipelines.data import mix_tasks, tokenise_tasks, write_tokens
-    from pipelines.tracking import fail_run, redact, reopen_run, resolve_tracking_uri, start_run
+    from pipelines.data import mix_tasks, tokenise_tasks
+    from pipelines.tracking import fail_run
 
-    datasets, stats = tokenise_tasks(tasks, tokenizer_path, cfg.stream, cfg.seed)
+    datasets, stats = tokenise_tasks(tasks, cfg.model, cfg.stream, cfg.seed)
     if strategy.mixes_tasks:
         datasets, stats = mix_tasks(datasets, cfg.seed)
     plan = build_plan(cfg, tasks, stats)
@@ -259,31 +248,7 @@ def run_stream(
     if dry_run:
         return {"plan": plan}
 
-    if resume is not None:  # the same directory, checkpoints and MLflow run
-        record = json.loads((run_dir / "run.json").read_text())
-        uri, run_id = resolve_tracking_uri(cfg.mlflow.tracking_uri, run_dir.parent), record["mlflow_run_id"]
-        if redact(uri) != record["tracking_uri"]:
-            raise ConfigError(
-                f"--resume: the run logs to {record['tracking_uri']}, but this config and "
-                f"environment give {redact(uri)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI"
-            )
-        reopen_run(uri, run_id)
-        log(f"resuming {run_dir}\nMLflow run {run_id} in {redact(uri)}")
-    else:  # the input is valid: from here on, the run directory and the MLflow run exist
-        run_dir.mkdir(parents=True)
-        resolved = config_to_dict(cfg)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        write_tokens(datasets, run_dir)
-        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
-        run_id = start_run(
-            uri,
-            cfg.mlflow.experiment,
-            run_dir.name,
-            flatten(resolved),
-            tags={"strategy": cfg.replay.strategy, **(tags or {})},
-        )
-        (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
-        log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
+    uri, run_id = _open_run(cfg, run_dir, datasets, resume is not None, tags, log)
     try:
         summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log, train_callbacks)
     except BaseException:
@@ -294,6 +259,46 @@ def run_stream(
         Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_json).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    name = cfg.run.name or f"{cfg.replay.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = (Path(cfg.run.output_dir) / name).resolve()
+    if run_dir.exists():
+        raise ConfigError(
+            f"run.name: {run_dir} already exists; choose another run.name (or continue it with --resume {run_dir})"
+        )
+    return run_dir
+
+
+def _open_run(cfg: Config, run_dir: Path, datasets, resume: bool, tags: Optional[dict], log) -> tuple[str, str]:
+    """The run's directory and MLflow run: reopened on ``resume``, else created (the input is
+    valid by now: from here on the run directory and the MLflow run exist). Returns the
+    tracking URI and the MLflow run id."""
+    from pipelines.data import write_tokens
+    from pipelines.tracking import redact, reopen_run, resolve_tracking_uri, start_run
+
+    if resume:  # the same directory, checkpoints and MLflow run
+        record = json.loads((run_dir / "run.json").read_text())
+        uri, run_id = resolve_tracking_uri(cfg.mlflow.tracking_uri, run_dir.parent), record["mlflow_run_id"]
+        if redact(uri) != record["tracking_uri"]:
+            raise ConfigError(
+                f"--resume: the run logs to {record['tracking_uri']}, but this config and "
+                f"environment give {redact(uri)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI"
+            )
+        reopen_run(uri, run_id)
+        log(f"resuming {run_dir}\nMLflow run {run_id} in {redact(uri)}")
+        return uri, run_id
+    run_dir.mkdir(parents=True)
+    resolved = config_to_dict(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_tokens(datasets, run_dir)
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir))
+    tags = {"strategy": cfg.replay.strategy, **(tags or {})}
+    run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved), tags=tags)
+    (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
+    log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
+    return uri, run_id
 
 
 def train_storage_path(run_dir: Path) -> str:

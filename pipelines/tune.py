@@ -30,6 +30,7 @@ import math
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -151,6 +152,49 @@ def _format_rows(rows: list[dict], params_keys: list[str], metric: str) -> str:
     return f"sorted by {metric} ({METRICS[metric]}imised), finished trials first\n\n" + "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep as asked for on the command line."""
+
+    config_path: str
+    overrides: list[str]
+    space_path: str
+    num_samples: int
+    max_concurrent: int
+    scheduler: str
+    metric: str
+    name: str
+
+    def check(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"--metric: expected one of {', '.join(METRICS)} (got {self.metric!r})")
+        if self.scheduler not in ("asha", "fifo"):
+            raise ConfigError(f"--scheduler: expected asha or fifo (got {self.scheduler!r})")
+        if self.num_samples < 1 or self.max_concurrent < 1:
+            raise ConfigError("--num-samples and --max-concurrent must be at least 1")
+
+    def describe(self, space: SearchSpace, cpus: float) -> str:
+        grid = f" x {space.grid_size()} grid points" if space.grid_size() > 1 else ""
+        return (
+            f"sweep {self.name}: {self.space_path} ({len(space.params)} keys), {self.num_samples} samples{grid}, "
+            f"{self.scheduler}, {self.metric} {METRICS[self.metric]}imised, {self.max_concurrent} concurrent, "
+            f"{cpus} CPU per worker"
+        )
+
+    def record(self, parent_run_id: str, uri: str) -> dict:
+        """``sweep.json``: what ``--resume`` finds the sweep's MLflow run by."""
+        return {
+            "mlflow_run_id": parent_run_id,
+            "tracking_uri": uri,
+            "config": self.config_path,
+            "overrides": self.overrides,
+            "space": self.space_path,
+            "metric": self.metric,
+            "scheduler": self.scheduler,
+            "num_samples": self.num_samples,
+        }
+
+
 def tune_sweep(
     config_path: str,
     overrides: list[str],
@@ -164,144 +208,145 @@ def tune_sweep(
     log=print,
 ) -> dict:
     """Run (or ``resume``) a sweep; returns ``{"name", "dir", "rows", "best_config"}``."""
-    if metric not in METRICS:
-        raise ConfigError(f"--metric: expected one of {', '.join(METRICS)} (got {metric!r})")
-    if scheduler not in ("asha", "fifo"):
-        raise ConfigError(f"--scheduler: expected asha or fifo (got {scheduler!r})")
-    if num_samples < 1 or max_concurrent < 1:
-        raise ConfigError("--num-samples and --max-concurrent must be at least 1")
-    base = load_config(config_path, overrides)
-    space = load_space(space_path, config_path, overrides)
     if resume and not name:
         raise ConfigError("--resume needs the --name of the sweep to continue")
     name = name or f"sweep-{datetime.now():%Y%m%d-%H%M%S}"
-    sweep_dir = (Path(base.run.output_dir) / "sweeps" / name).resolve()
-    if resume and not (sweep_dir / "sweep.json").exists():
-        raise ConfigError(f"--resume: no sweep {name!r} in {sweep_dir.parent}")
-    if not resume and sweep_dir.exists():
-        raise ConfigError(f"--name: {sweep_dir} already exists; choose another name, or continue it with --resume")
+    sweep = Sweep(config_path, overrides, space_path, num_samples, max_concurrent, scheduler, metric, name)
+    sweep.check()
+    base = load_config(config_path, overrides)
+    space = load_space(space_path, config_path, overrides)
+    sweep_dir = _sweep_dir(base, sweep.name, resume)
     from pipelines.run import init_ray, quiet_env, validate
 
     for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
         validate(_trial_config(config_path, overrides, values))
-
     quiet_env()
     init_ray(base)
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from pipelines.placement_groups import removing_orphaned_placement_groups
-    from pipelines.tracking import finish_run, redact, reopen_run, resolve_tracking_uri, start_run
+    from pipelines.tracking import fail_run, redact, resolve_tracking_uri
 
     uri = resolve_tracking_uri(base.mlflow.tracking_uri, Path(base.run.output_dir))
-    if resume:
-        record = json.loads((sweep_dir / "sweep.json").read_text())
-        parent = record["mlflow_run_id"]
-        reopen_run(uri, parent)
-    else:
-        sweep_dir.mkdir(parents=True)
-        parent = start_run(
-            uri,
-            base.mlflow.experiment,
-            name,
-            {
-                **{f"space.{k}": f"{p.kind} {p.values}" for k, p in space.params.items()},
-                "metric": metric,
-                "scheduler": scheduler,
-                "num_samples": num_samples,
-                "config": config_path,
-                "overrides": " ".join(overrides),
-            },
-            tags={"sweep_id": name, "kind": "sweep"},
-        )
-        (sweep_dir / "sweep.json").write_text(
-            json.dumps(
-                {
-                    "mlflow_run_id": parent,
-                    "tracking_uri": redact(uri),
-                    "config": config_path,
-                    "overrides": overrides,
-                    "space": space_path,
-                    "metric": metric,
-                    "scheduler": scheduler,
-                    "num_samples": num_samples,
-                },
-                indent=1,
-            )
-        )
+    parent = _parent_run(sweep, space, base, uri, sweep_dir, resume)
     tasks = len(load_stream(base.stream))
     cpus = worker_cpus(ray.cluster_resources().get("CPU", 1), max_concurrent, base.train.num_workers)
     if cpus <= 0:
         raise ConfigError(f"--max-concurrent {max_concurrent}: too many trials for this machine's CPUs")
-    log(
-        f"sweep {name}: {space_path} ({len(space.params)} keys), {num_samples} samples"
-        f"{f' x {space.grid_size()} grid points' if space.grid_size() > 1 else ''}, {scheduler}, "
-        f"{metric} {METRICS[metric]}imised, {max_concurrent} concurrent, {cpus} CPU per worker\n"
-        f"MLflow parent run {parent} in {redact(uri)}; results in {sweep_dir}"
-    )
-
-    # a trial runs in its own working directory: every path it gets is absolute, and it logs
-    # to the sweep's MLflow store (an environment-given URI reaches it through the environment)
-    every_trial = [*overrides, f"run.output_dir={Path(base.run.output_dir).resolve()}"]
-    if not base.mlflow.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        every_trial.append(f"mlflow.tracking_uri={uri}")
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _run_trial,
-            config_path=str(Path(config_path).resolve()),
-            overrides=every_trial,
-            sweep=name,
-            cpus=cpus,
-            parent_run_id=parent,
-        ),
-        {"CPU": TRIAL_CPU},
-    )
-    storage = str(sweep_dir)
+    log(f"{sweep.describe(space, cpus)}\nMLflow parent run {parent} in {redact(uri)}; results in {sweep_dir}")
+    tuner = _tuner(sweep, space, base, uri, parent, cpus, tasks, sweep_dir, resume)
     try:
-        if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
-            tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
-        else:
-            # max_t one past the stream: ASHA stops a trial that reaches max_t, and Tune kills it
-            # then, before its run could write its summary and artifacts; its rungs (1, 2, 4, ...
-            # tasks) stay the same
-            asha = ASHAScheduler(time_attr="tasks_done", max_t=tasks + 1, grace_period=1, reduction_factor=2)
-            tuner = tune.Tuner(
-                trainable,
-                param_space=to_ray(space),
-                tune_config=tune.TuneConfig(
-                    metric=metric,
-                    mode=METRICS[metric],
-                    num_samples=num_samples,
-                    max_concurrent_trials=max_concurrent,
-                    scheduler=asha if scheduler == "asha" else None,
-                    # the generator itself limits the running trials: with a search algorithm
-                    # given, Tune leaves max_concurrent_trials to it
-                    search_alg=BasicVariantGenerator(max_concurrent=max_concurrent, random_state=base.seed),
-                ),
-                run_config=tune.RunConfig(
-                    name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0)
-                ),
-            )
         with removing_orphaned_placement_groups():  # frees the CPUs of the trials ASHA stops
             grid, interrupted = _fit_noting_interrupt(tuner)
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:
-        from pipelines.tracking import fail_run
-
         fail_run(uri, parent)
         log(
             f"sweep interrupted; continue it with: mssr tune {config_path} {' '.join(overrides)} "
-            f"--space {space_path} --name {name} --resume".replace("  ", " ")
+            f"--space {space_path} --name {sweep.name} --resume".replace("  ", " ")
         )
         raise KeyboardInterrupt
+    return _finish(sweep, space, base, list(grid), tasks, uri, parent, sweep_dir, log)
+
+
+def _sweep_dir(base: Config, name: str, resume: bool) -> Path:
+    sweep_dir = (Path(base.run.output_dir) / "sweeps" / name).resolve()
+    if resume and not (sweep_dir / "sweep.json").exists():
+        raise ConfigError(f"--resume: no sweep {name!r} in {sweep_dir.parent}")
+    if not resume and sweep_dir.exists():
+        raise ConfigError(f"--name: {sweep_dir} already exists; choose another name, or continue it with --resume")
+    return sweep_dir
+
+
+def _parent_run(sweep: Sweep, space: SearchSpace, base: Config, uri: str, sweep_dir: Path, resume: bool) -> str:
+    """The sweep's MLflow run: reopened on ``resume``, else started (and ``sweep.json`` written)."""
+    from pipelines.tracking import redact, reopen_run, start_run
+
+    if resume:
+        parent = json.loads((sweep_dir / "sweep.json").read_text())["mlflow_run_id"]
+        reopen_run(uri, parent)
+        return parent
+    sweep_dir.mkdir(parents=True)
+    params = {
+        **{f"space.{k}": f"{p.kind} {p.values}" for k, p in space.params.items()},
+        "metric": sweep.metric,
+        "scheduler": sweep.scheduler,
+        "num_samples": sweep.num_samples,
+        "config": sweep.config_path,
+        "overrides": " ".join(sweep.overrides),
+    }
+    parent = start_run(uri, base.mlflow.experiment, sweep.name, params, tags={"sweep_id": sweep.name, "kind": "sweep"})
+    (sweep_dir / "sweep.json").write_text(json.dumps(sweep.record(parent, redact(uri)), indent=1))
+    return parent
+
+
+def _tuner(
+    sweep: Sweep,
+    space: SearchSpace,
+    base: Config,
+    uri: str,
+    parent: str,
+    cpus: float,
+    tasks: int,
+    sweep_dir: Path,
+    resume: bool,
+):
+    """The Tune ``Tuner``: restored from ``sweep_dir/tune`` on ``resume``, else a new one."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # a trial runs in its own working directory: every path it gets is absolute, and it logs
+    # to the sweep's MLflow store (an environment-given URI reaches it through the environment)
+    every_trial = [*sweep.overrides, f"run.output_dir={Path(base.run.output_dir).resolve()}"]
+    if not base.mlflow.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        every_trial.append(f"mlflow.tracking_uri={uri}")
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _run_trial,
+            config_path=str(Path(sweep.config_path).resolve()),
+            overrides=every_trial,
+            sweep=sweep.name,
+            cpus=cpus,
+            parent_run_id=parent,
+        ),
+        {"CPU": TRIAL_CPU},
+    )
+    if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
+        return tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
+    # max_t one past the stream: ASHA stops a trial that reaches max_t, and Tune kills it then,
+    # before its run could write its summary and artifacts; its rungs (1, 2, 4, ... tasks) stay
+    asha = ASHAScheduler(time_attr="tasks_done", max_t=tasks + 1, grace_period=1, reduction_factor=2)
+    return tune.Tuner(
+        trainable,
+        param_space=to_ray(space),
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric,
+            mode=METRICS[sweep.metric],
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=sweep.max_concurrent,
+            scheduler=asha if sweep.scheduler == "asha" else None,
+            # the generator itself limits the running trials: with a search algorithm given,
+            # Tune leaves max_concurrent_trials to it
+            search_alg=BasicVariantGenerator(max_concurrent=sweep.max_concurrent, random_state=base.seed),
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(sweep_dir), verbose=1, failure_config=tune.FailureConfig(max_failures=0)
+        ),
+    )
+
+
+def _finish(
+    sweep: Sweep, space: SearchSpace, base: Config, grid: list, tasks: int, uri: str, parent: str, sweep_dir: Path, log
+) -> dict:
+    """The trial table, ``best.yaml`` and the parent run's metrics and artifacts, after the sweep."""
+    from pipelines.tracking import finish_run
 
     keys = [k for k, p in space.params.items() if p.kind != "value"]
-    rows = _rows(list(grid), keys, metric, tasks)
-    _close_stopped_trials(uri, base, name, rows)
-    markdown = _format_rows(rows, keys, metric)
+    rows = _rows(grid, keys, sweep.metric, tasks)
+    _close_stopped_trials(uri, base, sweep.name, rows)
+    markdown = _format_rows(rows, keys, sweep.metric)
     (sweep_dir / "trials.md").write_text(markdown)
     with (sweep_dir / "trials.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -311,25 +356,29 @@ def tune_sweep(
     artifacts = [sweep_dir / "trials.md", sweep_dir / "trials.csv"]
     best_config = None
     if finished:
-        best = next(r for r in grid if (r.metrics or {}).get("trial_id") == finished[0]["trial"])
-        values = {k: best.config[k] for k in space.params}
-        cfg = _trial_config(config_path, overrides, values)
-        tree = config_to_dict(cfg)
-        tree["run"]["name"] = None  # a fresh name each time it is run
-        best_config = sweep_dir / "best.yaml"
-        best_config.write_text(
-            f"# best trial {finished[0]['trial']} of sweep {name}: {metric} "
-            f"{finished[0][metric]:.4f}\n#   mssr run {best_config}\n" + yaml.safe_dump(tree, sort_keys=False)
-        )
+        best_config = _write_best(sweep, space, grid, finished[0], sweep_dir / "best.yaml")
         artifacts.append(best_config)
     best_metrics = {f"best_{k}": finished[0][k] for k in METRICS} if finished else {}
     finish_run(uri, parent, {**best_metrics, "trials": len(rows), "trials_finished": len(finished)}, artifacts)
-    log(f"\nsweep {name}: {len(rows)} trials, {len(finished)} finished\n\n{markdown}")
+    log(f"\nsweep {sweep.name}: {len(rows)} trials, {len(finished)} finished\n\n{markdown}")
     log(
         f"written to {sweep_dir}/trials.md, trials.csv"
         + (f", best.yaml\nrun the best config with: mssr run {best_config}" if best_config else "")
     )
-    return {"name": name, "dir": str(sweep_dir), "rows": rows, "best_config": str(best_config or "")}
+    return {"name": sweep.name, "dir": str(sweep_dir), "rows": rows, "best_config": str(best_config or "")}
+
+
+def _write_best(sweep: Sweep, space: SearchSpace, grid: list, best_row: dict, path: Path) -> Path:
+    """The best finished trial's whole config, ready for ``mssr run`` (a fresh run name each time)."""
+    best = next(r for r in grid if (r.metrics or {}).get("trial_id") == best_row["trial"])
+    values = {k: best.config[k] for k in space.params}
+    tree = config_to_dict(_trial_config(sweep.config_path, sweep.overrides, values))
+    tree["run"]["name"] = None
+    path.write_text(
+        f"# best trial {best_row['trial']} of sweep {sweep.name}: {sweep.metric} "
+        f"{best_row[sweep.metric]:.4f}\n#   mssr run {path}\n" + yaml.safe_dump(tree, sort_keys=False)
+    )
+    return path
 
 
 def _fit_noting_interrupt(tuner):
