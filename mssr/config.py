@@ -8,7 +8,6 @@ nearest valid key; wrong types and out-of-range values name the dotted key.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -16,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mssr.errors import ConfigError
+from mssr.errors import ConfigError, did_you_mean
 
 
 def _registered(registry, name: str) -> str:
@@ -403,8 +402,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             valid = list(parent.model_fields) if parent else []
-            near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+            hint = did_you_mean(str(loc[-1]), valid, otherwise=f"; valid keys: {', '.join(valid)}")
             lines.append(f"{source}: unknown key {key!r}{hint}")
         else:
             msg = e["msg"].removeprefix("Value error, ")

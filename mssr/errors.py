@@ -4,6 +4,9 @@ The CLI prints a ``UserError`` as one line and exits with code 2, no traceback. 
 else is a bug and keeps its traceback.
 """
 
+import difflib
+from typing import Iterable
+
 
 class UserError(Exception):
     """An error the user can fix (bad input, missing file); reported without a traceback."""
@@ -21,3 +24,13 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """The model cannot be found or loaded."""
+
+
+def did_you_mean(name: str, valid: Iterable[str], otherwise: str = "") -> str:
+    """``; did you mean 'strategy'?`` for the valid name nearest to ``name``, else ``otherwise``.
+
+    >>> did_you_mean("stratgy", ["strategy", "sampler"])
+    "; did you mean 'strategy'?"
+    """
+    near = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f"; did you mean {near[0]!r}?" if near else otherwise

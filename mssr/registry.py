@@ -11,11 +11,10 @@ SAMPLERS.get("my_pkg.samplers:MySampler")  # a user's class, no edit of ours nee
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any, Callable
 
-from mssr.errors import ConfigError
+from mssr.errors import ConfigError, did_you_mean
 
 
 def load_by_path(path: str) -> Any:
@@ -55,6 +54,5 @@ class Registry:
             return self._items[name]
         if ":" in name:
             return load_by_path(name)
-        near = difflib.get_close_matches(name, self.names(), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(name, self.names())
         raise ConfigError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})")

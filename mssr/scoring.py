@@ -6,12 +6,11 @@ Registered by name; ``get_scorer("rouge_l")``. A user scorer is any callable
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from typing import Callable
 
-from mssr.errors import ConfigError
+from mssr.errors import ConfigError, did_you_mean
 
 Scorer = Callable[[str, str], float]
 
@@ -104,6 +103,5 @@ def get_scorer(name: str) -> Scorer:
         from mssr.registry import load_by_path
 
         return load_by_path(name)
-    near = difflib.get_close_matches(name, list(SCORERS), n=1)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
+    hint = did_you_mean(name, SCORERS)
     raise ConfigError(f"unknown scorer {name!r}{hint} (known: {', '.join(SCORERS)})")

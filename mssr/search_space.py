@@ -32,7 +32,7 @@ from typing import Any, Optional
 import yaml
 
 from mssr.config import load_config
-from mssr.errors import ConfigError
+from mssr.errors import ConfigError, did_you_mean
 from mssr.strategies import build_strategy
 
 KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
@@ -80,10 +80,7 @@ def _parse_param(spec: Any, where: str) -> Param:
         raise ConfigError(f"{where}: expected one distribution ({', '.join(KINDS)}), got {sorted(spec)}")
     kind, values = next(iter(spec.items()))
     if kind not in KINDS:
-        import difflib
-
-        near = difflib.get_close_matches(str(kind), KINDS, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(KINDS)})"
+        hint = did_you_mean(str(kind), KINDS, otherwise=f" (known: {', '.join(KINDS)})")
         raise ConfigError(f"{where}: unknown distribution {kind!r}{hint}")
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{where}: {kind} needs a non-empty list, e.g. {kind}: [1, 2]")

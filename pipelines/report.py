@@ -202,10 +202,10 @@ def plot_budget_curves(rows: list[dict], labels: list[str], path: Path) -> bool:
 
 def build_report(ident: str, tracking_uri: str, out: Path, reference: str = "fixed") -> Path:
     """Write ``out/index.html`` (and its PNGs); returns its path."""
-    from mlflow import MlflowClient
+    from pipelines.tracking import mlflow_client
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download otherwise
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     kind, runs = find_runs(client, ident)
     out.mkdir(parents=True, exist_ok=True)
     rows, skipped = collect_runs(client, runs, out)

@@ -32,7 +32,8 @@ def redact(uri: str) -> str:
     return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1***@", uri)
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
+    """The one place an ``MlflowClient`` is made (tracking, sweeps, reports)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -51,7 +52,7 @@ def _experiment_id(client, uri: str, name: str) -> str:
 def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: Optional[dict] = None) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = _client(uri)
+    client = mlflow_client(uri)
     run = client.create_run(_experiment_id(client, uri, experiment), run_name=run_name, tags=tags or {})
     from mlflow.entities import Param
 
@@ -64,7 +65,7 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], 
 def finish_run(
     uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path], status: str = "FINISHED"
 ) -> None:
-    client = _client(uri)
+    client = mlflow_client(uri)
     log_metrics(client, run_id, metrics, step=0)
     for path in artifacts:
         client.log_artifact(run_id, str(path))
@@ -73,12 +74,12 @@ def finish_run(
 
 def reopen_run(uri: str, run_id: str) -> None:
     """Mark an interrupted run RUNNING again: a resumed run logs into the same MLflow run."""
-    _client(uri).update_run(run_id, status="RUNNING")
+    mlflow_client(uri).update_run(run_id, status="RUNNING")
 
 
 def fail_run(uri: str, run_id: str) -> None:
     """Mark the run FAILED; what it logged so far stays."""
-    _client(uri).set_terminated(run_id, status="FAILED")
+    mlflow_client(uri).set_terminated(run_id, status="FAILED")
 
 
 def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -99,7 +100,7 @@ class StepLogger:
     """Buffers metrics on a worker and sends them in batches (one call per flush)."""
 
     def __init__(self, uri: str, run_id: str, flush_every: int = 4):
-        self.client = _client(uri)
+        self.client = mlflow_client(uri)
         self.run_id = run_id
         self.buffer: list[tuple[dict, int]] = []
         self.flush_every = flush_every

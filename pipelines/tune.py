@@ -411,9 +411,9 @@ def _corner_trials(space: SearchSpace) -> list[dict]:
 
 def _close_stopped_trials(uri: str, base: Config, sweep: str, rows: list[dict]) -> None:
     """Mark the MLflow runs of trials that ASHA stopped (their process was ended mid-run) KILLED."""
-    from mlflow import MlflowClient
+    from pipelines.tracking import mlflow_client
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     for row in rows:
         if row["status"] == "finished":
             continue
