@@ -73,6 +73,17 @@ def average_accuracy(a) -> float:
     return float(np.mean([m[k, :k].mean() for k in range(1, T + 1)]))
 
 
+# every metric of a run's matrices: True where higher is better
+METRICS = {"ap": True, "bwt": True, "fwt": True, "forgetting": False, "avg": True}
+LOSS_METRICS = {"loss_final": False, "loss_bwt": False, "loss_forgetting": False}
+SIGNED = frozenset({"bwt", "fwt", "loss_bwt"})  # transfers: printed with their sign
+
+
+def format_metric(name: str, value: float) -> str:
+    """``+0.050`` for a transfer, ``0.620`` for the others."""
+    return f"{value:+.3f}" if name in SIGNED else f"{value:.3f}"
+
+
 def all_metrics(a) -> dict[str, float]:
     return {
         "ap": average_performance(a),

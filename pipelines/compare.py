@@ -28,7 +28,6 @@ keeps what it finished.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from mssr.isolation import ISOLATIONS
 from mssr.metrics import average_performance, backward_transfer, forgetting
 from mssr.schedulers import NeverScheduler
 from mssr.strategies import STRATEGIES, build_strategy
+from pipelines.tables import markdown_table, write_csv
 
 DEFAULT_STRATEGIES = [
     "none",
@@ -268,15 +268,10 @@ def format_markdown(
     fmt = {c: f for c, _, f in COLUMNS}
     head = ["strategy", *cols, "step time / fixed"]
     title = "" if budget in (CONFIG_BUDGET, ANY_BUDGET) else f"budget {budget}: "
-    lines = [
-        f"{title}seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    rows = []
     for r in table:
         if not r["seeds"]:
-            lines.append(f"| {r['strategy']} | " + " | ".join(["failed"] * (len(head) - 1)) + " |")
+            rows.append([r["strategy"]] + ["failed"] * (len(head) - 1))
             continue
         cells = [r["strategy"] + (f" ({r['failed']} failed)" if r["failed"] else "")]
         for c in cols:
@@ -284,8 +279,8 @@ def format_markdown(
             if r["seeds"] > 1 and c in SPREAD_COLUMNS:
                 cell += f" ± {r[c + ' std']:.3f}"
             cells.append(cell)
-        cells.append(f"{r['step time / fixed']:.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append([*cells, f"{r['step time / fixed']:.3f}"])
+    lines = [f"{title}seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)", "", *markdown_table(head, rows)]
     if diffs:
         names = [m for m, _, _ in PAIRED_METRICS]
         lines += [
@@ -293,21 +288,13 @@ def format_markdown(
             f"paired difference against {diffs[0]['reference']}, mean [95% interval] over seeds and "
             "test rows (loss forgetting: lower is better)",
             "",
-            "| strategy | seeds | " + " | ".join(f"Δ {m}" for m in names) + " |",
-            "|" + "---|" * (len(names) + 2),
+            *markdown_table(
+                ["strategy", "seeds", *(f"Δ {m}" for m in names)],
+                [[d["strategy"], d["seeds"], *(d[m].text() for m in names)] for d in diffs],
+            ),
         ]
-        for d in diffs:
-            lines.append(f"| {d['strategy']} | {d['seeds']} | " + " | ".join(d[m].text() for m in names) + " |")
         lines += [""] + [_noise_line(d) for d in diffs]
     return "\n".join(lines) + "\n"
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _run_row(summary: dict, planned: PlannedRun) -> dict:
@@ -347,10 +334,10 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
         ]
     markdown = "\n".join(parts)
     (out / "table.md").write_text(markdown)
-    _write_csv(out / "table.csv", table_rows)
-    _write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "eval_rows"} for r in runs])
+    write_csv(out / "table.csv", table_rows)
+    write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "eval_rows"} for r in runs])
     if interval_rows:
-        _write_csv(out / "intervals.csv", interval_rows)
+        write_csv(out / "intervals.csv", interval_rows)
     return markdown
 
 

@@ -27,7 +27,7 @@ from mssr.config import Config, config_to_dict, flatten
 from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
 from mssr.errors import ConfigError
-from mssr.metrics import all_metrics, format_matrix, loss_metrics
+from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, format_metric, loss_metrics
 from mssr.models import load_tokenizer
 from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
@@ -460,7 +460,7 @@ def _summary(
     }
 
 
-FINAL_METRICS = ("ap", "bwt", "fwt", "forgetting", "avg", "loss_final", "loss_bwt", "loss_forgetting")
+FINAL_METRICS = (*METRICS, *LOSS_METRICS)
 
 
 def final_metrics(summary: dict) -> dict[str, float]:
@@ -503,12 +503,7 @@ def _print_results(summary: dict, diagnostics: dict, cfg: Config, log) -> None:
     log(
         "\naccuracy matrix (rows: after training task k; columns: tasks)\n" + format_matrix(s["accuracy_matrix"], names)
     )
-    log(
-        "  ".join(
-            f"{k.upper()} {s[k]:+.3f}" if k in ("bwt", "fwt") else f"{k.upper()} {s[k]:.3f}"
-            for k in ("ap", "bwt", "fwt", "forgetting", "avg")
-        )
-    )
+    log("  ".join(f"{k.upper()} {format_metric(k, s[k])}" for k in METRICS))
     log("\nloss matrix (mean answer loss; lower is better)\n" + format_matrix(s["loss_matrix"], names))
     log(
         f"final loss {s['loss_final']:.3f}  loss BWT {s['loss_bwt']:+.3f}  "

@@ -24,7 +24,6 @@ a trial cut off mid-run continues from its last task-boundary checkpoint).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -39,10 +38,14 @@ import yaml
 
 from mssr.config import Config, config_to_dict, load_config
 from mssr.errors import ConfigError
+from mssr.metrics import METRICS as METRIC_DIRECTIONS
+from mssr.metrics import format_metric
 from mssr.search_space import SearchSpace, load_space, trial_overrides
 from mssr.tasks import load_stream
+from pipelines.tables import markdown_table, write_csv
 
-METRICS = {"ap": "max", "bwt": "max", "fwt": "max", "avg": "max", "forgetting": "min"}
+# what a sweep may optimise, and in which direction
+METRICS = {name: "max" if higher else "min" for name, higher in METRIC_DIRECTIONS.items()}
 TRIAL_CPU = 0.05  # the Tune function of a trial only waits on its TorchTrainer
 
 
@@ -142,14 +145,17 @@ def _rows(results, params_keys: list[str], metric: str, tasks: int) -> list[dict
 
 
 def _format_rows(rows: list[dict], params_keys: list[str], metric: str) -> str:
-    head = ["trial", "status", *METRICS, *params_keys]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [str(row["trial"]), row["status"]]
-        cells += [f"{row[k]:+.3f}" if k in ("bwt", "fwt") else f"{row[k]:.3f}" for k in METRICS]
-        cells += [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row[k] for k in params_keys)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return f"sorted by {metric} ({METRICS[metric]}imised), finished trials first\n\n" + "\n".join(lines) + "\n"
+    cells = [
+        [
+            row["trial"],
+            row["status"],
+            *(format_metric(k, row[k]) for k in METRICS),
+            *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row[k] for k in params_keys)),
+        ]
+        for row in rows
+    ]
+    table = markdown_table(["trial", "status", *METRICS, *params_keys], cells)
+    return f"sorted by {metric} ({METRICS[metric]}imised), finished trials first\n\n" + "\n".join(table) + "\n"
 
 
 @dataclass(frozen=True)
@@ -348,10 +354,7 @@ def _finish(
     _close_stopped_trials(uri, base, sweep.name, rows)
     markdown = _format_rows(rows, keys, sweep.metric)
     (sweep_dir / "trials.md").write_text(markdown)
-    with (sweep_dir / "trials.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(sweep_dir / "trials.csv", rows)
     finished = [r for r in rows if r["status"] == "finished"]
     artifacts = [sweep_dir / "trials.md", sweep_dir / "trials.csv"]
     best_config = None
