@@ -1,11 +1,19 @@
 """Every kind of bad input is refused before training: one line naming the file, line or key
-and what was expected, exit code 2, no traceback, no run directory and no MLflow store."""
+and what was expected, exit code 2, no traceback, no run directory and no MLflow store.
+
+The table runs in-process through ``pipelines.cli.main`` (fast, and an uncaught exception
+fails the test with its traceback); the cases that need Ray Data's tokenisation to find the
+problem run the real command in a subprocess (``tests/test_cli.py`` has the other smoke tests).
+"""
 
 import json
+import os
+import sys
 
 import pytest
 import torch
 
+from pipelines.cli import main
 from tests.conftest import run_cli
 
 GOOD = json.dumps({"prompt": "2+2?", "answer": "4"}) + "\n"
@@ -18,8 +26,8 @@ def _setup(tmp_path, train: bytes | str = GOOD * 4, tasks=(("a", "train.jsonl", 
     body = "".join(TASK.format(name=n, train=t, scorer=s) for n, t, s in tasks)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        f"model: {{name: tiny}}\nstream:\n  tasks:\n{body}{extra}run: {{output_dir: {tmp_path / 'out'}}}\n"
-        "train: {num_workers: 1, batch_size: 2}\n"
+        f"model: {{name: tiny}}\nstream:\n  tasks:\n{body}run: {{output_dir: {tmp_path / 'out'}}}\n"
+        f"train: {{num_workers: 1, batch_size: 2}}\n{extra}"
     )
     return cfg
 
@@ -46,11 +54,17 @@ CASES = {
     "unknown scorer": (dict(tasks=(("a", "train.jsonl", "exact_mach"),)), [], "did you mean 'exact_match'"),
     "unknown strategy": ({}, ["replay.strategy=fixd"], "unknown strategy 'fixd'; did you mean 'fixed'"),
     "unknown config key": ({}, ["train.lr_schedul=cosine"], "did you mean 'lr_schedule'"),
+    "unknown key in the YAML": (dict(extra="replay:\n  stratgy: mssr\n"), [], "did you mean 'strategy'"),
+    "a list where a number goes": (dict(extra="seed: [1, 2]\n"), [], "seed"),
+    "batch not split evenly over workers": (
+        {},
+        ["train.num_workers=2", "train.batch_size=5"],
+        "multiple of train.num_workers",
+    ),
     "wrong type": ({}, ["train.lr=fast"], "train.lr"),
     "zero interval": ({}, ["replay.fixed.interval=0"], "replay.fixed.interval"),
     "negative decay": ({}, ["replay.mssr.decay=-0.1"], "replay.mssr.decay"),
     "zero budget": ({}, ["replay.budget=0"], "budget: must be positive"),
-    "budget below one replay event": ({}, ["replay.budget=2"], "fewer than one replay event"),
     "missing model path": ({}, ["model.name=/no/such/model"], "neither a local folder nor a hub id"),
     "hub id while offline": ({}, ["model.name=some-org/some-model"], "not available"),
     "credentials in the tracking URI": (
@@ -58,16 +72,22 @@ CASES = {
         ["mlflow.tracking_uri=https://me:secret@mlflow.example.com"],
         "remove the credentials from the URI",
     ),
-    "sequence longer than max_length": (
-        dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
-        [],
-        "train.jsonl:2: ",
-    ),
     "isolation ratio out of range": ({}, ["isolation.method=epi", "isolation.ratio=1.5"], "isolation.ratio"),
     "qlora on this machine": (
         {},
         ["model.finetune=qlora"],
         "needs" if torch.cuda.is_available() else "need a CUDA GPU and this machine has none",
+    ),
+}
+
+
+# found only when Ray Data tokenises the rows: the real command, in a subprocess
+RAY_CASES = {
+    "budget below one replay event": ({}, ["replay.budget=2"], "fewer than one replay"),
+    "sequence longer than max_length": (
+        dict(train=GOOD + json.dumps({"prompt": "w " * 400, "answer": "x"}) + "\n"),
+        [],
+        "train.jsonl:2: ",
     ),
     "answer too long even truncated": (
         dict(train=GOOD + json.dumps({"prompt": "q", "answer": "w " * 400}) + "\n"),
@@ -77,11 +97,33 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _same_environment():
+    """``mssr run`` sets defaults in the environment; in-process, they must not leak into later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_refused_up_front(tmp_path, case):
+def test_bad_input_is_refused_up_front(tmp_path, capsys, case):
     setup, overrides, fragment = CASES[case]
     cfg = _setup(tmp_path, **setup)
-    proc = run_cli("run", str(cfg), *overrides, cwd=tmp_path, timeout=300)
+    code = main(["run", str(cfg), *overrides])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert fragment in err, err
+    assert len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # refused before Ray started
+
+
+@pytest.mark.parametrize("case", list(RAY_CASES))
+def test_bad_rows_found_by_tokenisation_are_refused_up_front(tmp_path, case):
+    setup, overrides, fragment = RAY_CASES[case]
+    cfg = _setup(tmp_path, **setup)
+    proc = run_cli("run", str(cfg), *overrides, "--dry-run", cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
     assert fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) <= 2
@@ -95,22 +137,21 @@ def test_truncation_cuts_and_counts_instead_of_refusing(tmp_path):
     assert "rows truncated to stream.max_length (prompt cut from the left): a 1" in proc.stdout
 
 
-def test_validate_data_reports_duplicates_leakage_lengths_and_labels(tmp_path):
+def test_validate_data_reports_duplicates_leakage_lengths_and_labels(tmp_path, capsys):
     train = GOOD * 3 + json.dumps({"prompt": "3+3?", "answer": "6"}) + "\n"  # 2 duplicates; test leaks "2+2?"
     cfg = _setup(
         tmp_path, train=train, tasks=(("a", "train.jsonl", "exact_match"), ("b", "train.jsonl", "exact_match"))
     )
-    proc = run_cli("validate-data", str(cfg), "--json", str(tmp_path / "r.json"), cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main(["validate-data", str(cfg), "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
     report = json.loads((tmp_path / "r.json").read_text())
     a = report["tasks"][0]
     assert a["rows"] == {"train": 4, "test": 1, "validation": 0}
     assert a["duplicates"]["train"] == 2 and a["train_test_leaks"] == 1 and a["prompts_shared_with_other_tasks"] == 2
     assert a["labels"] == {"4": 0.75, "6": 0.25} and a["tokens"]["max"] >= a["tokens"]["min"] > 2
     for text in ("train/test leakage", "also appear in other tasks", "unbalanced labels", "exact duplicate rows"):
-        assert text in proc.stdout
-    strict = run_cli("validate-data", str(cfg), "--strict", cwd=tmp_path, timeout=300)
-    assert strict.returncode == 1
+        assert text in out
+    assert main(["validate-data", str(cfg), "--strict"]) == 1
     bad = _setup(tmp_path, train=GOOD + "{oops\n")
-    proc = run_cli("validate-data", str(bad), cwd=tmp_path, timeout=300)
-    assert proc.returncode == 2 and "train.jsonl:2: malformed JSON" in proc.stderr
+    assert main(["validate-data", str(bad)]) == 2
+    assert "train.jsonl:2: malformed JSON" in capsys.readouterr().err
