@@ -209,10 +209,12 @@ class ReplayPlanner:
                 or [np.zeros(0, dtype=dtype)]
             )
 
-        # every rank's rows in rank order: the same result as one rank after another (the
-        # ranks' new and replayed ids are disjoint), with one numpy call per step
-        new_losses = joined("new_losses", np.float64)
-        self.reservoir.offer(joined("new_ids", np.int64), new_losses)
+        # every rank's rows in one numpy call per step; the new samples are offered to the
+        # reservoir in order of their ids, so the pool does not depend on how the step's batch
+        # was split over the ranks
+        new_ids, new_losses = joined("new_ids", np.int64), joined("new_losses", np.float64)
+        order = np.argsort(new_ids, kind="stable")
+        self.reservoir.offer(new_ids[order], new_losses[order])
         replay_ids = joined("replay_ids", np.int64)
         if replay_ids.size:
             replay_losses = joined("replay_losses", np.float64)

@@ -6,7 +6,7 @@ import torch
 
 from mssr.config import ReplayConfig
 from mssr.replay import ReplayPlanner, StepObservation
-from pipelines.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.checkpoint import Progress, load_checkpoint, save_checkpoint
 from tests.planner_sim import simulate
 
 
@@ -41,7 +41,7 @@ def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path, strategy, extra
     trainable = {"layer.lora_A.weight": torch.randn(4, 8), "layer.lora_B.weight": torch.zeros(8, 4)}
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.randn(3))], lr=1e-3)
     trainer_state = {"optimizer": opt.state_dict(), "torch_rng": [torch.get_rng_state()]}
-    progress = {"next_task": 2, "step": now, "matrix": [[0.0, 0.1], [0.5, 0.2]]}
+    progress = Progress(next_task=2, step=now, matrix=[[0.0, 0.1], [0.5, 0.2]], tokens={"train_new": 5.0})
     save_checkpoint(tmp_path, trainable, trainer_state, actor_state, progress)
 
     w, t, a, p = load_checkpoint(tmp_path)
@@ -56,3 +56,11 @@ def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path, strategy, extra
         np.testing.assert_array_equal(arr, restored.memory.state_dict()[key])
     assert restored.reservoir.last_loss == planner.reservoir.last_loss
     assert simulate(planner, tasks=1, first_task=3) == simulate(restored, tasks=1, first_task=3)
+
+
+def test_progress_from_an_older_or_newer_checkpoint_keeps_what_it_knows():
+    old = {"next_task": 3, "step": 40, "matrix": [[0.5]], "pipeline": {"train_wall": 9.0}, "gone_field": 1}
+    p = Progress.from_json(old)
+    assert (p.next_task, p.step, p.matrix) == (3, 40, [[0.5]])
+    assert p.pipeline == {"train_wall": 9.0, "data_wait": 0.0, "plan_wait": 0.0, "eval_wall": 0.0}
+    assert Progress.from_json(p.to_json()) == p
