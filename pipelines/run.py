@@ -33,19 +33,7 @@ from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy
 from mssr.tasks import Task, load_stream
-
-
-def quiet_env() -> None:
-    """Environment defaults for Ray, Ray Data, Hugging Face and tokenizers: offline, and one line per event."""
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # workers print their own progress: keep every line once (Ray Train's print patch would
-    # echo each print through its logger a second time)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+from pipelines.console import quiet_env
 
 
 def init_ray(cfg: Config) -> None:

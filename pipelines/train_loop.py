@@ -30,7 +30,6 @@ import socket
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from mssr.metrics import all_metrics, loss_metrics
 from mssr.replay import StepObservation
 from mssr.tasks import Example
 from pipelines.checkpoint import Progress, load_checkpoint, memory_digest, save_checkpoint
+from pipelines.console import quiet_library_warnings
 from pipelines.data import read_pool, write_pool_part
 from pipelines.step_gather import gather_step
 from pipelines.tracking import StepLogger
@@ -485,8 +485,7 @@ def _quiet_worker() -> None:
     except (ImportError, AttributeError):  # another Ray layout: keep the line
         pass
     transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    quiet_library_warnings()
 
 
 def train_loop(config: dict) -> None:

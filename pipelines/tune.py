@@ -222,7 +222,8 @@ def tune_sweep(
     base = load_config(config_path, overrides)
     space = load_space(space_path, config_path, overrides)
     sweep_dir = _sweep_dir(base, sweep.name, resume)
-    from pipelines.run import init_ray, quiet_env, validate
+    from pipelines.console import quiet_env
+    from pipelines.run import init_ray, validate
 
     for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
         validate(_trial_config(config_path, overrides, values))

@@ -1,0 +1,34 @@
+"""A quiet console: environment defaults and warning filters for the driver and the workers.
+
+Ray, Ray Data, Ray Train, transformers and peft each print things a user of ``mssr`` cannot
+act on; these keep the console to the run's own progress lines and to warnings that matter.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+
+def quiet_env() -> None:
+    """Environment defaults for Ray, Ray Data, Hugging Face and tokenizers: offline, and one line per event."""
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # workers print their own progress: keep every line once (Ray Train's print patch would
+    # echo each print through its logger a second time)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    quiet_library_warnings()
+
+
+def quiet_library_warnings() -> None:
+    """Warnings that libraries raise about their own use of each other, which a user cannot act
+    on; each matched by its message, so that any other warning still shows."""
+    # Ray Train's state export reads a Ray Data option that Ray Data itself deprecated
+    warnings.filterwarnings("ignore", message=r"`ExecutionOptions\.exclude_resources` is deprecated")
+    # peft calls the old name of a transformers helper
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
