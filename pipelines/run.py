@@ -98,7 +98,7 @@ def validate(cfg: Config) -> Strategy:
     return strategy
 
 
-def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
+def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Strategy) -> dict:
     """The resolved plan: tasks and sizes, steps, strategy, workers, replay budget."""
     world, per_rank = cfg.train.num_workers, cfg.train.batch_size // cfg.train.num_workers
     rows = []
@@ -121,7 +121,6 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict]) -> dict:
     new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
     budget = cfg.replay.budget
     resolved_budget = resolve_budget(budget, new_samples)
-    strategy = build_strategy(cfg.replay.strategy, cfg.replay)
     replays = not isinstance(strategy.scheduler, NeverScheduler)
     replay_steps = sum(r["steps"] for r in rows[1:])  # the pool is empty during the first task
     fixed_interval = with_fixed_interval(cfg.replay, resolved_budget, replay_steps).fixed.interval
@@ -231,7 +230,7 @@ def run_stream(
     datasets, stats = tokenise_tasks(tasks, cfg.model, cfg.stream, cfg.seed)
     if strategy.mixes_tasks:
         datasets, stats = mix_tasks(datasets, cfg.seed)
-    plan = build_plan(cfg, tasks, stats)
+    plan = build_plan(cfg, tasks, stats, strategy)
     log(format_plan(plan))
     if dry_run:
         return {"plan": plan}

@@ -30,7 +30,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +99,33 @@ class ReadAhead:
             yield item
 
 
+@dataclass
+class LogWindow:
+    """What this rank trained since the last progress line: summed over the ranks when logged."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    new_tokens: int = 0
+    replay_tokens: int = 0
+    replayed: int = 0  # samples, over all ranks (the plan is the same on every rank)
+    events: int = 0
+    probe_tokens: float = 0.0
+    probe_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add_step(self, loss: float, new_tokens: int, replay_tokens: int, replayed: int) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.new_tokens += new_tokens
+        self.replay_tokens += replay_tokens
+        self.replayed += replayed
+        self.events += int(replayed > 0)
+
+    def summed(self) -> list[float]:
+        """The per-rank quantities, in the order ``_all_sum`` reduces them."""
+        return [self.loss_sum, self.steps, self.new_tokens, self.replay_tokens, self.probe_tokens, self.probe_seconds]
+
+
 @dataclass(frozen=True)
 class TaskToTrain:
     """A task as the workers see it: its name, scorer, steps, and test rows (prompt, answer)."""
@@ -150,7 +177,7 @@ class Worker:
             autocast=self.learner.precision,
             eval_autocast=self.learner.eval_precision,
         )
-        self.probe_window = [0.0, 0.0]  # this rank's probe tokens and seconds since the last log line
+        self.window = LogWindow()  # since the last progress line
         self.needs_update_norm = config.needs_update_norm and self.rank == 0
         self.pool: dict[int, tuple[list[int], int]] = {}
         self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
@@ -270,8 +297,8 @@ class Worker:
     def probe(self, ids: list[int]) -> tuple[list[float], list[bool]]:
         """Loss and greedy exact match of pool samples (this rank's share of the plan's probe)."""
         result = self.learner.probe([self.pool[i] for i in ids])
-        self.probe_window[0] += result.tokens  # summed over ranks in _log_window
-        self.probe_window[1] += result.seconds
+        self.window.probe_tokens += result.tokens  # summed over ranks in _log_window
+        self.window.probe_seconds += result.seconds
         return result.losses, result.correct
 
     def train_step(self, batch: dict) -> tuple[float, int, int, int]:
@@ -320,7 +347,7 @@ class Worker:
         shard = ray.train.get_dataset_shard(f"train_{k}")
         ahead = self.read_ahead.pop(k, None)
         self._read_ahead(k + 1)  # the next task's stream starts now: it takes seconds to start
-        window = {"loss": 0.0, "n": 0, "new": 0, "replay": 0, "samples": 0, "events": 0, "t": time.perf_counter()}
+        self.window = LogWindow()
         task_step = 0
         every = self.cfg.train.checkpoint_every
         started = waiting = time.perf_counter()
@@ -335,19 +362,14 @@ class Worker:
                 loss, new_tok, replay_tok, replayed = self.train_step(batch)
                 self.progress.step_seconds.append(round(time.perf_counter() - t0, 4))
                 self.progress.train_seconds += self.progress.step_seconds[-1]
-                window["loss"] += loss
-                window["n"] += 1
-                window["new"] += new_tok
-                window["replay"] += replay_tok
-                window["samples"] += replayed  # the plan is the same on every rank: no reduction
-                window["events"] += int(replayed > 0)
+                self.window.add_step(loss, new_tok, replay_tok, replayed)
                 self.progress.step += 1
                 task_step += 1
                 if self.progress.step % self.cfg.train.log_every == 0:
-                    self._log_window(k, task, task_step, window)
+                    self._log_window(k, task, task_step)
                 if every and self.progress.step % every == 0 and task_step < task.steps:
-                    if window["n"]:
-                        self._log_window(k, task, task_step, window)
+                    if self.window.steps:
+                        self._log_window(k, task, task_step)
                     self.progress.pipeline["train_wall"] += time.perf_counter() - started
                     self.checkpoint_and_report(
                         k,
@@ -357,8 +379,8 @@ class Worker:
                     )
                     started = time.perf_counter()
                 waiting = time.perf_counter()
-        if window["n"]:
-            self._log_window(k, task, task_step, window)
+        if self.window.steps:
+            self._log_window(k, task, task_step)
         self.progress.pipeline["train_wall"] += time.perf_counter() - started
 
     def _log_isolation(self, metrics, at_step: int) -> None:
@@ -371,12 +393,11 @@ class Worker:
         if self.rank == 0:
             self.log.log(metrics, step=at_step)
 
-    def _log_window(self, k: int, task: dict, task_step: int, w: dict) -> None:
-        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum(
-            [w["loss"], w["n"], w["new"], w["replay"], *self.probe_window], self.device
-        )
-        self.probe_window = [0.0, 0.0]
-        elapsed = time.perf_counter() - w["t"]
+    def _log_window(self, k: int, task: TaskToTrain, task_step: int) -> None:
+        """The progress line and the step metrics of the window; a collective (every rank calls it)."""
+        w, self.window = self.window, LogWindow()
+        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum(w.summed(), self.device)
+        elapsed = time.perf_counter() - w.started
         self.progress.tokens["train_new"] += new
         self.progress.tokens["train_replay"] += replay
         self.progress.tokens["probe"] += probe_tok
@@ -388,7 +409,7 @@ class Worker:
             print(
                 f"[task {k + 1}/{len(self.tasks)} {task.name}] step {task_step}/{task.steps} "
                 f"(total {self.progress.step}/{self.total_steps})  loss {loss:.3f}  tok/s {tps:.0f}  "
-                f"replayed {w['samples']} samples  train ETA {_fmt_seconds(eta)}",
+                f"replayed {w.replayed} samples  train ETA {_fmt_seconds(eta)}",
                 flush=True,
             )
             self.log.log(
@@ -397,13 +418,12 @@ class Worker:
                     "train/tokens_per_s": tps,
                     "train/new_tokens": new,
                     "train/replay_tokens": replay,
-                    "train/replay_samples": w["samples"],
-                    "train/replay_events": w["events"],
+                    "train/replay_samples": w.replayed,
+                    "train/replay_events": w.events,
                     "train/probe_tokens": probe_tok,
                 },
                 step=self.progress.step,
             )
-        w.update(loss=0.0, n=0, new=0, replay=0, samples=0, events=0, t=time.perf_counter())
 
     def end_task(self, k: int) -> None:
         ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
