@@ -161,6 +161,11 @@ def lr_factor(step: int, schedule: str, warmup: int, total: int, restart_every: 
         [0.25, 0.5, 0.75, 1.0, 1.0]
         >>> lr_factor(10, "cosine", warmup=0, total=10)
         0.0
+
+    Written here rather than taken from ``transformers.get_scheduler`` for two differences
+    that matter on short tasks: its warmup gives the first step a rate of 0 (a wasted step),
+    and its cosine restarts are a number of cycles over the whole run, where a stream of tasks
+    wants a period in steps (``restart_every``) that does not depend on the stream's length.
     """
     if warmup and step < warmup:
         return (step + 1) / warmup
