@@ -48,6 +48,9 @@ def init_ray(cfg: Config) -> None:
             # dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
             # Ray Train's placement-group cleaner warns every second that the State API is absent)
             cpus = max(os.cpu_count() or 1, math.ceil(cfg.train.num_workers * cfg.train.cpus_per_worker))
+            # one machine has no nodes to drain: Ray Train's preemption watcher would only add a
+            # resident process and an error line about its restart arguments to the console
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             ray.init(
                 num_cpus=cpus,
                 include_dashboard=False,
