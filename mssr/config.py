@@ -102,6 +102,11 @@ class StreamConfig(_Strict):
             if t.name in seen:
                 raise ValueError(f"tasks[{i}].name: duplicate task name {t.name!r}")
             seen.add(t.name)
+        if "tasks" in self.model_fields_set and not self.tasks:
+            raise ValueError(
+                "tasks: the list is empty; give at least one task, or leave `tasks` out to train on the "
+                f"built-in stream {self.builtin or 'reasoning-gym'!r}"
+            )
         if not self.tasks and not self.builtin:
             raise ValueError("give either `builtin` or a non-empty `tasks` list")
         return self

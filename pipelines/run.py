@@ -93,11 +93,6 @@ def validate(cfg: Config) -> Strategy:
             raise ConfigError(problem)
         if not cfg.train.use_gpu:
             raise ConfigError("model.finetune=qlora needs train.use_gpu=true: the 4-bit weights live on the GPU")
-    if cfg.train.use_gpu and local:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("train.use_gpu=true but this machine has no CUDA GPU; set train.use_gpu=false")
     return strategy
 
 
@@ -222,6 +217,10 @@ def run_stream(
     quiet_env()
     started = time.time()
     strategy = validate(cfg)
+    from pipelines.preflight import preflight
+    from pipelines.tracking import resolve_tracking_uri
+
+    preflight(cfg, resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir)))
     run_dir = _resume_dir(cfg, resume) if resume is not None else _new_run_dir(cfg)
     tasks = load_stream(cfg.stream)
     load_tokenizer(cfg.model)  # fail early on a broken model folder

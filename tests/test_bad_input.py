@@ -23,7 +23,7 @@ TASK = "    - {{name: {name}, train: {train}, test: test.jsonl, scorer: {scorer}
 def _setup(tmp_path, train: bytes | str = GOOD * 4, tasks=(("a", "train.jsonl", "exact_match"),), extra=""):
     (tmp_path / "train.jsonl").write_bytes(train if isinstance(train, bytes) else train.encode())
     (tmp_path / "test.jsonl").write_text(GOOD)
-    body = "".join(TASK.format(name=n, train=t, scorer=s) for n, t, s in tasks)
+    body = "".join(TASK.format(name=n, train=t, scorer=s) for n, t, s in tasks) or "    []\n"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         f"model: {{name: tiny}}\nstream:\n  tasks:\n{body}run: {{output_dir: {tmp_path / 'out'}}}\n"
@@ -73,6 +73,14 @@ CASES = {
         "remove the credentials from the URI",
     ),
     "isolation ratio out of range": ({}, ["isolation.method=epi", "isolation.ratio=1.5"], "isolation.ratio"),
+    "more workers than CPUs": (
+        {},
+        ["train.num_workers=64", "train.batch_size=64"],
+        f"needs 64 CPUs and this machine has {len(os.sched_getaffinity(0))}",
+    ),
+    "unreachable tracking server": ({}, ["mlflow.tracking_uri=http://127.0.0.1:9"], "no MLflow server answers"),
+    "output directory that cannot be made": ({}, ["run.output_dir=/proc/mssr-runs"], "run.output_dir: cannot"),
+    "an empty task list": (dict(tasks=()), [], "tasks: the list is empty"),
     "qlora on this machine": (
         {},
         ["model.finetune=qlora"],

@@ -165,21 +165,25 @@ def test_storage_path_comes_from_mssr_storage_path(monkeypatch, tmp_path):
     assert train_storage_path(tmp_path / "runs" / "r1") == "s3://bucket/mssr/r1"
 
 
-def test_use_gpu_needs_a_local_gpu_only_without_a_cluster(monkeypatch):
+def test_use_gpu_needs_local_gpus_only_without_a_cluster(monkeypatch):
     import torch
 
     from mssr.config import Config
     from mssr.errors import ConfigError
-    from pipelines.run import validate
+    from pipelines.preflight import check_gpus
 
-    cfg = Config.model_validate({"train": {"use_gpu": True}})
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = Config.model_validate({"train": {"use_gpu": True, "num_workers": 2}})
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with pytest.raises(ConfigError, match="use_gpu"):
-        validate(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        check_gpus(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="needs 2 GPUs and this machine has 1"):
+        check_gpus(cfg)
     # on a cluster the driver may run on a CPU head node: Ray places the GPU workers
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    validate(cfg)
+    check_gpus(cfg)
 
 
 # -- multi-node rehearsal ----------------------------------------------------------------
