@@ -102,7 +102,8 @@ class StreamConfig(_Strict):
             if t.name in seen:
                 raise ValueError(f"tasks[{i}].name: duplicate task name {t.name!r}")
             seen.add(t.name)
-        if "tasks" in self.model_fields_set and not self.tasks:
+        # `tasks: []` alone is a mistake; a dumped config (both keys) or `builtin:` says what it means
+        if "tasks" in self.model_fields_set and not self.tasks and "builtin" not in self.model_fields_set:
             raise ValueError(
                 "tasks: the list is empty; give at least one task, or leave `tasks` out to train on the "
                 f"built-in stream {self.builtin or 'reasoning-gym'!r}"

@@ -76,3 +76,12 @@ def test_task_paths_are_relative_to_the_config(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/c.yaml")
+
+
+def test_a_dumped_config_validates_again_but_an_empty_task_list_alone_does_not():
+    from mssr.config import Config, config_to_dict
+
+    cfg = load_config(None, ["seed=3"])
+    assert Config.model_validate(config_to_dict(cfg)) == cfg  # what the workers and best.yaml receive
+    with pytest.raises(ConfigError, match="tasks: the list is empty"):
+        load_config(None, ["stream.tasks=[]"])
