@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import yaml
 
-from mssr.config import Config, load_config
+from mssr.config import Config, config_to_dict, load_config
 from mssr.errors import ConfigError, UserError
 from mssr.intervals import noise_components, paired_bootstrap, rows_scale_needed, seeds_needed
 from mssr.isolation import ISOLATIONS
@@ -341,6 +342,26 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
     return markdown
 
 
+def _finished_or_run(p: PlannedRun, name: str, log) -> dict:
+    """The run's summary: kept from an earlier invocation of the same comparison when it
+    finished, continued from its last checkpoint when it was cut off, else a new run."""
+    from pipelines.run import run_stream
+
+    run_dir = Path(p.cfg.run.output_dir) / p.cfg.run.name
+    if run_dir.exists():
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+        if saved != config_to_dict(p.cfg):
+            raise ConfigError(
+                f"--name {name}: {run_dir} exists with another config; choose another --name for this comparison"
+            )
+        if (run_dir / "summary.json").exists():
+            log(f"{run_dir.name} finished in an earlier invocation: kept")
+            return json.loads((run_dir / "summary.json").read_text())
+        log(f"{run_dir.name} was cut off: continuing it from its last checkpoint")
+        return run_stream(p.cfg, log=log, resume="")
+    return run_stream(p.cfg, log=log, tags={"comparison_id": name, "budget": p.budget})
+
+
 def compare(
     config_path: str,
     overrides: list[str],
@@ -351,9 +372,10 @@ def compare(
     reference: Optional[str] = None,
     log=print,
 ) -> dict:
-    """Run every strategy on every seed (and budget); return ``{"name", "runs", "dir", "markdown"}``."""
-    from pipelines.run import run_stream
+    """Run every strategy on every seed (and budget); return ``{"name", "runs", "dir", "markdown"}``.
 
+    Run again with the same ``name`` after an interruption, it keeps the runs that finished and
+    continues the one that was cut off."""
     strategies = strategies or DEFAULT_STRATEGIES
     if reference is not None and reference not in strategies:
         raise ConfigError(f"--reference {reference!r} is not among --strategies ({', '.join(strategies)})")
@@ -368,7 +390,7 @@ def compare(
         at = "" if p.budget in (CONFIG_BUDGET, ANY_BUDGET) else f", budget {p.budget}"
         log(f"\n=== comparison {name}: run {i}/{len(planned)}: strategy {p.entry}, seed {p.cfg.seed}{at} ===")
         try:
-            summary = run_stream(p.cfg, log=log, tags={"comparison_id": name, "budget": p.budget})
+            summary = _finished_or_run(p, name, log)
             runs.append(_run_row(summary, p))
         except UserError:
             raise

@@ -112,6 +112,22 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     ids = pads.dataset(str(out / "cmp-joint-s0" / "tokens" / "task_00")).to_table().column("sample_id").to_numpy()
     assert len(set((ids >> 32).tolist())) == 5
 
+    # the same comparison again (as after an interruption): the finished runs are kept, not rerun
+    again = run_cli(
+        "compare",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"run.output_dir={out}",
+        "replay.budget=12",
+        "--strategies",
+        "accuracy,joint",
+        "--name",
+        "cmp",
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("finished in an earlier invocation: kept") == 2
+    assert list(csv.DictReader((cdir / "table.csv").open())) == table
+
 
 @pytest.mark.e2e
 def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
