@@ -152,9 +152,6 @@ def plan_runs(
     for s in strategies:
         entry_overrides(s)
     base = load_config(config_path, overrides)
-    out = Path(base.run.output_dir) / "comparisons" / name
-    if out.exists():
-        raise ConfigError(f"--name: {out} already exists; choose another comparison name")
     planned = []
     for seed in range(base.seed, base.seed + seeds):
         for budget in budgets or [None]:
@@ -173,9 +170,7 @@ def plan_runs(
                     extra += [f"replay.budget={budget}", "replay.fixed.interval=null"]
                 cfg = load_config(config_path, [*overrides, *extra, f"run.name={run_name}"])
                 validate(cfg)
-                run_dir = Path(cfg.run.output_dir) / cfg.run.name
-                if run_dir.exists():
-                    raise ConfigError(f"{run_dir} already exists; choose another comparison name (--name)")
+                _check_same_config(cfg, name)
                 planned.append(PlannedRun(cfg, entry, label))
     return planned
 
@@ -342,18 +337,25 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
     return markdown
 
 
+def _check_same_config(cfg: Config, name: str) -> None:
+    """A run directory left by an earlier invocation of this comparison must hold this config."""
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    if not run_dir.exists():
+        return
+    saved = run_dir / "config.yaml"
+    if not saved.exists() or yaml.safe_load(saved.read_text()) != config_to_dict(cfg):
+        raise ConfigError(
+            f"--name {name}: {run_dir} exists with another config; choose another --name for this comparison"
+        )
+
+
 def _finished_or_run(p: PlannedRun, name: str, log) -> dict:
     """The run's summary: kept from an earlier invocation of the same comparison when it
     finished, continued from its last checkpoint when it was cut off, else a new run."""
     from pipelines.run import run_stream
 
     run_dir = Path(p.cfg.run.output_dir) / p.cfg.run.name
-    if run_dir.exists():
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
-        if saved != config_to_dict(p.cfg):
-            raise ConfigError(
-                f"--name {name}: {run_dir} exists with another config; choose another --name for this comparison"
-            )
+    if run_dir.exists():  # the same config (checked by plan_runs)
         if (run_dir / "summary.json").exists():
             log(f"{run_dir.name} finished in an earlier invocation: kept")
             return json.loads((run_dir / "summary.json").read_text())
