@@ -248,13 +248,18 @@ def _noise_line(row: dict) -> str:
         return head + " (test rows only: with one seed, the noise between seeds is unknown)"
     n = seeds_needed(noise, TARGET_HALF_WIDTH)
     scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=max(3, seeds))
-    need_seeds = f"{n} seeds at these test rows" if n is not None else "more test rows (their noise alone exceeds it)"
-    need_rows = (
-        f"{max(scale, 1.0):.1f}x the test rows at {max(3, seeds)} seeds"
-        if scale is not None
-        else f"more seeds (their noise alone exceeds it at {max(3, seeds)})"
+    k = max(3, seeds)
+    by_seeds = (
+        f"about {n} seeds at these test rows"
+        if n is not None
+        else "more test rows (the test rows' noise alone is wider, whatever the seeds)"
     )
-    return f"{head}; ±{TARGET_HALF_WIDTH} would need about {need_seeds}, or {need_rows}"
+    by_rows = (
+        f"about {max(scale, 1.0):.1f}x the test rows at {k} seeds"
+        if scale is not None
+        else f"more seeds (at {k} seeds the seeds' noise alone is wider, whatever the test rows)"
+    )
+    return f"{head}; ±{TARGET_HALF_WIDTH} would need {by_seeds}, or {by_rows}"
 
 
 def format_markdown(
