@@ -75,17 +75,9 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     from mlflow import MlflowClient
 
     out = tmp_path / "out"
-    proc = run_cli(
-        "compare",
-        str(ROOT / "configs" / "tiny.yaml"),
-        f"run.output_dir={out}",
-        "replay.budget=12",
-        "--strategies",
-        "accuracy,joint",
-        "--name",
-        "cmp",
-        cwd=tmp_path,
-    )
+    args = ["compare", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", "replay.budget=12"]
+    args += ["--strategies", "accuracy,joint", "--name", "cmp"]
+    proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cdir = out / "comparisons" / "cmp"
     table = list(csv.DictReader((cdir / "table.csv").open()))
@@ -113,17 +105,7 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     assert len(set((ids >> 32).tolist())) == 5
 
     # the same comparison again (as after an interruption): the finished runs are kept, not rerun
-    again = run_cli(
-        "compare",
-        str(ROOT / "configs" / "tiny.yaml"),
-        f"run.output_dir={out}",
-        "replay.budget=12",
-        "--strategies",
-        "accuracy,joint",
-        "--name",
-        "cmp",
-        cwd=tmp_path,
-    )
+    again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("finished in an earlier invocation: kept") == 2
     assert list(csv.DictReader((cdir / "table.csv").open())) == table
