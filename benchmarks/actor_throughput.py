@@ -5,7 +5,7 @@ code, in a benchmark-only subclass) whose pool holds POOL samples, filled direct
 ``MemoryState.add`` in 10 calls (as 10 finished tasks) rather than through the actor's API.
 Then, for each R in --ranks, a sender actor plays rank 0 of a run with R ranks: for STEPS
 steps it sends, without waiting, the message rank 0 sends after gathering the step
-(``pipelines.step_gather``): R observations of PER_RANK new-sample losses of the current
+(``mssr.step_gather``): R observations of PER_RANK new-sample losses of the current
 task plus REPLAYED losses of pool ids, as numpy arrays like ``step_gather.unpack`` makes them;
 then a final ``plan.remote(STEPS)``. Wall time runs from the start signal to the moment the
 actor applied the last step; the actor's own ``bookkeeping_seconds`` at that moment is the

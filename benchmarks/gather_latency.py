@@ -1,4 +1,4 @@
-"""Latency of rank 0 gathering a step's observations (``pipelines.step_gather.gather_step``) over gloo.
+"""Latency of rank 0 gathering a step's observations (``mssr.step_gather.gather_step``) over gloo.
 
 Every training step, each rank packs its per-sample losses and rank 0 gathers them with one
 ``dist.gather`` before sending the memory actor one message. This measures that call alone:
@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 from machine import describe
 
 from mssr.replay import ReplayPlan, StepObservation
-from pipelines.step_gather import gather_step
+from mssr.step_gather import gather_step
 
 WARMUP = 100
 PLAN = ReplayPlan(replay=[1, 2, 3, 4])
@@ -44,7 +44,7 @@ def _rank(rank: int, args, init_file: str, out_file: str) -> None:
         for _ in range(WARMUP + args.steps):
             dist.barrier()
             t = time.perf_counter()
-            gather_step(obs, PLAN, rank, args.ranks, args.per_rank, torch.device("cpu"))
+            gather_step(obs, PLAN, rank, args.ranks, args.per_rank)
             seconds.append(time.perf_counter() - t)
         if rank == 0:
             Path(out_file).write_text(json.dumps(seconds[WARMUP:]))

@@ -36,6 +36,7 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 import torch
 
+from mssr.distributed import device_of, to_device
 from mssr.losses import answer_reproduced, per_sample_loss
 from mssr.scoring import get_scorer
 from mssr.tasks import Example
@@ -59,10 +60,6 @@ def eval_mode_for(scorer: str, mode: str) -> str:
     return "forced" if mode == "forced" and scorer in FORCED_SCORERS else "generate"
 
 
-def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Row indices grouped into batches of similar length (longest first)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
@@ -77,17 +74,14 @@ def forced_pass(
     also the tokens processed. One forward pass per batch of similar-length rows."""
     enc = encoder.encode_many([e.prompt for e in examples], [e.answer for e in examples])
     ids, plens = enc["input_ids"], enc["prompt_len"]
-    device = _device_of(model)
+    device = device_of(model)
     correct = [False] * len(ids)
     losses = [0.0] * len(ids)
     was_training = model.training
     model.eval()
     try:
         for rows in _length_batches([len(r) for r in ids], batch_size):
-            b = {
-                k: v.to(device)
-                for k, v in collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id).items()
-            }
+            b = to_device(collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id), device)
             # logits only from the last prompt token on: the vocabulary projection of the prompt
             # positions would cost a fifth of the pass and decide nothing
             first = min(plens[i] for i in rows) - 1
@@ -120,7 +114,7 @@ def generate_answers(
 ) -> tuple[list[str], int]:
     """Greedy answers for ``prompts`` (in their order); also the tokens processed (prompt + generated)."""
     tok = encoder.tok
-    device = _device_of(model)
+    device = device_of(model)
     prompt_ids = [encoder.prompt_ids(p) for p in prompts]
     answers = [""] * len(prompts)
     tokens = 0
@@ -136,8 +130,7 @@ def generate_answers(
                 mask[n, width - len(prompt_ids[i]) :] = 1
             with autocast or contextlib.nullcontext():
                 out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
+                    **to_device({"input_ids": ids, "attention_mask": mask}, device),
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,

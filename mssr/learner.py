@@ -14,7 +14,7 @@ and returns every row's loss: the memory model's only input, with no extra forwa
 
 With data parallelism the caller passes ``wrap_model`` (Ray Train's ``prepare_model``: DDP),
 and the gradients are averaged over the ranks inside ``backward``; everything else here is
-per rank. Tensors go to ``device`` in one place, ``to_device``.
+per rank. Where tensors live follows one rule, written down in ``mssr.distributed``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mssr.config import Config
+from mssr.distributed import to_device
 from mssr.evaluation import EvalResult, evaluate_examples
 from mssr.isolation import make_isolation
 from mssr.losses import answer_reproduced, per_sample_loss
@@ -60,11 +61,6 @@ class ProbeResult:
     correct: list[bool]
     tokens: int
     seconds: float
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Every tensor a forward pass reads, on the device of the model's parameters."""
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 class Learner:

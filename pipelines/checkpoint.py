@@ -113,5 +113,7 @@ def load_progress(directory: Path) -> Progress:
 
 def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, Progress]:
     trainable = load_file(str(directory / "trainable.safetensors"))
-    trainer_state = torch.load(directory / "trainer.pt", weights_only=True)
+    # onto the CPU: a checkpoint written by GPU workers resumes anywhere (the optimizer moves its
+    # state to the weights' device when loaded)
+    trainer_state = torch.load(directory / "trainer.pt", weights_only=True, map_location="cpu")
     return trainable, trainer_state, load_actor_state(directory), load_progress(directory)

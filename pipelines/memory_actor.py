@@ -1,7 +1,7 @@
 """The memory-strength actor: one per run, shared by every training worker.
 
 It wraps ``mssr.replay.ReplayPlanner``. Rank 0 gathers every rank's per-sample losses of a
-step through the training process group (``pipelines.step_gather``) and sends them in one
+step through the training process group (``mssr.step_gather``) and sends them in one
 message without waiting (``observe.remote``): one message per step whatever the number of
 ranks. The actor applies steps in order, the ranks' observations in rank order, so its state
 never depends on timing. ``plan(step)`` waits until every earlier step has been applied,

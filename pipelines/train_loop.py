@@ -38,32 +38,18 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from mssr.config import Config
+from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, set_rng_state
 from mssr.learner import Learner
 from mssr.metrics import all_metrics, loss_metrics
 from mssr.replay import StepObservation
+from mssr.step_gather import gather_step
 from mssr.tasks import Example
 from pipelines.checkpoint import Progress, load_checkpoint, memory_digest, save_checkpoint
 from pipelines.console import quiet_library_warnings
 from pipelines.data import read_pool, write_pool_part
-from pipelines.step_gather import gather_step
 from pipelines.tracking import StepLogger
-
-
-def _all_sum(values, device: torch.device) -> list[float]:
-    """Element-wise sum over the ranks. The tensor lives on the training device: NCCL (GPU
-    workers) reduces only CUDA tensors, gloo (CPU workers) CPU ones."""
-    t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.cpu().tolist()
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _fmt_seconds(s: float) -> str:
@@ -122,7 +108,7 @@ class LogWindow:
         self.events += int(replayed > 0)
 
     def summed(self) -> list[float]:
-        """The per-rank quantities, in the order ``_all_sum`` reduces them."""
+        """The per-rank quantities, in the order ``all_sum`` reduces them."""
         return [self.loss_sum, self.steps, self.new_tokens, self.replay_tokens, self.probe_tokens, self.probe_seconds]
 
 
@@ -218,7 +204,7 @@ class Worker:
         with ckpt.as_directory() as d:
             trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
         self.learner.load_state_dict(trainable, trainer_state)
-        torch.set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])])
+        set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])], self.device)
         self.progress = progress
         if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
@@ -233,7 +219,7 @@ class Worker:
             }
             with (self.run_dir / "restores.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        _barrier()
+        barrier()
         self._open_plan_log()
         self.pool = read_pool(self.run_dir, self.progress.next_task - 1)
         where = f"task {self.progress.next_task + 1}" + (
@@ -244,11 +230,7 @@ class Worker:
     def checkpoint_and_report(self, next_task: int, task_step: int, metrics: dict, name: str) -> None:
         """Report a checkpoint (all ranks call this at the same step). ``next_task``/``task_step``:
         where training continues from it."""
-        rng_states = [None] * self.world
-        if dist.is_initialized():
-            dist.all_gather_object(rng_states, torch.get_rng_state())
-        else:
-            rng_states = [torch.get_rng_state()]
+        rng_states = all_gather_objects(rng_state(self.device))
         progress = dataclasses.replace(
             self.progress, next_task=next_task, task_step=task_step, isolation=self.learner.isolation_summary()
         )
@@ -275,7 +257,7 @@ class Worker:
             scores, losses = np.zeros(n), np.zeros(n)
             scores[mine], losses[mine] = result.scores, result.losses
             packed.append(np.concatenate([scores, losses, [result.tokens]]))
-        totals = np.asarray(_all_sum(np.concatenate(packed), self.device))
+        totals = np.asarray(all_sum(np.concatenate(packed)))
         scores_row, losses_row, start = [], [], 0
         for t in self.tasks:
             n = len(t.test)
@@ -330,7 +312,6 @@ class Worker:
             self.rank,
             self.world,
             self.per_rank_batch,
-            self.device,
         )
         if observed is not None:  # rank 0: one message with every rank's losses, not waited for
             self.actor.observe.remote(self.progress.step, observed)
@@ -396,7 +377,7 @@ class Worker:
     def _log_window(self, k: int, task: TaskToTrain, task_step: int) -> None:
         """The progress line and the step metrics of the window; a collective (every rank calls it)."""
         w, self.window = self.window, LogWindow()
-        loss_sum, n, new, replay, probe_tok, probe_s = _all_sum(w.summed(), self.device)
+        loss_sum, n, new, replay, probe_tok, probe_s = all_sum(w.summed())
         elapsed = time.perf_counter() - w.started
         self.progress.tokens["train_new"] += new
         self.progress.tokens["train_replay"] += replay
@@ -429,7 +410,7 @@ class Worker:
         ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
         if self.rank == 0:
             write_pool_part(self.run_dir, k, ids)
-        _barrier()
+        barrier()
         self.pool = read_pool(self.run_dir, k)
 
     def _read_ahead(self, k: int) -> None:

@@ -1,16 +1,15 @@
-"""Rank 0 gathers every rank's step observation (pipelines.step_gather): exact round trip,
+"""Rank 0 gathers every rank's step observation (mssr.step_gather): exact round trip,
 uneven shares, and a real two-process gather over gloo."""
 
 import pickle
 
 import numpy as np
 import pytest
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mssr.replay import ReplayPlan, StepObservation
-from pipelines.step_gather import gather_step, pack, unpack
+from mssr.step_gather import gather_step, pack, unpack
 
 PLAN = ReplayPlan(replay=[101, 102, 103], probe=[7, 8, 9, 10, 11])  # 3 replayed, 5 probed over 2 ranks
 
@@ -59,15 +58,16 @@ def test_pack_rejects_more_rows_than_the_batch_and_ids_beyond_float64():
         pack(big, ReplayPlan(), world=1, capacity=1)
 
 
-def test_one_rank_sends_its_own_observation_unchanged():
+def test_without_a_process_group_the_one_rank_gets_its_own_observation_back():
     obs = observation(0, world=1)
-    assert gather_step(obs, PLAN, rank=0, world=1, capacity=4, device=torch.device("cpu")) == [obs]
+    (got,) = gather_step(obs, PLAN, rank=0, world=1, capacity=4)
+    assert_same(got, obs)
 
 
 def _gather_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        got = gather_step(observation(rank, n_new=4 - rank), PLAN, rank, world, 4, torch.device("cpu"))
+        got = gather_step(observation(rank, n_new=4 - rank), PLAN, rank, world, 4)
         if rank == 0:
             with open(out_file, "wb") as f:
                 pickle.dump(got, f)

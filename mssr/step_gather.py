@@ -8,7 +8,7 @@ batch size and the step's plan), and rank 0 gathers them with one ``dist.gather`
 group DDP already synchronises every step. The replay and probe ids are not sent: rank 0
 reads every rank's share from the plan (rank r gets ``ids[r::world]``).
 
-    observations = gather_step(mine, plan, rank, world, capacity=per_rank_batch, device=device)
+    observations = gather_step(mine, plan, rank, world, capacity=per_rank_batch)
     if observations is not None:          # rank 0: every rank's observation, in rank order
         actor.observe.remote(step, observations)
 """
@@ -16,9 +16,8 @@ reads every rank's share from the plan (rank r gets ``ids[r::world]``).
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.distributed as dist
 
+from mssr.distributed import gather_to_first
 from mssr.replay import ReplayPlan, StepObservation
 
 MAX_EXACT_ID = 2**53  # sample ids travel as float64, exact below this
@@ -91,15 +90,11 @@ def unpack(rows: np.ndarray, plan: ReplayPlan, world: int, capacity: int, update
 
 
 def gather_step(
-    obs: StepObservation, plan: ReplayPlan, rank: int, world: int, capacity: int, device: torch.device
+    obs: StepObservation, plan: ReplayPlan, rank: int, world: int, capacity: int
 ) -> list[StepObservation] | None:
     """Rank 0: every rank's observation of this step, in rank order; other ranks: None.
-    Every rank must call it at the same step (it is a collective when ``world`` > 1)."""
-    if world == 1 or not dist.is_initialized():
-        return [obs]
-    mine = torch.from_numpy(pack(obs, plan, world, capacity)).to(device)
-    rows = [torch.empty_like(mine) for _ in range(world)] if rank == 0 else None
-    dist.gather(mine, gather_list=rows, dst=0)
-    if rank != 0:
+    Every rank must call it at the same step (a collective, ``mssr.distributed.gather_to_first``)."""
+    rows = gather_to_first(pack(obs, plan, world, capacity), rank, world)
+    if rows is None:
         return None
-    return unpack(torch.stack(rows).cpu().numpy(), plan, world, capacity, obs.update_norm)
+    return unpack(rows, plan, world, capacity, obs.update_norm)
