@@ -233,7 +233,14 @@ class MSSRConfig(_Strict):
     min_strength: float = Field(1.0, gt=0)
     """floor of the strength, in steps."""
     recall_loss: float = Field(0.5, gt=0)
-    """a replayed sample with loss <= this counts as recalled."""
+    """a replayed sample with loss <= this counts as recalled (when recall_margin is null)."""
+    recall_margin: Optional[float] = Field(None, ge=0)
+    """null: recall judged by recall_loss; a number (nats): recalled when the replay loss is at
+    most the sample's entry loss plus this, so that recall means the same on every task."""
+    entry_loss: Literal["own_step", "task_end"] = "own_step"
+    """a sample's loss on entering the pool: own_step, its loss in its own training step (high for
+    samples seen before the task was learned); task_end, its task's mean training loss over the
+    task's last quarter of steps (the level the task was learned to, at no extra forward pass)."""
     kappa: float = Field(2.0, gt=0)
     """sharpness of the sampler's preference for low retention."""
     epsilon: float = Field(0.01, ge=0)

@@ -4,10 +4,15 @@ For sample i: last-trained time tau_i, strength S_i > 0, last loss l_i, and its 
 it entered the pool (``entry_loss``: what replay diagnostics compare later losses with).
 
 * retention       R_i(t) = exp(-(t - tau_i) / S_i)
-* on entering     S_i = S0 / (1 + l_i / loss_ref)           (S0 = 1 / decay)
-* on replay       recalled (l_i <= recall_loss): S_i *= 1 + alpha * (1 - R_i(t-))
+* on entering     S_i = S0 / (1 + e_i / loss_ref)           (S0 = 1 / decay, e_i its entry loss)
+* on replay       recalled: S_i *= 1 + alpha * (1 - R_i(t-))
                   otherwise:                      S_i = max(min_strength, beta * S_i)
                   then tau_i = t
+
+Recalled means l_i <= recall_loss, or with ``recall_margin`` set, l_i <= e_i + recall_margin
+(the same rise above its entry level on every task). The entry loss e_i is the sample's own
+loss when it joined (``add``), or what the caller gives as ``entry_losses`` (the planner: its
+task's learned level, with ``entry_loss: task_end``).
 
 Reviewing a half-forgotten sample strengthens it most (the spacing effect): the gain is
 scaled by how much was forgotten, 1 - R. (A factor ``alpha * R`` would, with R close to 1
@@ -48,10 +53,12 @@ class MemoryState:
         s0 = 1.0 / self.p.decay
         return np.maximum(self.p.min_strength, s0 / (1.0 + np.asarray(losses, float) / self.p.loss_ref))
 
-    def add(self, ids, task: int, losses, now: float) -> None:
-        """Samples join the pool at the end of their task, with strength from their last loss."""
+    def add(self, ids, task: int, losses, now: float, entry_losses=None) -> None:
+        """Samples join the pool at the end of their task with their last ``losses``, and with
+        strength from their entry losses (``entry_losses``, else ``losses``)."""
         ids = np.asarray(ids, dtype=np.int64)
         losses = np.asarray(losses, dtype=np.float64)
+        entry = losses if entry_losses is None else np.broadcast_to(np.asarray(entry_losses, np.float64), losses.shape)
         if ids.size == 0:
             return
         if np.isin(ids, self.ids).any() or np.unique(ids).size != ids.size:
@@ -59,9 +66,9 @@ class MemoryState:
         self.ids = np.concatenate([self.ids, ids])
         self.task = np.concatenate([self.task, np.full(ids.size, task, dtype=np.int32)])
         self.tau = np.concatenate([self.tau, np.full(ids.size, float(now))])
-        self.strength = np.concatenate([self.strength, self.initial_strength(losses)])
+        self.strength = np.concatenate([self.strength, self.initial_strength(entry)])
         self.loss = np.concatenate([self.loss, losses])
-        self.entry_loss = np.concatenate([self.entry_loss, losses])
+        self.entry_loss = np.concatenate([self.entry_loss, entry])
         order = np.argsort(self.ids, kind="stable")
         for name in self.ARRAYS:
             setattr(self, name, getattr(self, name)[order])
@@ -99,7 +106,8 @@ class MemoryState:
             return
         losses = np.asarray(losses, dtype=np.float64)
         r = self.retention(now, pos)
-        recalled = losses <= self.p.recall_loss
+        margin = self.p.recall_margin
+        recalled = losses <= (self.p.recall_loss if margin is None else self.entry_loss[pos] + margin)
         grown = self.strength[pos] * (1.0 + self.p.alpha * (1.0 - r))
         shrunk = np.maximum(self.p.min_strength, self.p.beta * self.strength[pos])
         self.strength[pos] = np.where(recalled, grown, shrunk)

@@ -158,6 +158,7 @@ class ReplayPlanner:
         self.events = 0
         self.probed = 0
         self.task_index = -1
+        self.task_losses: list[float] = []  # mean new-sample loss of each step of the current task
         self.replay_log: list[ReplayRecord] = []  # every replayed sample, as the memory model saw it
 
     @property
@@ -166,6 +167,7 @@ class ReplayPlanner:
 
     def start_task(self, task_index: int) -> None:
         self.task_index = task_index
+        self.task_losses = []
         self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
         self.strategy.scheduler.on_task_start(task_index, self.now)
 
@@ -225,8 +227,10 @@ class ReplayPlanner:
         scheduler = self.strategy.scheduler
         if probe_ids.size and hasattr(scheduler, "on_probe"):
             scheduler.on_probe(now, probe_ids, probe_losses, probe_correct, self.memory)
-        if new_losses.size and hasattr(scheduler, "on_step"):
-            scheduler.on_step(now, float(np.mean(new_losses)))
+        if new_losses.size:
+            self.task_losses.append(float(np.mean(new_losses)))
+            if hasattr(scheduler, "on_step"):
+                scheduler.on_step(now, self.task_losses[-1])
         self.clock.tick(observations[0].update_norm if observations else 0.0)
 
     def _record_replays(self, ids: np.ndarray, losses: np.ndarray, now: float) -> None:
@@ -248,12 +252,19 @@ class ReplayPlanner:
             )
 
     def end_task(self, task_index: int) -> list[int]:
-        """The reservoir's samples join the pool with strength from their last loss."""
+        """The reservoir's samples join the pool, with their entry loss (``mssr.entry_loss``):
+        their own step's loss, or the task's learned level (``learned_level``)."""
         order = np.argsort(self.reservoir.ids)
         ids = self.reservoir.ids[order].tolist()
         losses = self.reservoir.losses[order]
-        self.memory.add(ids, task=task_index, losses=losses, now=self.now)
+        entry = self.learned_level() if self.cfg.mssr.entry_loss == "task_end" and self.task_losses else None
+        self.memory.add(ids, task=task_index, losses=losses, now=self.now, entry_losses=entry)
         return ids
+
+    def learned_level(self) -> float:
+        """The current task's mean training loss over its last quarter of steps (at least one)."""
+        tail = self.task_losses[-max(1, len(self.task_losses) // 4) :]
+        return float(np.mean(tail))
 
     def state_dict(self) -> dict:
         return {
@@ -266,6 +277,7 @@ class ReplayPlanner:
             "events": self.events,
             "probed": self.probed,
             "task_index": self.task_index,
+            "task_losses": list(self.task_losses),
             "replay_log": [r.to_json() for r in self.replay_log],
         }
 
@@ -278,4 +290,5 @@ class ReplayPlanner:
         self.reservoir.load_state_dict(s["reservoir"])
         self.replayed, self.events, self.task_index = s["replayed"], s["events"], s["task_index"]
         self.probed = s["probed"]
+        self.task_losses = list(s.get("task_losses", []))  # absent from checkpoints of older versions
         self.replay_log = [ReplayRecord(**r) for r in s.get("replay_log", [])]

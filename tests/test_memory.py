@@ -79,3 +79,27 @@ def test_tasks_are_found_as_slices_and_views_match_copies():
     mixed.add(np.array([1, 5]), task=0, losses=[0.1, 0.1], now=0)
     mixed.add(np.array([3]), task=1, losses=[0.1], now=0)
     assert mixed.tasks() == {} and mixed.of_tasks([0]).ids.tolist() == [1, 5]
+
+
+def test_recall_relative_to_the_entry_loss_means_the_same_rise_on_every_task():
+    mem = MemoryState(MSSRConfig(recall_margin=0.2))
+    mem.add([1], task=0, losses=[0.05], now=0)  # a task learned to a low loss
+    mem.add([2], task=1, losses=[2.0], now=0)  # a hard task, learned to a high loss
+    before = mem.strength.copy()
+    mem.update([1, 2], losses=[0.4, 2.1], now=30.0)  # 1 rose 0.35 (forgotten), 2 rose 0.1 (recalled)
+    assert mem.strength[0] == pytest.approx(max(1.0, 0.5 * before[0]))
+    assert mem.strength[1] > before[1]
+    absolute = MemoryState(MSSRConfig())  # recall_loss 0.5: the opposite verdicts
+    absolute.add([1], task=0, losses=[0.05], now=0)
+    absolute.add([2], task=1, losses=[2.0], now=0)
+    kept = absolute.strength.copy()
+    absolute.update([1, 2], losses=[0.4, 2.1], now=30.0)
+    assert absolute.strength[0] > kept[0] and absolute.strength[1] < kept[1]
+
+
+def test_entry_losses_given_apart_from_the_last_losses():
+    mem = MemoryState(MSSRConfig())
+    mem.add([1, 2], task=0, losses=[3.0, 0.2], now=0, entry_losses=0.5)
+    assert mem.loss.tolist() == [3.0, 0.2]  # what the surprise sampler ranks by
+    assert mem.entry_loss.tolist() == [0.5, 0.5]
+    assert mem.strength[0] == mem.strength[1] == pytest.approx(50.0 / 1.5)

@@ -155,6 +155,29 @@ def test_planner_state_roundtrip_continues_identically():
     assert simulate(a, tasks=1, first_task=2) == simulate(b, tasks=1, first_task=2)
 
 
+def test_task_end_entry_loss_is_the_learned_level_of_the_task_and_survives_a_mid_task_restore():
+    cfg = ReplayConfig(strategy="mssr", pool_per_task=8, mssr={"entry_loss": "task_end"})
+    planner = ReplayPlanner(cfg, seed=0)
+    planner.start_task(0)
+    for i, loss in enumerate([4.0, 3.0, 2.0, 1.0, 0.8, 0.6, 0.4, 0.2]):
+        planner.observe_step([StepObservation(new_ids=[2 * i, 2 * i + 1], new_losses=[loss - 0.1, loss + 0.1])])
+    restored = ReplayPlanner(cfg, seed=5)
+    restored.load_state_dict(planner.state_dict())
+    assert planner.learned_level() == pytest.approx(0.3)  # the last quarter: steps of 0.4 and 0.2
+    planner.end_task(0)
+    restored.end_task(0)
+    assert planner.memory.entry_loss.tolist() == pytest.approx([0.3] * 8)
+    assert planner.memory.loss.tolist() != planner.memory.entry_loss.tolist()  # own-step losses kept
+    assert restored.memory.state_dict().keys() == planner.memory.state_dict().keys()
+    for k, v in planner.memory.state_dict().items():
+        assert np.array_equal(v, restored.memory.state_dict()[k]), k
+    own = ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=8), seed=0)  # the default: own step
+    own.start_task(0)
+    own.observe_step([StepObservation(new_ids=[1, 2], new_losses=[4.0, 0.5])])
+    own.end_task(0)
+    assert own.memory.entry_loss.tolist() == [4.0, 0.5]
+
+
 def test_loss_trigger_fires_on_a_spike_only():
     s = LossTriggerScheduler(ReplayConfig(loss={"z": 2.0, "window": 10, "min_history": 5}))
     mem = MemoryState(ReplayConfig().mssr)
