@@ -9,7 +9,8 @@ Names accepted by ``model.name``:
   package, converted once into ``$MSSR_CACHE/models/`` (default ``~/.cache/mssr``).
 * a local Hugging Face model folder;
 * a hub id (``org/name``), loaded from the local HF cache; offline, a missing one is an error;
-* ``tiny``: a 2-layer Llama with random weights and SmolLM2's tokenizer, for fast tests.
+* ``tiny``: a 2-layer Llama with random weights (from ``seed``) and SmolLM2's tokenizer, for
+  fast tests; written once per seed into ``$MSSR_CACHE/models/tiny-seedS``.
 """
 
 from __future__ import annotations
@@ -68,17 +69,35 @@ def prepare_default_model(force: bool = False, log=print) -> Path:
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
     model.tie_weights()
+    _write_model_folder(model, tokenizer, target, replace=force)
+    return target
+
+
+def _write_model_folder(model, tokenizer, target: Path, replace: bool = False) -> None:
+    """Weights (safetensors) and tokenizer into ``target``, atomically (temp + rename), so that
+    concurrent first uses cannot see half a model."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if force:
+    if replace:
         shutil.rmtree(target, ignore_errors=True)
     try:
         tmp.rename(target)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_tiny_model(seed: int) -> Path:
+    """The tiny test model of ``seed`` (random weights, the default model's tokenizer) as a model
+    folder in the cache, written once: an adapter trained on it names a base any process can load."""
+    from transformers import AutoTokenizer
+
+    target = cache_dir() / "models" / f"tiny-seed{seed}"
+    if not (target / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(prepare_default_model())
+        _write_model_folder(_tiny_model(len(tokenizer), seed), tokenizer, target)
     return target
 
 
@@ -144,12 +163,10 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
     qlora = model_cfg.finetune == "qlora"
     if qlora and (problem := qlora_problem()):
         raise ModelError(problem)
-    if model_cfg.name == TINY_MODEL:
-        if qlora:
-            raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
-        model = _tiny_model(len(tok), seed).to(dtype)
-    else:
-        model = _pretrained(model_cfg, dtype, qlora)
+    if model_cfg.name == TINY_MODEL and qlora:
+        raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
+    path = prepare_tiny_model(seed) if model_cfg.name == TINY_MODEL else resolve_model_path(model_cfg.name)
+    model = _pretrained(path, model_cfg, dtype, qlora)
     if model_cfg.finetune in ("lora", "qlora"):
         model = _with_lora(model, model_cfg.lora, seed)
     else:
@@ -160,11 +177,10 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
     return model, tok
 
 
-def _pretrained(model_cfg, dtype: torch.dtype, qlora: bool):
-    """The pretrained weights; for QLoRA in 4-bit NF4 on this process's GPU, ready for k-bit training."""
+def _pretrained(path: str | Path, model_cfg, dtype: torch.dtype, qlora: bool):
+    """The weights in ``path``; for QLoRA in 4-bit NF4 on this process's GPU, ready for k-bit training."""
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model_path(model_cfg.name)
     extra = {}
     if qlora:  # NF4 base weights on this process's GPU, bf16 compute (the QLoRA recipe)
         from transformers import BitsAndBytesConfig

@@ -8,6 +8,7 @@
     mssr compare configs/compare.yaml --strategies fixed,mssr --seeds 3 --budgets 0.05,0.1   # budget curves
     mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
     mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
+    mssr export runs/demo --out exported/demo        # the fine-tuned adapter (--merge: a plain model)
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
@@ -262,6 +263,34 @@ def _add_validate_data(sub) -> None:
     val.set_defaults(func=_cmd_validate_data)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipelines.export import export_model
+
+    export_model(args.run_dir, args.out, after_task=args.after_task, merge=args.merge)
+    return 0
+
+
+def _add_export(sub) -> None:
+    exp = sub.add_parser(
+        "export",
+        help="write a finished run's model: a peft adapter folder, or a merged transformers model",
+        description="Write the model after the last (or K-th) task of a finished run: a LoRA run as a "
+        "peft adapter folder that plain peft loads, --merge (or a full fine-tuning run) as a "
+        "transformers model folder; a model card (README.md) with the run's config, metrics "
+        "and accuracy matrix beside it.",
+    )
+    exp.add_argument("run_dir", help="the run directory (runs/NAME)")
+    exp.add_argument("--out", required=True, metavar="DIR", help="where to write the model (new or empty)")
+    exp.add_argument(
+        "--after-task",
+        type=int,
+        metavar="K",
+        help="the model after task K (1-based; a checkpoint the run kept; default: the last task)",
+    )
+    exp.add_argument("--merge", action="store_true", help="merge the LoRA adapter into the base model")
+    exp.set_defaults(func=_cmd_export)
+
+
 def _add_prepare_model(sub) -> None:
     prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
@@ -271,7 +300,7 @@ def _add_prepare_model(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_compare, _add_tune, _add_report, _add_validate_data, _add_prepare_model):
+    for add in (_add_run, _add_compare, _add_tune, _add_report, _add_export, _add_validate_data, _add_prepare_model):
         add(sub)
     return parser
 

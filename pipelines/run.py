@@ -285,7 +285,12 @@ def _open_run(cfg: Config, run_dir: Path, datasets, resume: bool, tags: Optional
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir))
     tags = {"strategy": cfg.replay.strategy, **(tags or {})}
     run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved), tags=tags)
-    (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": redact(uri)}))
+    record = {
+        "mlflow_run_id": run_id,
+        "tracking_uri": redact(uri),
+        "checkpoints": f"{train_storage_path(run_dir)}/train",
+    }
+    (run_dir / "run.json").write_text(json.dumps(record))
     log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     return uri, run_id
 

@@ -1,0 +1,139 @@
+"""The model out of a run: ``mssr export RUN_DIR --out DIR``.
+
+    mssr export runs/demo --out exported/demo                 # the LoRA adapter after the last task
+    mssr export runs/demo --after-task 4 --out exported/t4    # after task 4 (1-based; a kept checkpoint)
+    mssr export runs/demo --merge --out exported/merged       # adapter merged into a plain model
+
+A LoRA (or QLoRA) run gives a standard peft adapter folder (``adapter_config.json``,
+``adapter_model.safetensors``) with the tokenizer, which plain peft loads without MSSR::
+
+    base_path = json.load(open(DIR + "/adapter_config.json"))["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), DIR)
+
+``--merge`` (and every full fine-tuning run) gives a plain transformers model folder
+(safetensors) instead. Beside the weights, ``README.md`` is a small model card: the run's
+config, its metrics and its accuracy matrix. The weights come from the run's task-boundary
+checkpoints, of which Ray Train keeps the last two (``train.checkpoint`` settings aside), so
+``--after-task`` reaches those tasks only. A QLoRA adapter is merged into the base in
+full precision.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import yaml
+
+from mssr.config import Config, config_to_dict
+from mssr.errors import UserError
+
+_TASK_CHECKPOINT = re.compile(r"^task_(\d+)$")
+
+
+def checkpoint_root(run_dir: Path) -> str:
+    """Where the run's Ray Train checkpoints are (run.json says; runs of older versions: ``ray/train``)."""
+    record = json.loads((run_dir / "run.json").read_text())
+    return record.get("checkpoints", str(run_dir / "ray" / "train"))
+
+
+def task_checkpoints(root: str) -> dict[int, str]:
+    """Task number (1-based) -> its task-boundary checkpoint, for those kept under ``root``."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        m = _TASK_CHECKPOINT.match(info.base_name)
+        if m and info.type == pafs.FileType.Directory:
+            found[int(m.group(1)) + 1] = f"{root.rstrip('/')}/{info.base_name}"
+    return dict(sorted(found.items()))
+
+
+@contextmanager
+def local_copy(location: str) -> Iterator[Path]:
+    """A checkpoint as a local folder (copied from remote storage such as s3:// first)."""
+    if "://" not in location:
+        yield Path(location)
+        return
+    import pyarrow.fs as pafs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pafs.copy_files(location, tmp)
+        yield Path(tmp)
+
+
+def _finished_run(run_dir: Path) -> tuple[Config, dict]:
+    if not (run_dir / "run.json").is_file():
+        raise UserError(f"export: {run_dir} is not a run directory (no run.json)")
+    if not (run_dir / "summary.json").is_file():
+        raise UserError(f"export: {run_dir} has not finished (no summary.json); finish it with mssr run --resume")
+    cfg = Config.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    return cfg, json.loads((run_dir / "summary.json").read_text())
+
+
+def _model_card(cfg: Config, summary: dict, task: int, merged: bool) -> str:
+    names = summary["tasks"]
+    rows = summary["accuracy_matrix"]
+    head = "| after | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+    body = "".join(
+        f"| {'before training' if i == 0 else names[i - 1]} | " + " | ".join(f"{v:.3f}" for v in row) + " |\n"
+        for i, row in enumerate(rows[: task + 1])
+    )
+    metrics = ", ".join(f"{k} {summary[k]:.3f}" for k in ("ap", "bwt", "forgetting") if summary.get(k) is not None)
+    kind = "a merged transformers model" if merged or cfg.model.finetune == "full" else "a peft LoRA adapter"
+    return (
+        f"# {Path(summary['run_dir']).name} after task {task} of {len(names)}\n\n"
+        f"{kind.capitalize()} of `{cfg.model.name}`, continually fine-tuned with MSSR "
+        f"(strategy `{cfg.replay.strategy}`, seed {cfg.seed}) on the tasks: {', '.join(names)}.\n\n"
+        f"Final metrics of the run (after all {len(names)} tasks): {metrics}.\n\n"
+        f"## Accuracy matrix (score on each task, up to task {task})\n\n{head}{body}\n"
+        f"## Config\n\n```yaml\n{yaml.safe_dump(config_to_dict(cfg), sort_keys=False)}```\n"
+    )
+
+
+def export_model(
+    run_dir: str | Path, out: str | Path, after_task: Optional[int] = None, merge: bool = False, log=print
+) -> Path:
+    """Write the model after task ``after_task`` (1-based; default the last) of a finished run to ``out``."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from mssr.models import load_model, load_trainable_state_dict
+
+    transformers.utils.logging.disable_progress_bar()
+    run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
+    cfg, summary = _finished_run(run_dir)
+    kept = task_checkpoints(checkpoint_root(run_dir))
+    task = after_task or len(summary["tasks"])
+    if task not in kept:
+        have = ", ".join(map(str, kept)) or "none"
+        raise UserError(f"export: no checkpoint after task {task} in {run_dir} (kept: after task {have})")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"export: --out {out} exists and is not empty")
+    if after_task is not None and after_task < 1:
+        raise UserError(f"export: --after-task {after_task}: tasks are numbered from 1")
+    model_cfg = cfg.model
+    if model_cfg.finetune == "qlora":  # the same adapter on a full-precision base: exportable and mergeable anywhere
+        model_cfg = model_cfg.model_copy(update={"finetune": "lora"})
+    model, tok = load_model(model_cfg, seed=cfg.seed)
+    with local_copy(kept[task]) as ckpt:
+        load_trainable_state_dict(model, load_file(str(ckpt / "trainable.safetensors")))
+    if merge and hasattr(model, "peft_config"):
+        model = model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "README.md").write_text(_model_card(cfg, summary, task, merge))
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    log(f"exported {run_dir.name} after task {task} to {out}")
+    return out
