@@ -1,7 +1,7 @@
 """Checks of the environment a run needs, made before anything is created.
 
-A run needs CPUs (and GPUs) for its workers, a writable output directory and, when the config
-names one, a reachable MLflow tracking server. Each check is cheap and says what it found and
+A run needs CPUs (and GPUs) for its workers, a writable output directory with room for its
+checkpoints and, when the config names one, a reachable MLflow tracking server. Each check is cheap and says what it found and
 what was needed, so that a run that cannot work stops in seconds with one line instead of
 waiting, retrying or leaving a half-made run directory behind.
 
@@ -11,6 +11,7 @@ waiting, retrying or leaving a half-made run directory behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -80,6 +81,57 @@ def check_output_dir(cfg: Config) -> None:
         raise ConfigError(f"run.output_dir: cannot create or write {path}: {e.strerror} in {existing}") from None
 
 
+CHECKPOINTS_ON_DISK = 3  # Ray Train keeps two, and writes the next before it drops the oldest
+DISK_MARGIN = 1 << 30  # tokenised splits, pool, plans, MLflow artifacts: well under a GiB for a run
+_LORA_SHAPES = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 1, "gate_proj": 2, "up_proj": 2, "down_proj": 2}
+
+
+def checkpoint_bytes(cfg: Config) -> int:
+    """About what one checkpoint takes: the trainable weights and AdamW's two moments (fp32).
+    Full fine-tuning: the model's weight files; LoRA: r x (in + out) per adapted matrix, from the
+    model's config.json (an upper bound: key and value projections are narrower under GQA)."""
+    from mssr.models import TINY_MODEL, resolve_model_path
+
+    if cfg.model.name == TINY_MODEL:
+        return 0
+    folder = Path(resolve_model_path(cfg.model.name))
+    if cfg.model.finetune == "full":
+        weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(
+            f.stat().st_size for f in folder.glob("*.bin")
+        )
+        per_param = 1 if cfg.model.dtype == "float32" else 2  # fp32 weights: file size; bf16: twice in fp32
+        return 3 * weights * per_param
+    import json
+
+    conf = json.loads((folder / "config.json").read_text())
+    hidden, layers = conf.get("hidden_size", 0), conf.get("num_hidden_layers", 0)
+    per_layer = sum(
+        cfg.model.lora.r * hidden * (1 + _LORA_SHAPES.get(m, 1) * 2) for m in cfg.model.lora.target_modules
+    )  # A: r x in, B: out x r; out taken as 2x hidden (attention) or 4x (MLP): an upper bound
+    return 3 * 4 * per_layer * layers
+
+
+def check_disk(cfg: Config) -> None:
+    """The filesystem of the run directory (and of ``MSSR_STORAGE_PATH``, when a local path) has
+    room for the checkpoints Ray Train keeps, plus a margin; remote storage (s3://...) is not
+    checked."""
+    need = CHECKPOINTS_ON_DISK * checkpoint_bytes(cfg) + DISK_MARGIN
+    storage = os.environ.get("MSSR_STORAGE_PATH", "")
+    places = [Path(cfg.run.output_dir).resolve()] + ([Path(storage)] if storage and "://" not in storage else [])
+    for path in places:
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if free < need:
+            raise ConfigError(
+                f"run.output_dir: {free / 2**30:.1f} GiB free on the filesystem of {existing}, and a run "
+                f"needs about {need / 2**30:.1f} GiB ({CHECKPOINTS_ON_DISK} checkpoints of "
+                f"{checkpoint_bytes(cfg) / 2**30:.2f} GiB, plus {DISK_MARGIN / 2**30:.0f} GiB); free some "
+                "space or set run.output_dir (or MSSR_STORAGE_PATH) elsewhere"
+            )
+
+
 def check_tracking_server(uri: str) -> None:
     """An HTTP tracking server must answer its ``/health`` endpoint within a few seconds."""
     from pipelines.tracking import redact
@@ -104,4 +156,5 @@ def preflight(cfg: Config, tracking_uri: str) -> None:
     check_cpus(cfg)
     check_gpus(cfg)
     check_output_dir(cfg)
+    check_disk(cfg)
     check_tracking_server(tracking_uri)

@@ -9,6 +9,7 @@ problem run the real command in a subprocess (``tests/test_cli.py`` has the othe
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -87,6 +88,30 @@ CASES = {
         "needs" if torch.cuda.is_available() else "need a CUDA GPU and this machine has none",
     ),
 }
+
+
+def test_too_little_disk_for_the_checkpoints_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    import pipelines.preflight as preflight
+
+    free = 200 * 2**20
+    usage = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - free, free=free)
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage)
+    code = main(["run", str(_setup(tmp_path)), "model.name=smollm2-135m-instruct", "model.finetune=full"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "0.2 GiB free" in err and "checkpoints of 1.50 GiB" in err, err  # 3 x 538 MB of fp32 weights
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_is_estimated_from_the_trainable_weights():
+    from mssr.config import load_config
+    from pipelines.preflight import checkpoint_bytes
+
+    model = "model.name=smollm2-135m-instruct"
+    full = checkpoint_bytes(load_config(overrides=[model, "model.finetune=full"]))
+    lora = checkpoint_bytes(load_config(overrides=[model, "model.finetune=lora"]))
+    assert 1.4 * 2**30 < full < 1.6 * 2**30  # weights + two AdamW moments, fp32
+    assert 0 < lora < full / 10  # SmolLM2's default adapter: 4.9 M parameters, estimated at most 7.5 M
 
 
 # found only when Ray Data tokenises the rows: the real command, in a subprocess

@@ -106,7 +106,8 @@ def test_memory_actor_killed_is_recreated_from_the_snapshot(tiny_run, tmp_path):
 
 
 @pytest.mark.e2e
-def test_interrupted_run_resumes_into_the_same_run(tiny_run, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])  # SIGTERM: a preemption
+def test_interrupted_run_resumes_into_the_same_run(tiny_run, tmp_path, sig):
     proc = start_cli(
         "run", TINY, f"run.output_dir={tmp_path}", "run.name=intr", cwd=tmp_path, log_path=tmp_path / "log.txt"
     )
@@ -117,7 +118,7 @@ def test_interrupted_run_resumes_into_the_same_run(tiny_run, tmp_path):
         proc,
         "the checkpoint after task 2",
     )
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     assert "--resume" in (tmp_path / "log.txt").read_text()
     assert not (run_dir / "summary.json").exists()
