@@ -1,9 +1,9 @@
 """Checks of the environment a run needs, made before anything is created.
 
 A run needs CPUs (and GPUs) for its workers, a writable output directory with room for its
-checkpoints and, when the config names one, a reachable MLflow tracking server. Each check is cheap and says what it found and
-what was needed, so that a run that cannot work stops in seconds with one line instead of
-waiting, retrying or leaving a half-made run directory behind.
+checkpoints and, when the config names one, a reachable MLflow tracking server. Each check is
+cheap and says what it found and what was needed, so that a run that cannot work stops in
+seconds with one line instead of waiting, retrying or leaving a half-made run directory behind.
 
     preflight(cfg)        # raises ConfigError with one line, or returns
 """
