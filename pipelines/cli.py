@@ -9,6 +9,7 @@
     mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
     mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
     mssr export runs/demo --out exported/demo        # the fine-tuned adapter (--merge: a plain model)
+    mssr eval exported/demo configs/demo.yaml        # one accuracy and loss row for any model on a stream
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
@@ -291,6 +292,34 @@ def _add_export(sub) -> None:
     exp.set_defaults(func=_cmd_export)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from mssr.config import load_config
+    from pipelines.model_eval import evaluate_source
+
+    cfg = load_config(args.config, args.overrides)
+    if args.tracking_uri:
+        cfg.mlflow.tracking_uri = args.tracking_uri
+    evaluate_source(args.source, cfg, after_task=args.after_task, json_path=args.json)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="score a model, an exported model or a run's model on a stream's test splits",
+        description="One accuracy row and one loss row for SOURCE on every task of CONFIG's stream: "
+        "SOURCE is a run directory (its model after the last task, or --after-task K), a folder "
+        "written by mssr export, or a model name or folder. Logged as an MLflow evaluation run.",
+    )
+    ev.add_argument("source", help="run directory, mssr export folder, or model name/folder")
+    ev.add_argument("config", help="YAML config whose stream, eval and mlflow settings apply")
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    ev.add_argument("--after-task", type=int, metavar="K", help="a run's model after task K (1-based)")
+    ev.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    ev.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: the config's)")
+    ev.set_defaults(func=_cmd_eval)
+
+
 def _add_prepare_model(sub) -> None:
     prep = sub.add_parser("prepare-model", help="convert the packaged SmolLM2 into a cached HF folder")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
@@ -300,7 +329,8 @@ def _add_prepare_model(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_compare, _add_tune, _add_report, _add_export, _add_validate_data, _add_prepare_model):
+    commands = (_add_run, _add_compare, _add_tune, _add_report, _add_export, _add_eval, _add_validate_data)
+    for add in (*commands, _add_prepare_model):
         add(sub)
     return parser
 

@@ -68,11 +68,15 @@ def local_copy(location: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _finished_run(run_dir: Path) -> tuple[Config, dict]:
-    if not (run_dir / "run.json").is_file():
-        raise UserError(f"export: {run_dir} is not a run directory (no run.json)")
+def is_run_dir(path: Path) -> bool:
+    return (path / "run.json").is_file()
+
+
+def _finished_run(run_dir: Path, command: str) -> tuple[Config, dict]:
+    if not is_run_dir(run_dir):
+        raise UserError(f"{command}: {run_dir} is not a run directory (no run.json)")
     if not (run_dir / "summary.json").is_file():
-        raise UserError(f"export: {run_dir} has not finished (no summary.json); finish it with mssr run --resume")
+        raise UserError(f"{command}: {run_dir} has not finished (no summary.json); finish it with mssr run --resume")
     cfg = Config.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
     return cfg, json.loads((run_dir / "summary.json").read_text())
 
@@ -97,33 +101,41 @@ def _model_card(cfg: Config, summary: dict, task: int, merged: bool) -> str:
     )
 
 
-def export_model(
-    run_dir: str | Path, out: str | Path, after_task: Optional[int] = None, merge: bool = False, log=print
-) -> Path:
-    """Write the model after task ``after_task`` (1-based; default the last) of a finished run to ``out``."""
-    import transformers
+def run_model(run_dir: Path, after_task: Optional[int], command: str = "export"):
+    """A finished run's model (base + trained weights) after task ``after_task`` (1-based;
+    default the last), on the CPU: ``(model, tokenizer, config, summary, task)``."""
     from safetensors.torch import load_file
 
     from mssr.models import load_model, load_trainable_state_dict
 
-    transformers.utils.logging.disable_progress_bar()
-    run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
-    cfg, summary = _finished_run(run_dir)
+    cfg, summary = _finished_run(run_dir, command)
+    if after_task is not None and after_task < 1:
+        raise UserError(f"{command}: --after-task {after_task}: tasks are numbered from 1")
     kept = task_checkpoints(checkpoint_root(run_dir))
     task = after_task or len(summary["tasks"])
     if task not in kept:
         have = ", ".join(map(str, kept)) or "none"
-        raise UserError(f"export: no checkpoint after task {task} in {run_dir} (kept: after task {have})")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"export: --out {out} exists and is not empty")
-    if after_task is not None and after_task < 1:
-        raise UserError(f"export: --after-task {after_task}: tasks are numbered from 1")
+        raise UserError(f"{command}: no checkpoint after task {task} in {run_dir} (kept: after task {have})")
     model_cfg = cfg.model
     if model_cfg.finetune == "qlora":  # the same adapter on a full-precision base: exportable and mergeable anywhere
         model_cfg = model_cfg.model_copy(update={"finetune": "lora"})
     model, tok = load_model(model_cfg, seed=cfg.seed)
     with local_copy(kept[task]) as ckpt:
         load_trainable_state_dict(model, load_file(str(ckpt / "trainable.safetensors")))
+    return model, tok, cfg, summary, task
+
+
+def export_model(
+    run_dir: str | Path, out: str | Path, after_task: Optional[int] = None, merge: bool = False, log=print
+) -> Path:
+    """Write the model after task ``after_task`` (1-based; default the last) of a finished run to ``out``."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"export: --out {out} exists and is not empty")
+    model, tok, cfg, summary, task = run_model(run_dir, after_task)
     if merge and hasattr(model, "peft_config"):
         model = model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from mssr.models import load_tokenizer
 from mssr.tasks import load_stream
 from mssr.tokenize import PromptEncoder, encoder_options
 from pipelines.cli import main
+from pipelines.tracking import mlflow_client
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # plain transformers + peft: each row's answer loss and whether greedy decoding reproduces the answer
 PLAIN = r"""
@@ -106,3 +110,23 @@ def test_bad_export_requests_get_one_line_and_exit_2(exported, tmp_path, capsys)
         assert main(["export", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.e2e
+def test_eval_of_the_run_and_of_its_export_gives_the_runs_last_row(exported, tmp_path, capsys):
+    run_dir, summary, where, _ = exported
+    config = str(ROOT / "configs" / "tiny.yaml")
+    rows = {}
+    for name, source in (("run", run_dir), ("export", where / "adapter"), ("merged", where / "merged")):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(source), config, f"run.output_dir={tmp_path}", "--json", str(out)]) == 0
+        rows[name] = json.loads(out.read_text())
+    for row in rows.values():
+        assert row["tasks"] == summary["tasks"]
+        assert row["accuracy_row"] == pytest.approx(summary["accuracy_matrix"][-1])
+        assert row["loss_row"] == pytest.approx(summary["loss_matrix"][-1], rel=0.01)  # rows batched otherwise
+    client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mssr").experiment_id], "tags.`mssr.kind` = 'evaluation'")
+    assert len(runs) == 3 and all("score/mean" in r.data.metrics for r in runs)
+    assert main(["eval", str(run_dir), config, f"run.output_dir={tmp_path}", "--after-task", "9"]) == 2
+    assert "no checkpoint after task 9" in capsys.readouterr().err
