@@ -26,6 +26,14 @@ class ModelError(UserError):
     """The model cannot be found or loaded."""
 
 
+class RunFailed(UserError):
+    """The run stopped on a failure of its own (a worker that kept crashing, beyond
+    ``train.max_failures``): reported in one line, with where the full logs are, exit code 1.
+    Everything up to the last checkpoint is kept."""
+
+    exit_code = 1
+
+
 def did_you_mean(name: str, valid: Iterable[str], otherwise: str = "") -> str:
     """``; did you mean 'strategy'?`` for the valid name nearest to ``name``, else ``otherwise``.
 

@@ -26,7 +26,7 @@ import yaml
 from mssr.config import Config, config_to_dict, flatten
 from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
-from mssr.errors import ConfigError
+from mssr.errors import ConfigError, RunFailed
 from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, format_metric, loss_metrics
 from mssr.models import load_tokenizer
 from mssr.replay import resolve_budget, with_fixed_interval
@@ -350,7 +350,10 @@ def _trainer(cfg: Config, loop_config, datasets, run_dir: Path, train_callbacks:
             storage_path=train_storage_path(run_dir),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            logging_config=LoggingConfig(log_level="WARNING"),
+            # a worker's failure reaches the console as one line (RunFailed, or the restore's
+            # "resumed from checkpoint" line), not as Ray Train's pasted tracebacks; the full
+            # tracebacks stay in the Ray session's log files, whatever this level
+            logging_config=LoggingConfig(log_level="CRITICAL"),
             callbacks=train_callbacks,
         ),
         datasets={f"train_{k}": ds for k, ds in enumerate(datasets)},
@@ -374,6 +377,36 @@ def _final_progress(result, n_tasks: int):
     return progress
 
 
+def training_failure(error: Exception, logs: str) -> str:
+    """One line for a failed ``trainer.fit()``: the failing rank's error (its type and the last
+    line of its message: the worker's own exception), and where the full logs are."""
+    from ray.exceptions import RayActorError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    failures = getattr(error, "worker_failures", None) or {}
+    # a rank whose process died is the cause; the others' errors are its echo (a collective's
+    # peer closed the connection)
+    died = (RayActorError, WorkerHealthCheckFailedError)
+    rank = next((r for r in sorted(failures) if isinstance(failures[r], died)), min(failures, default=None))
+    cause = failures[rank] if failures else getattr(error, "controller_failure", error)
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    where = f"rank {rank}: " if failures else ""
+    return (
+        f"training failed after train.max_failures restarts ({where}{type(cause).__name__}: "
+        f"{lines[-1] if lines else 'no message'}); full logs in {logs}"
+    )
+
+
+def ray_logs_dir() -> str:
+    """The logs of this Ray session (the workers' output is there)."""
+    try:
+        import ray._private.worker as ray_worker
+
+        return ray_worker._global_node.get_logs_dir_path()
+    except (AttributeError, ImportError):  # a Ray without this internal: the usual place
+        return "/tmp/ray/session_latest/logs"
+
+
 def _fit(
     cfg: Config,
     tasks: list[Task],
@@ -388,6 +421,7 @@ def _fit(
 ) -> dict:
     """Train the stream with Ray Train and the memory actor, then write, log and print the results."""
     import ray
+    from ray.train.v2.api.exceptions import TrainingFailedError as TrainV2Failed
 
     from pipelines.memory_actor import MemoryActor
     from pipelines.tracking import finish_run
@@ -404,6 +438,8 @@ def _fit(
         result = trainer.fit()
     except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
         raise KeyboardInterrupt from None
+    except (ray.train.TrainingFailedError, TrainV2Failed) as e:
+        raise RunFailed(training_failure(e, ray_logs_dir())) from None
     progress = _final_progress(result, len(tasks))
     stats = ray.get(actor.stats.remote())
     record = ray.get(actor.diagnostics.remote())

@@ -39,14 +39,21 @@ def mlflow_client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow 3's UI shows an experiment by its kind; untagged ones may open in the GenAI views
+# (traces, evaluations). Ours train models: its "custom model development" kind.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client, uri: str, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if "mlflow.experimentKind" not in exp.tags:  # made by an older version, or by hand
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:///"):  # keep artifacts beside the DB, not under the current directory
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
 
 
 def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: Optional[dict] = None) -> str:

@@ -80,6 +80,8 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     run = client.get_run(s["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's model-training views
     assert run.data.params["replay.strategy"] == "mssr" and run.data.params["model.name"] == "tiny"
     for key in ("ap", "bwt", "fwt", "forgetting", "avg"):
         assert run.data.metrics[key] == pytest.approx(s[key])

@@ -138,3 +138,32 @@ def test_resume_refuses_a_changed_config_or_a_missing_run(tmp_path):
     assert proc.returncode == 2 and "was started with a different config" in proc.stderr
     proc = run_cli("run", TINY, f"run.output_dir={tmp_path}", "--resume", str(tmp_path / "nope"), cwd=tmp_path)
     assert proc.returncode == 2 and "is not a run directory" in proc.stderr
+
+
+@pytest.mark.e2e
+def test_a_worker_that_keeps_failing_stops_the_run_with_one_line_and_a_resumable_run(tiny_run, tmp_path):
+    proc = start_cli(
+        "run",
+        TINY,
+        f"run.output_dir={tmp_path}",
+        "run.name=dies",
+        "train.max_failures=0",  # no restart: the first crash ends the run
+        cwd=tmp_path,
+        log_path=tmp_path / "log.txt",
+    )
+    run_dir = tmp_path / "dies"
+    _wait_until(lambda: _last_step(run_dir, 1) >= 10, proc, "step 10")  # task 2, after task 1's checkpoint
+    os.kill(json.loads((run_dir / "workers" / "rank_1.json").read_text())["pid"], signal.SIGKILL)
+    assert proc.wait(timeout=600) == 1
+    log = (tmp_path / "log.txt").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("mssr: error:")]
+    assert len(errors) == 1 and "training failed" in errors[0] and "full logs in" in errors[0], log[-3000:]
+    # no pasted traceback (one is Ray's, not the run's: its placement-group cleaner cannot pick a
+    # cluster when several local Ray instances run on the machine, as when tests run beside runs)
+    assert log.count("Traceback") <= log.count("Found multiple active Ray instances") and "--resume" in log
+    assert _mlflow_runs(tmp_path, "dies")[0].info.status == "FAILED"
+    again = run_cli(
+        "run", TINY, f"run.output_dir={tmp_path}", "run.name=dies", "train.max_failures=0", "--resume", cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    _check_finished_like_uninterrupted(tmp_path, "dies", tiny_run)
