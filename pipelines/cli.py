@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.console import quiet_env
+
+    quiet_env()  # before anything imports Ray: some of Ray's settings are read at import
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow the options (`mssr compare C --seeds 2 train.lr=1e-4`)

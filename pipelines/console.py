@@ -22,6 +22,11 @@ def quiet_env() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    # Ray's C++ failure-signal handler catches SIGTERM too: it printed a stack dump and then
+    # aborted the driver (exit -6) after the run had been stopped cleanly; without it, SIGTERM
+    # (a cloud preemption) goes to Python and ends the run as Ctrl-C does. Read when Ray is
+    # first imported: quiet_env() runs before that (pipelines.cli.main)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     quiet_library_warnings()
 
 
