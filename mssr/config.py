@@ -355,6 +355,9 @@ class MlflowConfig(_Strict):
     """null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir."""
     experiment: str = "mssr"
     """one experiment collects comparable runs."""
+    log_model: bool = True
+    """the final model as an MLflow model of the run (a pyfunc that answers prompts), for the
+    Models pages and the registry; `mssr compare` and `mssr tune` turn it off unless set."""
 
     @model_validator(mode="after")
     def _no_credentials(self) -> MlflowConfig:

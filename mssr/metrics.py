@@ -19,6 +19,11 @@ The loss matrix ``L[k][j]`` (mean answer loss of task j's test rows after traini
 
 Forgetting shows in the loss long before it flips an exact match, and a mean over every
 test row's loss is far less noisy than a mean of 0/1 scores.
+
+A cell can be unmeasured (NaN): a run continued with new tasks (``mssr continue``) has no
+score for them in the rows before the continuation. Every formula above but FWT reads only
+cells at or below the diagonal, which are always measured; FWT leaves out the tasks whose
+``a[0][j]`` is unmeasured (NaN if that is all of them).
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ def forward_transfer(a) -> float:
     T = m.shape[1]
     if T < 2:
         return 0.0
-    return float(np.mean([m[j - 1, j - 1] - m[0, j - 1] for j in range(2, T + 1)]))
+    gains = [m[j - 1, j - 1] - m[0, j - 1] for j in range(2, T + 1) if not np.isnan(m[0, j - 1])]
+    return float(np.mean(gains)) if gains else float("nan")
 
 
 def forgetting(a, higher_is_better: bool = True) -> float:
@@ -111,5 +117,6 @@ def format_matrix(a, task_names: list[str]) -> str:
     lines = [head]
     for k, row in enumerate(m):
         label = "(start)" if k == 0 else task_names[k - 1]
-        lines.append(f"{label[:width]:<{width}}" + "".join(f" {v:>{width}.3f}" for v in row))
+        cells = ("-" if np.isnan(v) else f"{v:.3f}" for v in row)  # "-": not measured
+        lines.append(f"{label[:width]:<{width}}" + "".join(f" {c:>{width}}" for c in cells))
     return "\n".join(lines)

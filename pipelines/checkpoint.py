@@ -62,6 +62,22 @@ class Progress:
     eval_autocast: str = "none"  # what eval.autocast resolved to
     isolation: dict = field(default_factory=dict)  # method, refreshes, isolated fraction, state size
 
+    def with_tasks(self, names: list[str]) -> Progress:
+        """This progress for its stream extended by more tasks (``mssr continue``): the rows so
+        far get the new tasks' columns, unmeasured (NaN, and no test-row scores)."""
+        added = len(names) - len(self.task_names)
+        if added < 1 or list(names[: len(self.task_names)]) != self.task_names:
+            raise ValueError(f"{names} does not extend the stream {self.task_names}")
+        nan = [float("nan")] * added
+        return dataclasses.replace(
+            self,
+            task_names=list(names),
+            matrix=[row + nan for row in self.matrix],
+            loss_matrix=[row + nan for row in self.loss_matrix],
+            row_scores=[row + [[] for _ in range(added)] for row in self.row_scores],
+            row_losses=[row + [[] for _ in range(added)] for row in self.row_losses],
+        )
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -4,10 +4,12 @@
     mssr run configs/demo.yaml replay.strategy=none seed=1 --summary-json out/none.json
     mssr run configs/demo.yaml --dry-run             # validate everything, print the plan, train nothing
     mssr run configs/demo.yaml --resume runs/mssr-20261121-101500   # continue after a crash or Ctrl-C
+    mssr run configs/demo.yaml --register demo-model  # the final model as a new version in MLflow's registry
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, paired 95% intervals
     mssr compare configs/compare.yaml --strategies fixed,mssr --seeds 3 --budgets 0.05,0.1   # budget curves
     mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
     mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
+    mssr continue runs/demo --tasks week2.yaml       # the finished run, taught the next tasks (a new run)
     mssr export runs/demo --out exported/demo        # the fine-tuned adapter (--merge: a plain model)
     mssr eval exported/demo configs/demo.yaml        # one accuracy and loss row for any model on a stream
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
@@ -37,12 +39,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         summary_json=Path(args.summary_json) if args.summary_json else None,
         resume=args.resume,
+        register=args.register,
     )
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pipelines.compare import compare, parse_budgets
+    from pipelines.compare import compare, load_tuned, parse_budgets
 
     overrides = list(args.overrides)
     if args.tracking_uri:
@@ -56,6 +59,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         name=args.name,
         budgets=parse_budgets(args.budgets),
         reference=args.reference,
+        tuned=load_tuned(args.tuned),
     )
     failed = [r for r in result["runs"] if "error" in r]
     if failed:
@@ -138,6 +142,11 @@ def _add_run(sub) -> None:
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan without training")
     run.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
     run.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the final model in the MLflow Model Registry as a new version of NAME",
+    )
+    run.add_argument(
         "--resume",
         nargs="?",
         const="",
@@ -179,6 +188,11 @@ def _add_compare(sub) -> None:
         "--reference",
         metavar="STRATEGY",
         help="the strategy the others are paired against (default: fixed, if compared)",
+    )
+    cmp.add_argument(
+        "--tuned",
+        metavar="FILES",
+        help="YAML files (comma-separated) of each strategy's tuned settings, e.g. the best_params.yaml of its sweep",
     )
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
@@ -292,6 +306,38 @@ def _add_export(sub) -> None:
     exp.set_defaults(func=_cmd_export)
 
 
+def _cmd_continue(args: argparse.Namespace) -> int:
+    from pipelines.continuation import continue_run
+
+    continue_run(
+        args.run_dir,
+        args.tasks,
+        name=args.name,
+        summary_json=Path(args.summary_json) if args.summary_json else None,
+        register=args.register,
+    )
+    return 0
+
+
+def _add_continue(sub) -> None:
+    cont = sub.add_parser(
+        "continue",
+        help="teach a finished run its next tasks (a new run that carries its state over)",
+        description="Continue a finished run with new tasks: a new run with the run's config, its "
+        "stream extended by MORE.yaml's stream.tasks, starting from its last checkpoint (model, "
+        "optimizer, replay pool, memory strengths, clock and scheduler). The matrices cover the "
+        "whole stream; the MLflow run is tagged with the run it continues.",
+    )
+    cont.add_argument("run_dir", help="the finished run directory (runs/NAME)")
+    cont.add_argument(
+        "--tasks", required=True, metavar="MORE.yaml", help="a YAML file with stream.tasks: the new tasks"
+    )
+    cont.add_argument("--name", metavar="NAME", help="the new run's name (default: NAME-cont1, -cont2, ...)")
+    cont.add_argument("--summary-json", metavar="PATH", help="also write the run summary to PATH")
+    cont.add_argument("--register", metavar="NAME", help="register the final model in MLflow's registry as NAME")
+    cont.set_defaults(func=_cmd_continue)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from mssr.config import load_config
     from pipelines.model_eval import evaluate_source
@@ -329,7 +375,16 @@ def _add_prepare_model(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssr", description="Continual fine-tuning of LLMs with MSSR replay, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = (_add_run, _add_compare, _add_tune, _add_report, _add_export, _add_eval, _add_validate_data)
+    commands = (
+        _add_run,
+        _add_continue,
+        _add_compare,
+        _add_tune,
+        _add_report,
+        _add_export,
+        _add_eval,
+        _add_validate_data,
+    )
     for add in (*commands, _add_prepare_model):
         add(sub)
     return parser

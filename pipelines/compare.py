@@ -116,6 +116,30 @@ def entry_overrides(entry: str) -> list[str]:
     return [f"replay.strategy={strategy}", f"isolation.method={isolation}"]
 
 
+def load_tuned(paths: Optional[str]) -> dict[str, list[str]]:
+    """``--tuned a.yaml,b.yaml``: each file maps a strategy entry to its tuned settings (dotted
+    config keys), as ``mssr tune`` writes them in ``best_params.yaml``::
+
+        fixed: {replay.samples_per_event: 8, replay.balance_tasks: true}
+        mssr: {replay.scheduler: paced, replay.mssr.decay: 0.01}
+
+    Returns entry -> ``key=value`` overrides; a later file's entry replaces an earlier one's."""
+    tuned: dict[str, list[str]] = {}
+    for path in [p.strip() for p in (paths or "").split(",") if p.strip()]:
+        try:
+            tree = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise ConfigError(f"--tuned {path}: cannot be read ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--tuned {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict) or not all(isinstance(v, dict) for v in tree.values()):
+            raise ConfigError(f"--tuned {path}: expected a mapping of strategy -> {{config.key: value}}")
+        for entry, knobs in tree.items():
+            entry_overrides(str(entry))  # an unknown strategy name is refused with the nearest one
+            tuned[str(entry)] = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in knobs.items()]
+    return tuned
+
+
 def parse_budgets(text: Optional[str]) -> Optional[list[float]]:
     """``"0.02,0.05"`` -> ``[0.02, 0.05]`` (fractions of the new samples, or whole sample counts)."""
     if not text:
@@ -140,9 +164,11 @@ def plan_runs(
     seeds: int,
     name: str,
     budgets: Optional[list[float]] = None,
+    tuned: Optional[dict[str, list[str]]] = None,
 ) -> list[PlannedRun]:
     """One validated config per (seed, budget, strategy entry), seeds outermost; raises
-    ConfigError before anything runs."""
+    ConfigError before anything runs. ``tuned``: an entry's own settings (``load_tuned``),
+    applied after the shared overrides (the budget's derived interval still wins)."""
     from pipelines.run import validate
 
     if seeds < 1:
@@ -151,12 +177,18 @@ def plan_runs(
         raise ConfigError("--strategies: give at least one strategy, e.g. --strategies fixed,mssr")
     for s in strategies:
         entry_overrides(s)
+    tuned = tuned or {}
+    unused = sorted(set(tuned) - set(strategies))
+    if unused:
+        raise ConfigError(f"--tuned: settings for {', '.join(unused)}, which --strategies does not run")
+    # a comparison's runs are measured, not deployed: no MLflow model unless the user asks for it
+    overrides = ["mlflow.log_model=false", *overrides]
     base = load_config(config_path, overrides)
     planned = []
     for seed in range(base.seed, base.seed + seeds):
         for budget in budgets or [None]:
             for entry in strategies:
-                extra = [*entry_overrides(entry), f"seed={seed}"]
+                extra = [*entry_overrides(entry), *tuned.get(entry, []), f"seed={seed}"]
                 cfg = load_config(config_path, [*overrides, *extra])
                 replays = not isinstance(build_strategy(cfg.replay.strategy, cfg.replay).scheduler, NeverScheduler)
                 if budget is None:
@@ -377,6 +409,7 @@ def compare(
     name: Optional[str] = None,
     budgets: Optional[list[float]] = None,
     reference: Optional[str] = None,
+    tuned: Optional[dict[str, list[str]]] = None,
     log=print,
 ) -> dict:
     """Run every strategy on every seed (and budget); return ``{"name", "runs", "dir", "markdown"}``.
@@ -388,7 +421,7 @@ def compare(
         raise ConfigError(f"--reference {reference!r} is not among --strategies ({', '.join(strategies)})")
     reference = reference or ("fixed" if "fixed" in strategies else None)  # None: no paired differences
     name = _safe(name or f"cmp-{datetime.now():%Y%m%d-%H%M%S}")
-    planned = plan_runs(config_path, overrides, strategies, seeds, name, budgets)
+    planned = plan_runs(config_path, overrides, strategies, seeds, name, budgets, tuned)
     out = Path(planned[0].cfg.run.output_dir) / "comparisons" / name
     seed_list = sorted({p.cfg.seed for p in planned})
     runs: list[dict] = []

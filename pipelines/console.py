@@ -10,6 +10,10 @@ import os
 import warnings
 from pathlib import Path
 
+# a tracking server that stops answering: a few quick tries, not MLflow's default minutes of
+# retries (the run recorder keeps the step metrics and sends them when it answers again)
+MLFLOW_QUICK_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
 
 def quiet_env() -> None:
     """Environment defaults for Ray, Ray Data, Hugging Face and tokenizers: offline, and one line per event."""
@@ -27,6 +31,8 @@ def quiet_env() -> None:
     # (a cloud preemption) goes to Python and ends the run as Ctrl-C does. Read when Ray is
     # first imported: quiet_env() runs before that (pipelines.cli.main)
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    for key, value in MLFLOW_QUICK_RETRIES.items():
+        os.environ.setdefault(key, value)
     quiet_library_warnings()
 
 

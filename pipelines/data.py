@@ -5,8 +5,9 @@ Each task's validated rows are tokenised by Ray Data (``map_batches``) and mater
 during training the workers own every CPU, so a lazy read would stall waiting for one. The
 workers receive the materialised blocks through Ray Train's streaming split.
 
-The tokenised rows are also written as Parquet into the run directory; the replay pool of
-each finished task is a subset of them (``pool/task_KK.parquet``), read whole by every worker.
+The driver also puts each task's tokenised rows in Ray's object store, where the replay pool
+reads them by reference (``pipelines.pool``), and writes a Parquet copy into the run
+directory for users (``tokens/``).
 
     datasets, stats = tokenise_tasks(tasks, cfg.model, cfg.stream, seed=0)
 """
@@ -34,6 +35,11 @@ _ID_STRIDE = 1 << 32  # sample id = task index * 2^32 + row index: unique across
 
 def sample_id(task_index: int, row: int) -> int:
     return task_index * _ID_STRIDE + row
+
+
+def task_and_row(sample: int) -> tuple[int, int]:
+    """The task index and row index of a sample id (``sample_id``'s inverse)."""
+    return divmod(sample, _ID_STRIDE)
 
 
 @functools.lru_cache(maxsize=4)
@@ -161,35 +167,10 @@ def mix_tasks(datasets: Sequence[ray.data.Dataset], seed: int) -> tuple[list[ray
 
 
 def write_tokens(datasets: Sequence[ray.data.Dataset], run_dir: Path) -> None:
+    """A copy of each task's tokenised rows, in training order, for users who want to look at
+    them: ``<run_dir>/tokens/task_KK/rows.parquet``, written by this (the driver's) process.
+    Training never reads it."""
     for k, ds in enumerate(datasets):
-        ds.write_parquet(str(run_dir / "tokens" / f"task_{k:02d}"))
-
-
-def write_pool_part(run_dir: Path, task_index: int, ids: Sequence[int]) -> Path:
-    """Select the pool's rows (``ids``) of task ``task_index`` from the tokenised Parquet files."""
-    import pyarrow.dataset as pads
-
-    table = pads.dataset(str(run_dir / "tokens"), format="parquet").to_table(
-        filter=pads.field("sample_id").isin(pa.array(list(ids), type=pa.int64())),
-        columns=["sample_id", "input_ids", "prompt_len"],
-    )
-    table = table.sort_by("sample_id")
-    out = run_dir / "pool" / f"task_{task_index:02d}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
-    return out
-
-
-def read_pool(run_dir: Path, upto_task: int) -> dict[int, tuple[list[int], int]]:
-    """The replay pool of tasks 0..upto_task: sample id -> (input_ids, prompt_len)."""
-    pool: dict[int, tuple[list[int], int]] = {}
-    for k in range(upto_task + 1):
-        path = run_dir / "pool" / f"task_{k:02d}.parquet"
-        if not path.exists():
-            continue
-        t = pq.read_table(path).to_pydict()
-        for i, ids, plen in zip(t["sample_id"], t["input_ids"], t["prompt_len"]):
-            pool[int(i)] = (list(ids), int(plen))
-    return pool
+        out = run_dir / "tokens" / f"task_{k:02d}"
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(ray.get(ds.to_arrow_refs())), out / "rows.parquet")

@@ -72,7 +72,8 @@ def is_run_dir(path: Path) -> bool:
     return (path / "run.json").is_file()
 
 
-def _finished_run(run_dir: Path, command: str) -> tuple[Config, dict]:
+def finished_run(run_dir: Path, command: str) -> tuple[Config, dict]:
+    """A finished run's config and summary; a one-line error naming ``command`` otherwise."""
     if not is_run_dir(run_dir):
         raise UserError(f"{command}: {run_dir} is not a run directory (no run.json)")
     if not (run_dir / "summary.json").is_file():
@@ -108,7 +109,7 @@ def run_model(run_dir: Path, after_task: Optional[int], command: str = "export")
 
     from mssr.models import load_model, load_trainable_state_dict
 
-    cfg, summary = _finished_run(run_dir, command)
+    cfg, summary = finished_run(run_dir, command)
     if after_task is not None and after_task < 1:
         raise UserError(f"{command}: --after-task {after_task}: tasks are numbered from 1")
     kept = task_checkpoints(checkpoint_root(run_dir))
@@ -149,3 +150,40 @@ def export_model(
     tmp.rename(out)
     log(f"exported {run_dir.name} after task {task} to {out}")
     return out
+
+
+def log_mlflow_model(run_dir: Path, uri: str, run_id: str, register: Optional[str] = None) -> str:
+    """Log a finished run's final model in its MLflow run as a pyfunc that answers prompts
+    (``pipelines/mlflow_answerer.py``; its artifact is the folder ``export_model`` writes), and
+    with ``register`` add it to the Model Registry as a new version of that name. Returns the
+    logged model's URI."""
+    import importlib.metadata as md
+
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from pipelines.mlflow_answerer import PROMPTING_FILE
+
+    cfg, _ = finished_run(run_dir, "log model")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_model(run_dir, Path(tmp) / "model", log=lambda *_: None)
+        prompting = {
+            "prompt_format": cfg.stream.prompt_format,
+            "system_prompt": cfg.stream.system_prompt,
+            "max_new_tokens": cfg.eval.max_new_tokens,
+        }
+        (folder / PROMPTING_FILE).write_text(json.dumps(prompting))
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("mlflow_answerer.py")),
+                artifacts={"model": str(folder)},
+                # a list of prompts in, a list of answers out
+                signature=ModelSignature(Schema([ColSpec("string")]), Schema([ColSpec("string")])),
+                # what loading it needs, at the versions it was made with (no slow inference)
+                pip_requirements=[f"{p}=={md.version(p)}" for p in ("mlflow", "torch", "transformers", "peft")],
+                registered_model_name=register,
+            )
+    return info.model_uri

@@ -26,7 +26,7 @@ import yaml
 from mssr.config import Config, config_to_dict, flatten
 from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
-from mssr.errors import ConfigError, RunFailed
+from mssr.errors import ConfigError, RunFailed, UserError
 from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, format_metric, loss_metrics
 from mssr.models import load_tokenizer
 from mssr.replay import resolve_budget, with_fixed_interval
@@ -206,6 +206,8 @@ def run_stream(
     tags: Optional[dict] = None,
     resume: Optional[str] = None,
     train_callbacks: Optional[list] = None,
+    register: Optional[str] = None,
+    continues: Optional[dict] = None,
 ) -> dict:
     """Run (or with ``dry_run`` only plan) continual fine-tuning of ``cfg``'s stream.
 
@@ -213,10 +215,15 @@ def run_stream(
     ``train_callbacks``: Ray Train callbacks (``mssr tune`` passes Tune's report callback).
     ``resume``: continue an interrupted run from its last checkpoint, in the same run
     directory and the same MLflow run ("" for ``run.output_dir/run.name``, else the directory).
+    ``register``: the name under which the final model (``mlflow.log_model``) is registered.
+    ``continues``: the finished run this one continues (``pipelines.continuation``), recorded
+    in ``run.json`` and as MLflow tags; training starts from its last checkpoint.
     """
     quiet_env()
     started = time.time()
     strategy = validate(cfg)
+    if register and not cfg.mlflow.log_model:
+        raise UserError("--register: the run logs no model (mlflow.log_model=false); drop one of the two")
     from pipelines.preflight import preflight
     from pipelines.tracking import resolve_tracking_uri
 
@@ -227,9 +234,11 @@ def run_stream(
 
     init_ray(cfg)
     from pipelines.data import mix_tasks, tokenise_tasks
+    from pipelines.pool import share_task_rows
     from pipelines.tracking import fail_run
 
     datasets, stats = tokenise_tasks(tasks, cfg.model, cfg.stream, cfg.seed)
+    task_rows = share_task_rows(datasets)  # the replay pool's rows (by id), before any mixing
     if strategy.mixes_tasks:
         datasets, stats = mix_tasks(datasets, cfg.seed)
     plan = build_plan(cfg, tasks, stats, strategy)
@@ -237,9 +246,11 @@ def run_stream(
     if dry_run:
         return {"plan": plan}
 
-    uri, run_id = _open_run(cfg, run_dir, datasets, resume is not None, tags, log)
+    uri, run_id = _open_run(cfg, run_dir, datasets, resume is not None, tags, log, continues)
     try:
-        summary = _fit(cfg, tasks, datasets, plan, run_dir, uri, run_id, started, log, train_callbacks)
+        summary = _fit(
+            cfg, tasks, datasets, task_rows, plan, run_dir, uri, run_id, started, log, train_callbacks, register
+        )
     except BaseException:
         fail_run(uri, run_id)
         log(f"run stopped; continue it from its last checkpoint with: mssr run CONFIG --resume {run_dir}")
@@ -260,7 +271,9 @@ def _new_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def _open_run(cfg: Config, run_dir: Path, datasets, resume: bool, tags: Optional[dict], log) -> tuple[str, str]:
+def _open_run(
+    cfg: Config, run_dir: Path, datasets, resume: bool, tags: Optional[dict], log, continues: Optional[dict] = None
+) -> tuple[str, str]:
     """The run's directory and MLflow run: reopened on ``resume``, else created (the input is
     valid by now: from here on the run directory and the MLflow run exist). Returns the
     tracking URI and the MLflow run id."""
@@ -284,12 +297,16 @@ def _open_run(cfg: Config, run_dir: Path, datasets, resume: bool, tags: Optional
     write_tokens(datasets, run_dir)
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir))
     tags = {"strategy": cfg.replay.strategy, **(tags or {})}
+    if continues:  # the lineage: the run it continues, and the first run of the chain
+        tags |= {"mssr.continues": continues["mlflow_run_id"], "mssr.lineage": continues["lineage"]}
     run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved), tags=tags)
     record = {
         "mlflow_run_id": run_id,
         "tracking_uri": redact(uri),
         "checkpoints": f"{train_storage_path(run_dir)}/train",
     }
+    if continues:
+        record["continues"] = continues
     (run_dir / "run.json").write_text(json.dumps(record))
     log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     return uri, run_id
@@ -310,21 +327,29 @@ def train_storage_path(run_dir: Path) -> str:
     return str(run_dir / "ray")
 
 
-def _loop_config(cfg: Config, tasks: list[Task], plan: dict, run_dir: Path, uri: str, run_id: str, actor_name: str):
+def _loop_config(
+    cfg: Config,
+    tasks: list[Task],
+    plan: dict,
+    task_rows: list,
+    actor_name: str,
+    recorder_name: str,
+    continue_from: Optional[str] = None,
+):
     from pipelines.train_loop import LoopConfig, TaskToTrain
 
     return LoopConfig(
         cfg=config_to_dict(cfg),
-        run_dir=str(run_dir),
         total_steps=plan["total_steps"],
         actor_name=actor_name,
-        tracking_uri=uri,
-        mlflow_run_id=run_id,
+        recorder_name=recorder_name,
         needs_update_norm=cfg.replay.clock == "update_norm",
         tasks=[
             TaskToTrain(t.name, t.scorer, p["steps"], [(e.prompt, e.answer) for e in t.test])
             for t, p in zip(tasks, plan["tasks"])
         ],
+        task_rows=task_rows,
+        continue_from=continue_from,
     )
 
 
@@ -411,6 +436,7 @@ def _fit(
     cfg: Config,
     tasks: list[Task],
     datasets,
+    task_rows: list,
     plan: dict,
     run_dir: Path,
     uri: str,
@@ -418,12 +444,15 @@ def _fit(
     started: float,
     log,
     train_callbacks: Optional[list] = None,
+    register: Optional[str] = None,
 ) -> dict:
-    """Train the stream with Ray Train and the memory actor, then write, log and print the results."""
+    """Train the stream with Ray Train, the memory actor and the run recorder, then write, log
+    and print the results."""
     import ray
     from ray.train.v2.api.exceptions import TrainingFailedError as TrainV2Failed
 
     from pipelines.memory_actor import MemoryActor
+    from pipelines.recorder import RecorderActor, recorder_options
     from pipelines.tracking import finish_run
 
     actor_name = f"mssr-memory-{run_id}"
@@ -431,30 +460,85 @@ def _fit(
     actor = MemoryActor.options(name=actor_name, get_if_exists=True, max_restarts=-1).remote(
         cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"]
     )
-    trainer = _trainer(
-        cfg, _loop_config(cfg, tasks, plan, run_dir, uri, run_id, actor_name), datasets, run_dir, train_callbacks
+    # what the workers record is written here, on the driver's node: they share no disk with it
+    recorder_name = f"mssr-recorder-{run_id}"
+    recorder = RecorderActor.options(name=recorder_name, get_if_exists=True, **recorder_options()).remote(
+        str(run_dir), uri, run_id
     )
+    continues = json.loads((run_dir / "run.json").read_text()).get("continues") or {}
+    loop_config = _loop_config(cfg, tasks, plan, task_rows, actor_name, recorder_name, continues.get("checkpoint"))
+    trainer = _trainer(cfg, loop_config, datasets, run_dir, train_callbacks)
     try:
         result = trainer.fit()
     except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
         raise KeyboardInterrupt from None
     except (ray.train.TrainingFailedError, TrainV2Failed) as e:
         raise RunFailed(training_failure(e, ray_logs_dir())) from None
+    finally:
+        unlogged = _close_recorder(recorder, log)
     progress = _final_progress(result, len(tasks))
     stats = ray.get(actor.stats.remote())
     record = ray.get(actor.diagnostics.remote())
     ray.kill(actor)
 
     summary = _summary(cfg, tasks, plan, progress, stats, run_id, run_dir, started)
+    summary["mlflow_unlogged_entries"] = unlogged
     diagnostics = summarise_diagnostics(
         record["replay_log"], record["events"], [t["steps"] for t in plan["tasks"]], plan["replay_budget"]
     )
     summary["diagnostics"] = {k: diagnostics[k] for k in ("phases", "events_per_task", "spend_by_task")}
     summary["diagnostics"]["calibration_spearman"] = diagnostics["calibration"]["spearman"]
     artifacts = _write_results(run_dir, summary, progress, {**diagnostics, **record})
-    finish_run(uri, run_id, final_metrics(summary), artifacts)
+    model_line = _log_model(cfg, run_dir, uri, run_id, register)
+    try:
+        finish_run(uri, run_id, final_metrics(summary), artifacts)
+    except Exception as e:  # the results are on disk: a tracking server that is away costs the run nothing
+        first = str(e).splitlines()[0] if str(e) else ""
+        model_line += (
+            f"\nMLflow could not be reached at the end ({type(e).__name__}: {first[:160]}): the final "
+            f"metrics and artifacts are in {run_dir} only, and the MLflow run is left RUNNING"
+        )
     _print_results(summary, diagnostics, cfg, log)
+    if model_line.strip():
+        log(model_line.strip())
     return summary
+
+
+def _log_model(cfg: Config, run_dir: Path, uri: str, run_id: str, register: Optional[str]) -> str:
+    """The final model as an MLflow model of the run (``mlflow.log_model``); one line on what
+    was logged, or why not. A failure here loses nothing: the checkpoints stay, and
+    ``mssr export`` gets the model out of them."""
+    if not cfg.mlflow.log_model:
+        return ""
+    from pipelines.export import log_mlflow_model
+
+    try:
+        model_uri = log_mlflow_model(run_dir, uri, run_id, register)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        return f"MLflow model not logged ({type(e).__name__}: {first}); get it with: mssr export {run_dir} --out DIR"
+    where = f", registered as {register!r}" if register else ""
+    return f"MLflow model: {model_uri}{where} (load it with mlflow.pyfunc.load_model)"
+
+
+def _close_recorder(recorder, log) -> int:
+    """Flush the recorder (its last MLflow metrics) and stop it; says what could not be logged.
+    Returns the number of step-metric entries MLflow did not get."""
+    import ray
+
+    try:
+        outcome = ray.get(recorder.close.remote(), timeout=30)
+    except Exception as e:  # the results do not depend on it: say so and go on
+        log(f"the run recorder did not answer ({type(e).__name__}); some step metrics may be missing in MLflow")
+        return 0
+    finally:
+        ray.kill(recorder)
+    if outcome["unlogged"]:
+        log(
+            f"MLflow could not be reached ({outcome['error']}): {outcome['unlogged']} step-metric entries "
+            "were not logged; they are in unlogged_metrics.jsonl in the run directory"
+        )
+    return outcome["unlogged"]
 
 
 def _summary(

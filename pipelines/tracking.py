@@ -1,12 +1,13 @@
-"""MLflow: one run per ``mssr run``, created by the driver, appended to by rank 0.
+"""MLflow: one run per ``mssr run``, created by the driver, appended to by the run recorder.
 
 The driver creates the store, the experiment and the run before any worker starts (first
-use of a sqlite store from several processes at once races), then hands the run id to the
-workers. Credentials come only from the environment (MLflow reads ``MLFLOW_TRACKING_*``).
+use of a sqlite store from several processes at once races); rank 0's step metrics reach it
+through the run recorder (``pipelines.recorder``), an actor on the driver's node.
+Credentials come only from the environment (MLflow reads ``MLFLOW_TRACKING_*``).
 
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, output_dir)
     run_id = start_run(uri, "mssr", run_name, params)
-    StepLogger(uri, run_id).log({"train/loss": 0.4}, step=10)
+    log_metric_batches(mlflow_client(uri), run_id, [({"train/loss": 0.4}, 10)])
 """
 
 from __future__ import annotations
@@ -101,23 +102,3 @@ def log_metric_batches(client, run_id: str, entries: list[tuple[dict[str, float]
     items = [Metric(k, float(v), now, step) for metrics, step in entries for k, v in metrics.items()]
     for i in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[i : i + 500])
-
-
-class StepLogger:
-    """Buffers metrics on a worker and sends them in batches (one call per flush)."""
-
-    def __init__(self, uri: str, run_id: str, flush_every: int = 4):
-        self.client = mlflow_client(uri)
-        self.run_id = run_id
-        self.buffer: list[tuple[dict, int]] = []
-        self.flush_every = flush_every
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.buffer.append((metrics, step))
-        if len(self.buffer) >= self.flush_every:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            log_metric_batches(self.client, self.run_id, self.buffer)
-        self.buffer.clear()

@@ -16,13 +16,17 @@ actor is reset to the checkpointed state, and the current task's data is skipped
 checkpointed position (the streaming split repeats the same order), so the run continues
 as if nothing had happened. ``restores.jsonl`` in the run directory records each restore.
 
+Workers write no file: the replay pool's rows come from Ray's object store
+(``pipelines.pool``), and what they record (plans, restores, progress, step metrics) goes to
+the run recorder (``pipelines.recorder``), which writes on the driver's node; the final
+accuracy matrix reaches the driver in Ray Train's last checkpoint.
+
 The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_loop``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -32,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import ray
@@ -48,8 +53,8 @@ from mssr.step_gather import gather_step
 from mssr.tasks import Example
 from pipelines.checkpoint import Progress, load_checkpoint, memory_digest, save_checkpoint
 from pipelines.console import quiet_library_warnings
-from pipelines.data import read_pool, write_pool_part
-from pipelines.tracking import StepLogger
+from pipelines.pool import PoolRows
+from pipelines.recorder import RestoreRecord, WorkerRecord
 
 
 def _fmt_seconds(s: float) -> str:
@@ -127,13 +132,13 @@ class LoopConfig:
     """What the driver hands every worker (``TorchTrainer(train_loop_config={"loop": ...})``)."""
 
     cfg: dict  # the validated config, as JSON (validated again on the worker)
-    run_dir: str
     total_steps: int
     actor_name: str  # the memory actor, found by name
-    tracking_uri: str
-    mlflow_run_id: str
+    recorder_name: str  # the run recorder (pipelines.recorder), found by name
     needs_update_norm: bool  # the replay clock runs on the weights' update norm
     tasks: list[TaskToTrain]
+    task_rows: list  # per task, its tokenised rows in Ray's object store (pipelines.pool)
+    continue_from: Optional[str] = None  # a finished run's last checkpoint, for `mssr continue`
 
 
 class Worker:
@@ -141,7 +146,6 @@ class Worker:
 
     def __init__(self, config: LoopConfig):
         self.cfg = Config.model_validate(config.cfg)
-        self.run_dir = Path(config.run_dir)
         self.tasks = config.tasks
         self.total_steps = config.total_steps
         ctx = ray.train.get_context()
@@ -152,10 +156,8 @@ class Worker:
         self.learner = Learner(self.cfg, self.total_steps, self.device, wrap_model=ray.train.torch.prepare_model)
         torch.manual_seed(self.cfg.seed * 1000 + self.rank)
         self.actor = ray.get_actor(config.actor_name)
-        self.log = StepLogger(config.tracking_uri, config.mlflow_run_id) if self.rank == 0 else None
-        self.plan_path = self.run_dir / "plans" / f"rank_{self.rank}.jsonl"
-        self.plan_path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_worker_info()
+        self.recorder = ray.get_actor(config.recorder_name)
+        self._record_worker()
         self.per_rank_batch = self.cfg.train.batch_size // self.world
         # where the run stands and what it measured, restored from the checkpoint after a failure
         self.progress = Progress(
@@ -165,67 +167,68 @@ class Worker:
         )
         self.window = LogWindow()  # since the last progress line
         self.needs_update_norm = config.needs_update_norm and self.rank == 0
-        self.pool: dict[int, tuple[list[int], int]] = {}
+        self.pool = PoolRows(config.task_rows)
+        self.continue_from = config.continue_from
+        self.unscored: list[int] = []  # tasks a continuation added: not yet scored on the loaded model
         self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
 
     # -- checkpoints -----------------------------------------------------------------
-    def _write_worker_info(self) -> None:
+    def _record_worker(self) -> None:
         """Where this rank runs (process id, Ray node): for failure drills and placement checks."""
-        info = {
-            "rank": self.rank,
-            "pid": os.getpid(),
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "hostname": socket.gethostname(),
-        }
-        if self.rank == 0:
-            info["actor_pid"] = ray.get(self.actor.pid.remote())
-        path = self.run_dir / "workers" / f"rank_{self.rank}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(info))
-
-    def _open_plan_log(self) -> None:
-        """One line per step, flushed per line; steps at or after the restored step are dropped
-        (they are trained again)."""
-        kept = []
-        if self.plan_path.exists():
-            kept = [
-                line
-                for line in self.plan_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] < self.progress.step
-            ]
-        self.plan_path.write_text("".join(line + "\n" for line in kept))
-        self.plan_log = self.plan_path.open("a", buffering=1)
+        record = WorkerRecord(
+            rank=self.rank,
+            pid=os.getpid(),
+            node_id=ray.get_runtime_context().get_node_id(),
+            hostname=socket.gethostname(),
+            actor_pid=ray.get(self.actor.pid.remote()) if self.rank == 0 else None,
+        )
+        self.recorder.worker.remote(record)
 
     def restore(self) -> None:
+        """Load the last checkpoint of this run after a failure or ``--resume``; or, in a run that
+        continues a finished one (``mssr continue``) and has no checkpoint of its own yet, that
+        run's last checkpoint, its matrices widened by the new tasks' columns."""
         ckpt = ray.train.get_checkpoint()
+        continuing = ckpt is None and self.continue_from is not None
+        if continuing:
+            ckpt = ray.train.Checkpoint(self.continue_from)
         if ckpt is None:
-            self._open_plan_log()
+            self.recorder.start_plans.remote(self.rank, 0)
             return
         with ckpt.as_directory() as d:
             trainable, trainer_state, actor_state, progress = load_checkpoint(Path(d))
         self.learner.load_state_dict(trainable, trainer_state)
         set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])], self.device)
+        if continuing:
+            before = len(progress.task_names)
+            progress = progress.with_tasks([t.name for t in self.tasks])
+            self.unscored = list(range(before, len(self.tasks)))
         self.progress = progress
-        if self.rank == 0:  # reset the actor to the checkpoint (it may have run ahead, or been restarted empty)
+        if self.rank == 0:  # the actor to the checkpoint's state (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
+        if self.rank == 0 and not continuing:  # a restore: recorded, with the memory state's digests
             restored = ray.get(self.actor.state_dict.remote(self.progress.step))
-            record = {
-                "step": self.progress.step,
-                "next_task": self.progress.next_task,
-                "task_step": self.progress.task_step,
-                "checkpoint": Path(ckpt.path).name,
-                "memory_digest": memory_digest(restored["planner"]["memory"]),
-                "checkpoint_memory_digest": memory_digest(actor_state["planner"]["memory"]),
-            }
-            with (self.run_dir / "restores.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            record = RestoreRecord(
+                step=self.progress.step,
+                next_task=self.progress.next_task,
+                task_step=self.progress.task_step,
+                checkpoint=Path(ckpt.path).name,
+                memory_digest=memory_digest(restored["planner"]["memory"]),
+                checkpoint_memory_digest=memory_digest(actor_state["planner"]["memory"]),
+            )
+            self.recorder.restored.remote(record)
         barrier()
-        self._open_plan_log()
-        self.pool = read_pool(self.run_dir, self.progress.next_task - 1)
+        self.recorder.start_plans.remote(self.rank, self.progress.step)
         where = f"task {self.progress.next_task + 1}" + (
             f", batch {self.progress.task_step + 1}" if self.progress.task_step else ""
         )
-        self._say(f"resumed from checkpoint {Path(ckpt.path).name}: {where}, step {self.progress.step}")
+        if continuing:
+            self._say(
+                f"continuing the finished run from its checkpoint after task {before}: {where}, "
+                f"step {self.progress.step}"
+            )
+        else:
+            self._say(f"resumed from checkpoint {Path(ckpt.path).name}: {where}, step {self.progress.step}")
 
     def checkpoint_and_report(self, next_task: int, task_step: int, metrics: dict, name: str) -> None:
         """Report a checkpoint (all ranks call this at the same step). ``next_task``/``task_step``:
@@ -240,7 +243,7 @@ class Worker:
                 actor_state = ray.get(self.actor.state_dict.remote(self.progress.step))
                 trainable, trainer_state = self.learner.state_dict()
                 save_checkpoint(Path(tmp), trainable, {**trainer_state, "torch_rng": rng_states}, actor_state, progress)
-                (self.run_dir / "progress.json").write_text(json.dumps(progress.to_json(), indent=1))
+                self.recorder.progress.remote(progress.to_json())
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
@@ -249,8 +252,31 @@ class Worker:
         """Score every task's test rows (split across ranks) and add a row to the accuracy and
         loss matrices, keeping every test row's score and loss."""
         started = time.perf_counter()
+        scored = self._score(range(len(self.tasks)))
+        self.progress.row_scores.append([scores for scores, _ in scored])
+        self.progress.row_losses.append([losses for _, losses in scored])
+        self.progress.matrix.append([float(np.mean(scores)) for scores, _ in scored])
+        self.progress.loss_matrix.append([float(np.mean(losses)) for _, losses in scored])
+        self.progress.pipeline["eval_wall"] += time.perf_counter() - started
+
+    def score_unscored(self) -> None:
+        """A continuation's new tasks, scored on the model as the finished run left it: their
+        cells of the last row (the row before they are trained)."""
+        started = time.perf_counter()
+        for j, (scores, losses) in zip(self.unscored, self._score(self.unscored)):
+            self.progress.row_scores[-1][j], self.progress.row_losses[-1][j] = scores, losses
+            self.progress.matrix[-1][j], self.progress.loss_matrix[-1][j] = (
+                float(np.mean(scores)),
+                float(np.mean(losses)),
+            )
+        self.unscored = []
+        self.progress.pipeline["eval_wall"] += time.perf_counter() - started
+
+    def _score(self, task_indices) -> list[tuple[list[float], list[float]]]:
+        """Every test row's score and answer loss of the tasks ``task_indices`` (one collective)."""
         packed = []  # per task: scores and losses at their row positions (0 where another rank scored), tokens
-        for t in self.tasks:
+        for k in task_indices:
+            t = self.tasks[k]
             n = len(t.test)
             mine = np.arange(self.rank, n, self.world)
             result = self.learner.evaluate([Example(*t.test[i]) for i in mine], t.scorer)
@@ -258,18 +284,13 @@ class Worker:
             scores[mine], losses[mine] = result.scores, result.losses
             packed.append(np.concatenate([scores, losses, [result.tokens]]))
         totals = np.asarray(all_sum(np.concatenate(packed)))
-        scores_row, losses_row, start = [], [], 0
-        for t in self.tasks:
-            n = len(t.test)
-            scores_row.append(totals[start : start + n].tolist())
-            losses_row.append(totals[start + n : start + 2 * n].tolist())
+        scored, start = [], 0
+        for k in task_indices:
+            n = len(self.tasks[k].test)
+            scored.append((totals[start : start + n].tolist(), totals[start + n : start + 2 * n].tolist()))
             self.progress.tokens["eval"] += float(totals[start + 2 * n])
             start += 2 * n + 1
-        self.progress.row_scores.append(scores_row)
-        self.progress.row_losses.append(losses_row)
-        self.progress.matrix.append([float(np.mean(r)) for r in scores_row])
-        self.progress.loss_matrix.append([float(np.mean(r)) for r in losses_row])
-        self.progress.pipeline["eval_wall"] += time.perf_counter() - started
+        return scored
 
     # -- training --------------------------------------------------------------------
     def _say(self, text: str) -> None:
@@ -278,7 +299,7 @@ class Worker:
 
     def probe(self, ids: list[int]) -> tuple[list[float], list[bool]]:
         """Loss and greedy exact match of pool samples (this rank's share of the plan's probe)."""
-        result = self.learner.probe([self.pool[i] for i in ids])
+        result = self.learner.probe(self.pool.get(ids))
         self.window.probe_tokens += result.tokens  # summed over ranks in _log_window
         self.window.probe_seconds += result.seconds
         return result.losses, result.correct
@@ -288,13 +309,13 @@ class Worker:
         t = time.perf_counter()
         plan = ray.get(self.actor.plan.remote(self.progress.step))
         self.progress.pipeline["plan_wait"] += time.perf_counter() - t
-        self.plan_log.write(json.dumps({"step": self.progress.step, **plan.to_json()}) + "\n")
+        self.recorder.plan.remote(self.rank, self.progress.step, plan)
         mine, probe_ids = plan.share(self.rank, self.world)
         probe_losses, probe_correct = self.probe(probe_ids)
         new_ids = [int(i) for i in batch["sample_id"]]
         new_rows = [(list(r), int(p)) for r, p in zip(batch["input_ids"], batch["prompt_len"])]
         # the replay clock's "model time" needs how far the step moved the weights (rank 0 measures)
-        result = self.learner.train_step(new_rows, [self.pool[i] for i in mine], update_norm=self.needs_update_norm)
+        result = self.learner.train_step(new_rows, self.pool.get(mine), update_norm=self.needs_update_norm)
         self._log_isolation(result.isolation_metrics, at_step=self.progress.step + 1)
         values, n_new = result.losses, len(new_ids)
         observed = gather_step(
@@ -372,7 +393,7 @@ class Worker:
         if "isolation/mask_overlap" in metrics:
             self.progress.mask_overlaps.append(round(metrics["isolation/mask_overlap"], 4))
         if self.rank == 0:
-            self.log.log(metrics, step=at_step)
+            self.recorder.log_metrics.remote(metrics, at_step)
 
     def _log_window(self, k: int, task: TaskToTrain, task_step: int) -> None:
         """The progress line and the step metrics of the window; a collective (every rank calls it)."""
@@ -393,7 +414,7 @@ class Worker:
                 f"replayed {w.replayed} samples  train ETA {_fmt_seconds(eta)}",
                 flush=True,
             )
-            self.log.log(
+            self.recorder.log_metrics.remote(
                 {
                     "train/loss": loss,
                     "train/tokens_per_s": tps,
@@ -403,15 +424,12 @@ class Worker:
                     "train/replay_events": w.events,
                     "train/probe_tokens": probe_tok,
                 },
-                step=self.progress.step,
+                self.progress.step,
             )
 
     def end_task(self, k: int) -> None:
-        ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
-        if self.rank == 0:
-            write_pool_part(self.run_dir, k, ids)
-        barrier()
-        self.pool = read_pool(self.run_dir, k)
+        """The task's reservoir joins the replay pool (in the memory actor: its rows need no move)."""
+        ray.get(self.actor.end_task.remote(k, self.progress.step))
 
     def _read_ahead(self, k: int) -> None:
         if k < len(self.tasks):
@@ -430,6 +448,10 @@ class Worker:
         if not self.progress.matrix:
             self._say("evaluating the model before training (row 0 of the accuracy matrix)")
             self.evaluate()
+        if self.unscored:
+            names = ", ".join(self.tasks[j].name for j in self.unscored)
+            self._say(f"scoring the model as the finished run left it on the new tasks: {names}")
+            self.score_unscored()
         for k in range(self.progress.next_task, len(self.tasks)):
             self._say(f"== task {k + 1}/{len(self.tasks)}: {self.tasks[k].name} ({self.tasks[k].steps} steps)")
             self.train_task(k)
@@ -447,7 +469,7 @@ class Worker:
                     flush=True,
                 )
                 print("   answer loss: " + "  ".join(f"{n}={v:.3f}" for n, v in zip(names, loss_row)), flush=True)
-                self.log.log(
+                self.recorder.log_metrics.remote(
                     {
                         **{f"score/{n}": v for n, v in zip(names, row)},
                         **{f"loss/{n}": v for n, v in zip(names, loss_row)},
@@ -457,9 +479,9 @@ class Worker:
                         "replay/events": stats["replay_events"],
                         "replay/pool_size": stats["pool_size"],
                     },
-                    step=k + 1,
+                    k + 1,
                 )
-                self.log.flush()
+                self.recorder.flush.remote()
             # the metrics of the tasks seen so far (the final metrics after the last task): what
             # a sweep's early-stopping scheduler compares, with tasks_done as its time
             seen = [r[: k + 1] for r in self.progress.matrix[: k + 2]]
@@ -470,6 +492,7 @@ class Worker:
                 {"task_index": k, "tasks_done": k + 1, **all_metrics(seen), **loss_metrics(seen_loss)},
                 name=f"task_{k:02d}",
             )
+        ray.get(self.recorder.flush.remote())  # every record this rank sent has been written
 
 
 def _quiet_worker() -> None:

@@ -79,8 +79,12 @@ def trial_run_name(sweep: str, trial_id: str) -> str:
     return f"{sweep}-{trial_id}"
 
 
-def _trial_config(config_path: str, overrides: list[str], params: dict, extra: list[str] = ()) -> Config:
-    return load_config(config_path, [*overrides, *trial_overrides(params), *extra])
+def _trial_config(
+    config_path: str, overrides: list[str], params: dict, extra: list[str] = (), defaults: list[str] = ()
+) -> Config:
+    """A trial's config: ``defaults`` (the user's overrides win over them), the user's overrides,
+    the trial's sampled values, then ``extra`` (the trial's own settings)."""
+    return load_config(config_path, [*defaults, *overrides, *trial_overrides(params), *extra])
 
 
 def _run_trial(
@@ -102,6 +106,8 @@ def _run_trial(
             f"train.cpus_per_worker={cpus}",
             "train.checkpoint_every=0",  # task-boundary reports only: each one carries the metrics ASHA reads
         ],
+        # a trial's model is not wanted (the best config is run again); set mlflow.log_model=true to log it
+        defaults=["mlflow.log_model=false"],
     )
     run_dir = Path(cfg.run.output_dir).resolve() / cfg.run.name
     if (run_dir / "summary.json").exists():  # finished before an interruption of the sweep
@@ -361,7 +367,7 @@ def _finish(
     best_config = None
     if finished:
         best_config = _write_best(sweep, space, grid, finished[0], sweep_dir / "best.yaml")
-        artifacts.append(best_config)
+        artifacts += [best_config, _write_best_params(base, space, grid, finished[0], sweep_dir / "best_params.yaml")]
     best_metrics = {f"best_{k}": finished[0][k] for k in METRICS} if finished else {}
     finish_run(uri, parent, {**best_metrics, "trials": len(rows), "trials_finished": len(finished)}, artifacts)
     log(f"\nsweep {sweep.name}: {len(rows)} trials, {len(finished)} finished\n\n{markdown}")
@@ -381,6 +387,21 @@ def _write_best(sweep: Sweep, space: SearchSpace, grid: list, best_row: dict, pa
     path.write_text(
         f"# best trial {best_row['trial']} of sweep {sweep.name}: {sweep.metric} "
         f"{best_row[sweep.metric]:.4f}\n#   mssr run {path}\n" + yaml.safe_dump(tree, sort_keys=False)
+    )
+    return path
+
+
+def _write_best_params(base: Config, space: SearchSpace, grid: list, best_row: dict, path: Path) -> Path:
+    """The best trial's swept settings only, under its strategy's name: the format of
+    ``mssr compare --tuned`` (several sweeps' files give each strategy its own)."""
+    best = next(r for r in grid if (r.metrics or {}).get("trial_id") == best_row["trial"])
+    # plain Python values (Tune may sample NumPy scalars, which YAML cannot write)
+    swept = {k: getattr(v, "item", lambda v=v: v)() for k, v in best.config.items() if k in space.params}
+    swept = {k: v for k, v in swept.items() if space.params[k].kind != "value"}
+    strategy = best.config.get("replay.strategy", base.replay.strategy)
+    path.write_text(
+        f"# the swept settings of the best trial ({best_row['trial']}); for mssr compare --tuned {path}\n"
+        + yaml.safe_dump({strategy: swept}, sort_keys=False)
     )
     return path
 

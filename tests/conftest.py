@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,89 @@ def tiny_run(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, json.loads((out / "summary.json").read_text()), proc.stdout
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on a free localhost port (sqlite backend, proxied artifacts),
+    which a test may stop and start again on the same port and store."""
+
+    def __init__(self, store: Path):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.store = store
+        store.mkdir(parents=True, exist_ok=True)
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> None:
+        import signal
+        import subprocess
+        import urllib.request
+
+        log = open(self.store / "server.log", "a")  # noqa: SIM115 (open for as long as the server writes to it)
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.store / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.store / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.store,
+            start_new_session=True,  # its own process group: stop() ends the server's workers too
+        )
+        self._signal = signal
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{self.uri}/health", timeout=2).read() == b"OK":
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None and time.time() < deadline, (self.store / "server.log").read_text()[-2000:]
+            time.sleep(1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, self._signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture
+def mlflow_server_process(tmp_path):
+    """An ``MlflowServer``, started; stopped at the end."""
+    server = MlflowServer(tmp_path / "server")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mlflow_server(mlflow_server_process):
+    """The tracking URI of a real ``mlflow server`` (``MlflowServer``)."""
+    return mlflow_server_process.uri
+
+
+def chromium_path() -> str:
+    """Debian's chromium for the browser checks; skipped where it is missing, failed in CI."""
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: scripts/setup.sh installs it when run as root")
+        pytest.skip("no chromium on this machine (scripts/setup.sh installs it when run as root)")
+    return chromium

@@ -1,5 +1,7 @@
 """Checkpoint files round-trip exactly: weights, trainer state and the memory actor's state."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,16 @@ def test_progress_from_an_older_or_newer_checkpoint_keeps_what_it_knows():
     assert (p.next_task, p.step, p.matrix) == (3, 40, [[0.5]])
     assert p.pipeline == {"train_wall": 9.0, "data_wait": 0.0, "plan_wait": 0.0, "eval_wall": 0.0}
     assert Progress.from_json(p.to_json()) == p
+
+
+def test_progress_widened_for_a_continuation():
+    p = Progress(task_names=["a", "b"], matrix=[[0.1, 0.2], [0.9, 0.3], [0.5, 0.8]], row_scores=[[[1.0], [0.0]]] * 3)
+    p.loss_matrix = [[1.0, 1.0]] * 3
+    p.row_losses = [[[1.0], [1.0]]] * 3
+    w = p.with_tasks(["a", "b", "c"])
+    assert w.task_names == ["a", "b", "c"] and w.matrix[2][:2] == [0.5, 0.8] and math.isnan(w.matrix[2][2])
+    assert all(len(r) == 3 for r in w.loss_matrix) and w.row_scores[0][2] == [] and p.task_names == ["a", "b"]
+    with pytest.raises(ValueError, match="does not extend"):
+        p.with_tasks(["b", "a", "c"])
+    with pytest.raises(ValueError, match="does not extend"):
+        p.with_tasks(["a", "b"])

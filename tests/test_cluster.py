@@ -191,12 +191,14 @@ def test_use_gpu_needs_local_gpus_only_without_a_cluster(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_multinode_rehearsal_runs_one_worker_on_each_node(tmp_path):
+def test_multinode_rehearsal_without_a_shared_disk_survives_a_killed_worker(tmp_path, tiny_run):
+    """Two Ray nodes that share only the checkpoint bucket; node 2's worker is SIGKILLed
+    mid-task. The run finishes with the same matrix as the single-node run of the same seed."""
     import psutil
     from mlflow import MlflowClient
 
     out = tmp_path / "shared"
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), REHEARSAL_KILL_STEP="20")
     # its own process group: on a timeout, SIGTERM reaches the script (whose trap stops both
     # nodes) and the `ray start --block` processes it started, and nothing else
     proc = subprocess.Popen(
@@ -229,12 +231,22 @@ def test_multinode_rehearsal_runs_one_worker_on_each_node(tmp_path):
     assert left_running() == [], f"Ray processes left running: {left_running()}"
     assert proc.returncode == 0, log
     assert "rehearsal: OK" in stdout and "rehearsal: cluster stopped" in stdout
+    assert "node 2 sees only the bucket" in stdout and "rehearsal: killed rank 1" in stdout, log
 
     summary = json.loads((out / "summary.json").read_text())
     T = len(summary["tasks"])
     assert len(summary["accuracy_matrix"]) == T + 1 and all(len(r) == T for r in summary["accuracy_matrix"])
     nodes = [json.loads((out / "runs" / "rehearsal" / "workers" / f"rank_{r}.json").read_text()) for r in (0, 1)]
     assert nodes[0]["node_id"] != nodes[1]["node_id"], nodes
+    # the killed worker was restored from a checkpoint, and the run is the single-node run
+    restores = (out / "runs" / "rehearsal" / "restores.jsonl").read_text().splitlines()
+    assert len(restores) == 1 and json.loads(restores[0])["step"] < 20, restores
+    assert summary["accuracy_matrix"] == tiny_run[1]["accuracy_matrix"]
+    assert summary["loss_matrix"] == pytest.approx(tiny_run[1]["loss_matrix"], abs=1e-6)
+    single = (tiny_run[0] / "tiny" / "plans" / "rank_0.jsonl").read_text()
+    assert (out / "runs" / "rehearsal" / "plans" / "rank_0.jsonl").read_text() == single
+    # nothing of the run was written on node 2's side: no pool or token file left the driver's node
+    assert not (out / "runs" / "rehearsal" / "pool").exists()
     # checkpoints went to MSSR_STORAGE_PATH, the run to the MLflow store of MLFLOW_TRACKING_URI
     assert sorted(p.name for p in (out / "storage" / "rehearsal" / "train").glob("task_*"))
     assert not (out / "runs" / "rehearsal" / "ray").exists()

@@ -208,6 +208,53 @@ def test_budgets_run_every_replaying_strategy_at_each_budget_and_the_others_once
     assert {p.budget for p in planned if p.entry == "none"} == {"-"}
 
 
+def test_tuned_settings_apply_to_their_strategy_only(tmp_path):
+    from pipelines.compare import load_tuned, parse_budgets, plan_runs
+
+    (tmp_path / "a.yaml").write_text(
+        "fixed: {replay.samples_per_event: 8, replay.balance_tasks: true, replay.fixed.interval: 2}\n"
+        "mssr: {replay.scheduler: paced, replay.mssr.recall_margin: null}\n"
+    )
+    (tmp_path / "b.yaml").write_text("mssr: {replay.mssr.decay: 0.05}\n")  # a later file's entry wins
+    tuned = load_tuned(f"{tmp_path / 'a.yaml'},{tmp_path / 'b.yaml'}")
+    planned = plan_runs(
+        str(ROOT / "configs" / "tiny.yaml"),
+        [f"run.output_dir={tmp_path}"],
+        ["none", "fixed", "mssr"],
+        1,
+        "tun",
+        budgets=parse_budgets("0.1"),
+        tuned=tuned,
+    )
+    cfg = {p.entry: p.cfg.replay for p in planned}
+    assert (cfg["fixed"].samples_per_event, cfg["fixed"].balance_tasks) == (8, True)
+    assert cfg["fixed"].fixed.interval is None  # the budget's derived interval still wins
+    assert (cfg["mssr"].mssr.decay, cfg["mssr"].scheduler, cfg["mssr"].samples_per_event) == (0.05, None, 2)
+    assert (cfg["none"].samples_per_event, cfg["none"].balance_tasks) == (2, False)
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("fixd: {replay.samples_per_event: 8}\n", "fixed"),  # the nearest strategy name
+        ("[1, 2]\n", "expected a mapping of strategy"),
+        ("fixed: {\n", "not valid YAML"),
+        ("loss: {replay.loss.z: 1.0}\n", "which --strategies does not run"),
+        ("fixed: {replay.samples_per_evnt: 8}\n", "samples_per_event"),
+    ],
+)
+def test_bad_tuned_files_are_refused(tmp_path, content, fragment):
+    from mssr.errors import ConfigError
+    from pipelines.compare import load_tuned, plan_runs
+
+    (tmp_path / "t.yaml").write_text(content)
+    with pytest.raises(ConfigError, match=fragment):
+        tuned = load_tuned(str(tmp_path / "t.yaml"))
+        plan_runs(str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}"], ["fixed"], 1, "t", tuned=tuned)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_tuned(str(tmp_path / "missing.yaml"))
+
+
 @pytest.mark.parametrize(
     "text,fragment", [("0.05,x", "expected numbers"), ("0.05,-1", "must be positive"), (",", "must be positive")]
 )

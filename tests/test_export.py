@@ -3,6 +3,7 @@ plain peft in a process that never imports mssr and gives the run's own final ev
 merged model gives the same as the adapter; bad input is refused with one line."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,7 @@ from mssr.tasks import load_stream
 from mssr.tokenize import PromptEncoder, encoder_options
 from pipelines.cli import main
 from pipelines.tracking import mlflow_client
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, chromium_path, run_cli
 
 # plain transformers + peft: each row's answer loss and whether greedy decoding reproduces the answer
 PLAIN = r"""
@@ -130,3 +130,82 @@ def test_eval_of_the_run_and_of_its_export_gives_the_runs_last_row(exported, tmp
     assert len(runs) == 3 and all("score/mean" in r.data.metrics for r in runs)
     assert main(["eval", str(run_dir), config, f"run.output_dir={tmp_path}", "--after-task", "9"]) == 2
     assert "no checkpoint after task 9" in capsys.readouterr().err
+
+
+_LOAD_PYFUNC = """
+import json, sys
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+answers = model.predict(json.loads(sys.argv[3]))
+assert not [m for m in sys.modules if m.split(".")[0] in ("mssr", "pipelines")], "imported MSSR"
+print(json.dumps(answers))
+"""
+
+
+@pytest.mark.e2e
+def test_the_runs_mlflow_model_answers_as_the_run_generates(tiny_run, tmp_path):
+    """The run logs its final model (on by default); MLflow loads it in a process that never
+    imports MSSR, and it answers the test prompts as the run's own greedy generation does."""
+    import re
+
+    from mssr.evaluation import generate_answers
+    from pipelines.export import run_model
+
+    out, summary, stdout = tiny_run
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    model_uri = re.search(r"MLflow model: (\S+)", stdout).group(1)
+    client = mlflow_client(uri)
+    logged = client.get_logged_model(model_uri.split("/")[-1])
+    assert logged.source_run_id == summary["mlflow_run_id"] and logged.name == "model"
+    run_dir = out / "tiny"
+    model, tok, cfg, _, _ = run_model(run_dir, None)
+    prompts = [e.prompt for t in load_stream(cfg.stream) for e in t.test[:3]]
+    expected, _ = generate_answers(
+        model, PromptEncoder(tok, **encoder_options(cfg.stream)), prompts, cfg.eval.max_new_tokens, batch_size=1
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_PYFUNC, uri, model_uri, json.dumps(prompts)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answers == expected and any(answers)  # the tiny model answers something, the same
+
+
+@pytest.mark.e2e
+def test_register_adds_a_version_seen_on_the_models_page(tmp_path, mlflow_server):
+    from mlflow import MlflowClient
+
+    out = tmp_path / "out"
+    args = ["run", str(ROOT / "configs" / "tiny.yaml"), f"run.output_dir={out}", f"mlflow.tracking_uri={mlflow_server}"]
+    first = run_cli(
+        *args, "run.name=week1", "--register", "tiny-continual", "--summary-json", str(out / "w1.json"), cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "registered as 'tiny-continual'" in first.stdout
+    versions = MlflowClient(mlflow_server).search_model_versions("name='tiny-continual'")
+    run_id = json.loads((out / "w1.json").read_text())["mlflow_run_id"]
+    assert [(v.version, v.run_id) for v in versions] == [("1", run_id)]
+    refused = run_cli(*args, "run.name=x", "mlflow.log_model=false", "--register", "tiny-continual", cwd=tmp_path)
+    assert refused.returncode == 2 and "--register: the run logs no model" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    chromium = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("MSSR_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 900})
+        page.goto(f"{mlflow_server}/#/models")
+        page.get_by_text("tiny-continual", exact=True).first.wait_for(timeout=60_000)
+        page.goto(f"{mlflow_server}/#/models/tiny-continual")
+        page.get_by_text("Version 1", exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "registered_model.png"), full_page=True)
+        browser.close()
+    assert (shots / "registered_model.png").stat().st_size > 10_000

@@ -71,14 +71,16 @@ def test_worker_killed_mid_task_resumes_from_the_checkpoint(tiny_run, tmp_path):
     )
     run_dir = tmp_path / "kill"
     _wait_until(
-        lambda: _last_step(run_dir, 1) >= 14, proc, "step 14"
+        lambda: _last_step(run_dir, 1) >= 13, proc, "step 13"
     )  # task 2 (8 steps a task), after step 12's checkpoint
     pid = json.loads((run_dir / "workers" / "rank_1.json").read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=600) == 0, (tmp_path / "log.txt").read_text()[-3000:]
     restores = _check_restores(run_dir, 1)
-    # the latest checkpoint Ray Train had registered: mid-task (step 6 or 12) or the boundary after task 1
-    assert restores[0]["checkpoint"] in ("step_000006", "task_00", "step_000012")
+    # the latest checkpoint Ray Train had registered when the kill landed: the plan log is written
+    # by the run recorder, a message behind the worker, so on a busy machine the worker may be a
+    # few steps further than the log says (past the boundary of task 2, at most)
+    assert restores[0]["checkpoint"] in ("step_000006", "task_00", "step_000012", "task_01", "step_000018")
     assert "resumed from checkpoint" in (tmp_path / "log.txt").read_text()
     _check_finished_like_uninterrupted(tmp_path, "kill", tiny_run)
 
@@ -167,3 +169,38 @@ def test_a_worker_that_keeps_failing_stops_the_run_with_one_line_and_a_resumable
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     _check_finished_like_uninterrupted(tmp_path, "dies", tiny_run)
+
+
+@pytest.mark.e2e
+def test_tracking_server_away_mid_run_loses_no_metric(tmp_path, mlflow_server_process):
+    """The MLflow server stops in task 1 and comes back in task 3: training goes on, the
+    recorder keeps the step metrics meanwhile and sends them when the server answers again."""
+    from mlflow import MlflowClient
+
+    server = mlflow_server_process
+    proc = start_cli(
+        "run",
+        TINY,
+        f"run.output_dir={tmp_path}",
+        "run.name=away",
+        f"mlflow.tracking_uri={server.uri}",
+        "train.log_every=1",
+        "--summary-json",
+        str(tmp_path / "summary.json"),
+        cwd=tmp_path,
+        log_path=tmp_path / "log.txt",
+    )
+    run_dir = tmp_path / "away"
+    _wait_until(lambda: _last_step(run_dir) >= 3, proc, "step 3")
+    server.stop()
+    _wait_until(lambda: _last_step(run_dir) >= 20, proc, "step 20", timeout=600)
+    server.start()
+    assert proc.wait(timeout=900) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mlflow_unlogged_entries"] == 0 and not (run_dir / "unlogged_metrics.jsonl").exists()
+    client = MlflowClient(server.uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics["ap"] == pytest.approx(summary["ap"])
+    # every step's line (log_every=1: 40 steps) and every task's scores reached the server
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == list(range(1, 41))
+    assert len(client.get_metric_history(run.info.run_id, "score/mean_seen")) == 5

@@ -1,7 +1,18 @@
+import math
+
 import numpy as np
 import pytest
 
-from mssr.metrics import all_metrics, format_matrix, loss_metrics
+from mssr.metrics import (
+    all_metrics,
+    average_accuracy,
+    average_performance,
+    backward_transfer,
+    forgetting,
+    format_matrix,
+    forward_transfer,
+    loss_metrics,
+)
 
 # 3 tasks; row 0 before training. Hand-computed values below.
 A = [
@@ -65,3 +76,17 @@ def test_loss_forgetting_takes_the_best_loss_not_the_first():
     assert m["loss_forgetting"] == pytest.approx(0.6 - 0.4)
     m = loss_metrics([[2.0, 2.0, 2.0], [0.4, 1.5, 2.0], [0.1, 0.3, 2.0], [0.6, 0.5, 0.2]])
     assert m["loss_forgetting"] == pytest.approx(((0.6 - 0.1) + (0.5 - 0.3)) / 2)
+
+
+def test_unmeasured_cells_of_a_continued_run():
+    """A run continued with task 3 has no score for it before the continuation (rows 0, 1):
+    AP, BWT and forgetting read only measured cells; FWT leaves task 3 out."""
+    nan = float("nan")
+    a = [[0.0, 0.1, nan], [0.8, 0.2, nan], [0.5, 0.9, 0.05], [0.4, 0.7, 1.0]]
+    full = [[0.0, 0.1, 0.0], [0.8, 0.2, 0.0], [0.5, 0.9, 0.05], [0.4, 0.7, 1.0]]
+    for f in (average_performance, backward_transfer, forgetting, average_accuracy):
+        assert f(a) == pytest.approx(f(full))
+    assert forward_transfer(a) == pytest.approx(0.2 - 0.1)  # task 2 only (a[1][2] - a[0][2], 1-based)
+    assert math.isnan(forward_transfer([[nan, nan], [0.5, nan], [0.4, 0.9]]))
+    text = format_matrix(a, ["t1", "t2", "t3"])
+    assert text.splitlines()[1].split()[-1] == "-" and "nan" not in text

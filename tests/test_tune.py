@@ -14,7 +14,7 @@ import pytest
 
 from mssr.config import load_config
 from mssr.search_space import load_space
-from tests.conftest import ROOT, run_cli, start_cli
+from tests.conftest import ROOT, chromium_path, run_cli, start_cli
 
 TINY = str(ROOT / "configs" / "tiny.yaml")
 
@@ -78,65 +78,11 @@ def _children(uri, parent_id):
     return client, client.search_runs(exp.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` on a free localhost port (sqlite backend, proxied artifacts)."""
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = tmp_path / "server"
-    store.mkdir()
-    log = open(store / "server.log", "w")  # noqa: SIM115 (open for as long as the server writes to it)
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=store,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).read() == b"OK":
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, (store / "server.log").read_text()[-2000:]
-        time.sleep(1)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
 def _browser_check(uri: str, experiment_id: str, parent_name: str, child, screenshot_dir: Path) -> None:
     """Headless Chromium on the MLflow UI: the sweep's run with its two trials, and a trial's metrics."""
-    import os
     import re
-    import shutil
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: scripts/setup.sh installs it when run as root")
-        pytest.skip("no chromium on this machine (scripts/setup.sh installs it when run as root)")
+    chromium = chromium_path()
     from playwright.sync_api import sync_playwright
 
     screenshot_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +135,14 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
     assert best.train.cpus_per_worker == 1.0 and best.train.checkpoint_every == 25  # not the trial's settings
     dry = run_cli("run", str(sweep / "best.yaml"), f"run.output_dir={out}", "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-2000:]
+    # its swept settings alone, for mssr compare --tuned
+    from pipelines.compare import load_tuned
+
+    tuned = load_tuned(str(sweep / "best_params.yaml"))
+    assert list(tuned) == ["fixed"] and sorted(o.split("=")[0] for o in tuned["fixed"]) == [
+        "replay.balance_tasks",
+        "replay.samples_per_event",
+    ]
     # MLflow: the sweep's parent run, one nested run per trial with its matrix and curves
     record = json.loads((sweep / "sweep.json").read_text())
     client, children = _children(mlflow_server, record["mlflow_run_id"])
@@ -197,8 +151,9 @@ def test_two_trial_sweep_on_an_mlflow_server_seen_in_a_browser(tmp_path, mlflow_
     assert parent.data.metrics["trials_finished"] == 2 and "best_ap" in parent.data.metrics
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "trials.md", "best.yaml"}
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    intervals = sorted(float(c.data.params["replay.fixed.interval"]) for c in children)
-    assert all(2 <= i <= 10 for i in intervals)
+    # each trial ran with its sampled knobs (the interval follows the budget: not swept)
+    assert all(c.data.params["replay.samples_per_event"] in ("2", "4", "8") for c in children)
+    assert all(c.data.params["replay.balance_tasks"] in ("False", "True") for c in children)
     for c in children:
         assert {"accuracy_matrix.png", "accuracy_matrix.csv"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
         assert len(client.get_metric_history(c.info.run_id, "score/mean_seen")) == 5
