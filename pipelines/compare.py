@@ -432,6 +432,12 @@ def compare(
         try:
             summary = _finished_or_run(p, name, log)
             runs.append(_run_row(summary, p))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is kept, the cut-off run resumes
+            log(
+                f"comparison {name} stopped in run {i}/{len(planned)}; run the same mssr compare command "
+                f"again: the {i - 1} finished run(s) are kept and {p.cfg.run.name} continues from its last checkpoint"
+            )
+            raise
         except UserError:
             raise
         except Exception as e:  # a crashed run is reported in the table; the others still run

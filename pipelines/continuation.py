@@ -63,10 +63,9 @@ def _new_tasks(path: str) -> list[TaskSpec]:
             f"{p}: only stream.tasks is read (the rest of the config is the run's: same model and "
             f"settings); found {', '.join(extra)}"
         )
-    tasks = load_config(p).stream.tasks
-    if not tasks:
+    if not ((tree.get("stream") or {}).get("tasks")):
         raise ConfigError(f"{p}: stream.tasks: expected at least one task to continue with")
-    return tasks
+    return load_config(p).stream.tasks
 
 
 def _next_name(run_dir: Path) -> str:

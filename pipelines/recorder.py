@@ -134,10 +134,15 @@ class RunRecorder:
             self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
         return len(self.metrics)
 
-    def close(self) -> dict:
-        """The last flush; entries that still cannot be sent go to ``unlogged_metrics.jsonl``.
-        Returns ``{"unlogged": entries, "failures": failed flushes, "error": the last error}``."""
+    def close(self, wait_s: float = 0.0) -> dict:
+        """The last flush, tried again every few seconds for up to ``wait_s`` seconds; entries
+        that still cannot be sent go to ``unlogged_metrics.jsonl``. Returns ``{"unlogged":
+        entries, "failures": failed flushes, "error": the last error}``."""
+        deadline = time.monotonic() + wait_s
         left = self.flush(force=True)
+        while left and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            left = self.flush(force=True)
         if left:
             for metrics, step in self.metrics:
                 self._append("unlogged_metrics.jsonl", json.dumps({"step": step, "metrics": metrics}))

@@ -468,14 +468,16 @@ def _fit(
     continues = json.loads((run_dir / "run.json").read_text()).get("continues") or {}
     loop_config = _loop_config(cfg, tasks, plan, task_rows, actor_name, recorder_name, continues.get("checkpoint"))
     trainer = _trainer(cfg, loop_config, datasets, run_dir, train_callbacks)
+    finished = False
     try:
         result = trainer.fit()
+        finished = True
     except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
         raise KeyboardInterrupt from None
     except (ray.train.TrainingFailedError, TrainV2Failed) as e:
         raise RunFailed(training_failure(e, ray_logs_dir())) from None
     finally:
-        unlogged = _close_recorder(recorder, log)
+        unlogged = _close_recorder(recorder, log, CLOSE_WAIT_S if finished else 0)
     progress = _final_progress(result, len(tasks))
     stats = ray.get(actor.stats.remote())
     record = ray.get(actor.diagnostics.remote())
@@ -521,13 +523,20 @@ def _log_model(cfg: Config, run_dir: Path, uri: str, run_id: str, register: Opti
     return f"MLflow model: {model_uri}{where} (load it with mlflow.pyfunc.load_model)"
 
 
-def _close_recorder(recorder, log) -> int:
-    """Flush the recorder (its last MLflow metrics) and stop it; says what could not be logged.
-    Returns the number of step-metric entries MLflow did not get."""
+CLOSE_WAIT_S = 60  # at the end of a run, how long the step metrics wait for a tracking server that is away
+
+
+def _close_recorder(recorder, log, wait_s: float) -> int:
+    """Flush the recorder (its last MLflow metrics, waiting up to ``wait_s`` for a tracking
+    server that is away) and stop it; says what could not be logged. Returns the number of
+    step-metric entries MLflow did not get."""
     import ray
 
     try:
-        outcome = ray.get(recorder.close.remote(), timeout=30)
+        waiting = ray.get(recorder.flush.remote(force=True), timeout=60)
+        if waiting:
+            log(f"MLflow is not answering: {waiting} step-metric entries wait; trying for up to {wait_s:.0f} s")
+        outcome = ray.get(recorder.close.remote(wait_s=wait_s), timeout=wait_s + 60)
     except Exception as e:  # the results do not depend on it: say so and go on
         log(f"the run recorder did not answer ({type(e).__name__}); some step metrics may be missing in MLflow")
         return 0

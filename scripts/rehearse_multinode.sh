@@ -80,6 +80,7 @@ wait_for_start() {  # wait_for_start LOG PID: until `ray start --block` says the
 }
 
 echo "rehearsal: head node at $HEAD, dashboard $DASHBOARD"
+start_head() {
 PYTHONUNBUFFERED=1 "$RAY" start --head --block --num-cpus=1 --num-gpus=0 --object-store-memory=500000000 --node-ip-address=127.0.0.1 \
   --port="${P[0]}" --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="${P[1]}" \
   --node-manager-port="${P[3]}" --object-manager-port="${P[4]}" \
@@ -87,7 +88,20 @@ PYTHONUNBUFFERED=1 "$RAY" start --head --block --num-cpus=1 --num-gpus=0 --objec
   --runtime-env-agent-port="${P[7]}" --metrics-export-port="${P[8]}" \
   --temp-dir="$RAYTMP/head" --disable-usage-stats > "$RAYTMP/head.log" 2>&1 &
 pids+=($!)
-wait_for_start "$RAYTMP/head.log" "${pids[0]}"
+}
+start_head
+# Ray gives a node 30 s (fixed) to register; a busy 2-core machine can miss that: one more try
+if ! wait_for_start "$RAYTMP/head.log" "${pids[0]}"; then
+  grep -q "timed out during startup" "$RAYTMP/head.log" || exit 1
+  echo "rehearsal: the head node timed out starting (a busy machine); starting it again"
+  wait "${pids[0]}" 2>/dev/null || true
+  pkill -KILL -f -- "$RAYTMP/head" || true   # what the failed start left running (GCS, raylet)
+  sleep 2
+  pids=()
+  rm -rf "$RAYTMP/head"
+  start_head
+  wait_for_start "$RAYTMP/head.log" "${pids[0]}"
+fi
 
 # the second node's own view of the disk: OUT_DIR is an empty tmpfs there, with the bucket
 # (OUT_DIR/storage) mounted back into it

@@ -31,15 +31,15 @@ def write_jsonl(tmp_path):
     return write
 
 
-def run_cli(*args, cwd, timeout=900):
-    """Run the real ``mssr`` command in a subprocess and wait for it."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def run_cli(*args, cwd, timeout=900, env=None):
+    """Run the real ``mssr`` command in a subprocess and wait for it (``env``: added variables)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([*MSSR, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start_cli(*args, cwd, log_path):
+def start_cli(*args, cwd, log_path, env=None):
     """Start the real ``mssr`` command in the background, output to ``log_path``."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     log = open(log_path, "w")  # noqa: SIM115 (open for as long as the process writes to it)
     return subprocess.Popen([*MSSR, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -103,7 +103,7 @@ class MlflowServer:
             start_new_session=True,  # its own process group: stop() ends the server's workers too
         )
         self._signal = signal
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a busy 2-core machine has taken over 2 minutes
         while True:
             try:
                 if urllib.request.urlopen(f"{self.uri}/health", timeout=2).read() == b"OK":
@@ -116,7 +116,11 @@ class MlflowServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, self._signal.SIGTERM)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a graceful shutdown waiting on an open connection
+                os.killpg(self.proc.pid, self._signal.SIGKILL)
+                self.proc.wait(timeout=30)
         self.proc = None
 
 
