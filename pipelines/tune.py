@@ -391,13 +391,16 @@ def _write_best(sweep: Sweep, space: SearchSpace, grid: list, best_row: dict, pa
     return path
 
 
+def _plain(value):
+    """A plain Python value: Tune may sample NumPy scalars, which YAML cannot write."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _write_best_params(base: Config, space: SearchSpace, grid: list, best_row: dict, path: Path) -> Path:
     """The best trial's swept settings only, under its strategy's name: the format of
     ``mssr compare --tuned`` (several sweeps' files give each strategy its own)."""
     best = next(r for r in grid if (r.metrics or {}).get("trial_id") == best_row["trial"])
-    # plain Python values (Tune may sample NumPy scalars, which YAML cannot write)
-    swept = {k: getattr(v, "item", lambda v=v: v)() for k, v in best.config.items() if k in space.params}
-    swept = {k: v for k, v in swept.items() if space.params[k].kind != "value"}
+    swept = {k: _plain(best.config[k]) for k, p in space.params.items() if p.kind != "value"}
     strategy = best.config.get("replay.strategy", base.replay.strategy)
     path.write_text(
         f"# the swept settings of the best trial ({best_row['trial']}); for mssr compare --tuned {path}\n"
