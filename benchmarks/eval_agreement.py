@@ -8,7 +8,12 @@ task scores every test row of every task three ways, side by side:
   ``eval.max_new_tokens`` tokens: the evaluation every run used before forced scoring;
 * ``forced fp32``: one forward pass per batch (``mssr.evaluation.forced_pass``), fp32;
 * ``forced`` at the config's ``eval.autocast`` (``auto``: bf16 on a CPU with bf16 matrix
-  instructions): what a run now does.
+  instructions) on the fp32 model: what runs did before ``model.dtype: auto``;
+* ``forced bf16 base``: the same, on a copy of the model whose frozen base weights are bf16
+  and adapters fp32: what a LoRA run does where ``model.dtype: auto`` resolves to bf16.
+
+The model trains in fp32 (``model.dtype=float32`` is added to the overrides), so the first
+three methods measure what they did before bf16 base weights.
 
 Prints, per point of the run, the rows where forced and generated exact match differ, each
 with its kind (the generated text equals the reference only after normalisation; the
@@ -30,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -54,9 +60,23 @@ def kind_of_disagreement(generated: str, reference: str, forced_ok: bool) -> str
     return "near-tie between two tokens"
 
 
+METHODS = ("generate fp32", "forced fp32", "forced", "forced bf16 base")
+
+
+def with_bf16_base(model):
+    """A copy of a LoRA model with its frozen weights in bf16 and its adapters in fp32, as
+    ``load_model`` builds it when ``model.dtype`` resolves to bfloat16."""
+    twin = copy.deepcopy(model)
+    for name, p in twin.named_parameters():
+        if "lora_" not in name:
+            p.data = p.data.to(torch.bfloat16)
+    return twin
+
+
 def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
-    """Score every test row of every task the three ways; add the rows, times and disagreements."""
+    """Score every test row of every task the four ways; add the rows, times and disagreements."""
     autocast = autocast_context(cfg.eval.autocast, "cpu", "eval")
+    twin = with_bf16_base(model)
     for task in tasks:
         rows = task.test
         t = time.perf_counter()
@@ -70,6 +90,9 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
         t = time.perf_counter()
         forced, losses, _ = forced_pass(model, encoder, rows, cfg.eval.batch_size, autocast)
         t_forced = time.perf_counter() - t
+        t = time.perf_counter()
+        forced_b, _, _ = forced_pass(twin, encoder, rows, cfg.eval.batch_size, autocast)
+        t_base = time.perf_counter() - t
         record["loss_cells"].append(
             {
                 "point": point,
@@ -80,13 +103,15 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
             }
         )
         generated = [bool(exact_match(a, e.answer)) for a, e in zip(answers, rows)]
-        for name, seconds in (("generate fp32", t_gen), ("forced fp32", t_f32), ("forced", t_forced)):
+        times = (t_gen, t_f32, t_forced, t_base)
+        for name, seconds in zip(METHODS, times):
             record["seconds"][name].append(seconds / len(rows))
         record["rows"] += len(rows)
         record["correct"]["generate fp32"] += sum(generated)
         record["correct"]["forced fp32"] += sum(forced32)
         record["correct"]["forced"] += sum(forced)
-        for name, verdicts in (("forced fp32", forced32), ("forced", forced)):
+        record["correct"]["forced bf16 base"] += sum(forced_b)
+        for name, verdicts in (("forced fp32", forced32), ("forced", forced), ("forced bf16 base", forced_b)):
             for e, a, g, f in zip(rows, answers, generated, verdicts):
                 if g != f:
                     kind = kind_of_disagreement(a, e.answer, f)
@@ -109,14 +134,14 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     ap.add_argument("--json", default="benchmarks/results/eval_agreement.json")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, "model.dtype=float32"])
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     record = {
         "rows": 0,
-        "correct": {k: 0 for k in ("generate fp32", "forced fp32", "forced")},
-        "seconds": {k: [] for k in ("generate fp32", "forced fp32", "forced")},
-        "differ": {"forced fp32": [], "forced": []},
+        "correct": {k: 0 for k in METHODS},
+        "seconds": {k: [] for k in METHODS},
+        "differ": {k: [] for k in METHODS[1:]},
         "loss_cells": [],
     }
 
@@ -136,12 +161,12 @@ def main() -> None:
         f"{record['rows']} rows scored ({len(cfg.stream.tasks) or 5} tasks x test rows x "
         f"{1 + (len(cfg.stream.tasks) or 5)} points); forced at eval.autocast={cfg.eval.autocast} -> {precision}"
     )
-    for name in ("generate fp32", "forced fp32", "forced"):
+    for name in METHODS:
         print(
-            f"{name:<14} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
+            f"{name:<16} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
             f"(median over points and tasks)  generate fp32 / this: {per_row['generate fp32'] / per_row[name]:5.1f}x"
         )
-    for name in ("forced fp32", "forced"):
+    for name in METHODS[1:]:
         d = record["differ"][name]
         kinds = {}
         for row in d:

@@ -3,11 +3,15 @@
 1. Peak: ``torch.matmul`` of square n x n matrices (2*n^3 FLOP), fp32 and bf16, the best size of
    ``--sizes``, median of ``--repeats`` after a warm-up.
 2. Training: a bare single-process LoRA step (no Ray) on the model and built-in stream of
-   configs/compare.yaml, as ``pipelines/train_loop.py`` does it (forward under
-   ``autocast_context``, ``per_sample_loss(...).mean()``, backward, grad clip, optimizer and
-   schedule step, zero_grad), on batches of ``--batch`` real rows (batch i from task i mod T),
-   once in fp32 and once with ``train.autocast=bf16``, both from the same initial adapter over
-   the same batches: 2 warm-up steps, then ``--steps`` timed ones (median).
+   configs/compare.yaml, as the learner does it (forward under ``autocast_context``, the
+   logits from the first answer position on, ``per_sample_loss(...).mean()``, backward, grad
+   clip, optimizer and schedule step, zero_grad), on batches of ``--batch`` real rows (batch
+   i from task i mod T), three ways from the same initial adapter over the same batches:
+   ``fp32`` (``model.dtype=float32``), ``bf16 autocast`` (fp32 weights cast at each forward)
+   and ``bf16 base`` (``model.dtype=bfloat16``: the frozen base stored in bf16, the adapters
+   fp32; what ``model.dtype=auto`` picks for LoRA on a CPU with bf16 matrix instructions).
+   2 warm-up steps, then ``--steps`` timed ones; the three take turns step by step, so a
+   machine's drift touches them alike (median per way).
 
 Model FLOPs per real (non-pad) token, counted from the model's modules:
 
@@ -20,13 +24,14 @@ Model FLOPs per real (non-pad) token, counted from the model's modules:
              + 4*N_lora (activation and weight gradients) + 2*attn
     per token = 4*N_base + 6*N_lora + 3*attn
 
-Pad tokens are not counted, so the achieved figure is useful FLOP/s. Accuracy of bf16: the mean
-absolute difference of the per-sample losses of one batch, fp32 vs bf16 autocast forward with the
-same weights; and the relative difference of the fp32 mean loss on a held-out batch after the
-same 2+steps training steps.
+Pad tokens are not counted, so the achieved figure is useful FLOP/s (the vocabulary projection
+is counted over every position, as if it were not cut to the answers). Accuracy of bf16: the
+mean absolute difference of the per-sample losses of one batch against fp32 with the same
+adapter; and the relative difference of the mean loss on a held-out batch after the same
+2+steps training steps.
 
     .venv/bin/python benchmarks/machine_limit.py                          # 8 steps, batch 8, 2 threads
-    .venv/bin/python benchmarks/machine_limit.py --steps 16 --threads 2 --json /tmp/ml.json
+    .venv/bin/python benchmarks/machine_limit.py --threads 1 --batch 4    # one demo worker's share
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
 from mssr.config import load_config  # noqa: E402
-from mssr.losses import per_sample_loss  # noqa: E402
+from mssr.losses import answer_logits, per_sample_loss  # noqa: E402
 from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict  # noqa: E402
 from mssr.optim import autocast_context, build_optimizer  # noqa: E402
 from mssr.tasks import load_stream  # noqa: E402
@@ -93,50 +98,63 @@ def make_batches(cfg, tok, n_batches: int, batch: int) -> list[dict]:
             [e.prompt for e in ex[start : start + batch]], [e.answer for e in ex[start : start + batch]]
         )
         keep = [j for j, r in enumerate(rows["input_ids"]) if len(r) <= cfg.stream.max_length]
-        out.append(
-            collate([rows["input_ids"][j] for j in keep], [rows["prompt_len"][j] for j in keep], tok.pad_token_id)
-        )
+        lens = [rows["prompt_len"][j] for j in keep]
+        out.append({**collate([rows["input_ids"][j] for j in keep], lens, tok.pad_token_id), "prompt_lens": lens})
     return out
 
 
-def train(model, cfg, init_state, batches, check, flops_per_token) -> dict:
-    load_trainable_state_dict(model, init_state)
-    torch.manual_seed(cfg.seed)
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt, sched = build_optimizer(model, cfg.train, total_steps=len(batches))
-    secs, tokens, flops, losses = [], [], [], []
-    for b in batches:
+MODES = {  # name -> overrides of the config
+    "fp32": ["model.dtype=float32", "train.autocast=none"],
+    "bf16 autocast": ["model.dtype=float32", "train.autocast=bf16"],
+    "bf16 base": ["model.dtype=bfloat16", "train.autocast=none"],
+}
+
+
+class Trainer:
+    """One way of training: its own model (loaded in the mode's dtype), optimizer and record."""
+
+    def __init__(self, cfg, init_state, total_steps: int):
+        self.cfg = cfg
+        self.model, self.tok = load_model(cfg.model, seed=cfg.seed)
+        load_trainable_state_dict(self.model, init_state)
+        self.model.train()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt, self.sched = build_optimizer(self.model, cfg.train, total_steps=total_steps)
+        self.secs, self.tokens, self.flops, self.losses = [], [], [], []
+
+    def losses_of(self, batch) -> torch.Tensor:
+        with autocast_context(self.cfg.train.autocast, "cpu"):
+            logits, labels = answer_logits(self.model, batch, batch["prompt_lens"])
+        return per_sample_loss(logits, labels)
+
+    def step(self, b, flops_per_token) -> None:
         t = time.perf_counter()
-        with autocast_context(cfg.train.autocast, "cpu"):
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        loss = per_sample_loss(logits, b["labels"]).mean()
+        loss = self.losses_of(b).mean()
         loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        secs.append(time.perf_counter() - t)
-        tokens.append(int(b["attention_mask"].sum()))
-        flops.append(tokens[-1] * flops_per_token(b["input_ids"].shape[1]))
-        losses.append(float(loss.detach()))
-    s, tok, fl = (np.array(x[WARMUP_STEPS:], dtype=float) for x in (secs, tokens, flops))
-    with torch.no_grad():  # the trained adapter, judged in fp32 on a held-out batch
-        final = float(
-            per_sample_loss(
-                model(input_ids=check["input_ids"], attention_mask=check["attention_mask"]).logits, check["labels"]
-            ).mean()
-        )
-    return {
-        "tokens_per_s": float(np.median(tok / s)),
-        "tokens_per_s_p90": float(np.percentile(tok / s, 90)),
-        "gflops": float(np.median(fl / s) / 1e9),
-        "step_s": float(np.median(s)),
-        "tokens_per_step": float(np.mean(tok)),
-        "train_losses": losses,
-        "final_check_loss": final,
-    }
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.secs.append(time.perf_counter() - t)
+        self.tokens.append(int(b["attention_mask"].sum()))
+        self.flops.append(self.tokens[-1] * flops_per_token(b["input_ids"].shape[1]))
+        self.losses.append(float(loss.detach()))
+
+    def result(self, check) -> dict:
+        s, tok, fl = (np.array(x[WARMUP_STEPS:], dtype=float) for x in (self.secs, self.tokens, self.flops))
+        self.model.eval()
+        with torch.no_grad():  # the trained adapter on a held-out batch
+            final = float(self.losses_of(check).mean())
+        return {
+            "tokens_per_s": float(np.median(tok / s)),
+            "tokens_per_s_p90": float(np.percentile(tok / s, 90)),
+            "gflops": float(np.median(fl / s) / 1e9),
+            "step_s": float(np.median(s)),
+            "tokens_per_step": float(np.mean(tok)),
+            "train_losses": self.losses,
+            "final_check_loss": final,
+        }
 
 
 def main() -> None:
@@ -158,10 +176,7 @@ def main() -> None:
         "bf16": matmul_peak(sizes, torch.bfloat16, args.repeats),
     }
 
-    cfgs = {
-        "fp32": load_config(args.config, ["train.autocast=none"]),
-        "bf16": load_config(args.config, ["train.autocast=bf16"]),
-    }
+    cfgs = {mode: load_config(args.config, overrides) for mode, overrides in MODES.items()}
     cfg = cfgs["fp32"]
     model, tok = load_model(cfg.model, seed=cfg.seed)
     init_state = {k: v.clone() for k, v in trainable_state_dict(model).items()}  # on CPU it aliases the weights
@@ -169,43 +184,50 @@ def main() -> None:
     mc = model.get_base_model().config
     head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
     layers, d_attn = mc.num_hidden_layers, mc.num_attention_heads * head_dim
+    del model
 
     def flops_per_token(seq: int) -> float:
         return 4 * n_base + 6 * n_lora + 3 * (2 * 2 * layers * seq * d_attn)
 
     *batches, check = make_batches(cfg, tok, WARMUP_STEPS + args.steps + 1, args.batch)
-    model.eval()
-    with torch.no_grad():  # forward-only accuracy: same weights, same batch
+    trainers = {mode: Trainer(c, init_state, len(batches)) for mode, c in cfgs.items()}
+    with torch.no_grad():  # forward-only accuracy: same adapter, same batch
         per = {}
-        for mode, c in cfgs.items():
-            with autocast_context(c.train.autocast, "cpu"):
-                logits = model(input_ids=check["input_ids"], attention_mask=check["attention_mask"]).logits
-            per[mode] = per_sample_loss(logits, check["labels"])
-    fwd_diff = float((per["fp32"] - per["bf16"]).abs().mean())
-    train_res = {mode: train(model, c, init_state, batches, check, flops_per_token) for mode, c in cfgs.items()}
-    for mode in cfgs:
-        train_res[mode]["fraction_of_peak"] = train_res[mode]["gflops"] / peak[mode]["gflops"]
-    speedup = train_res["bf16"]["tokens_per_s"] / train_res["fp32"]["tokens_per_s"]
-    f32, b16 = train_res["fp32"]["final_check_loss"], train_res["bf16"]["final_check_loss"]
-    rel_loss = abs(b16 - f32) / abs(f32)
+        for mode, t in trainers.items():
+            t.model.eval()
+            per[mode] = t.losses_of(check)
+            t.model.train()
+    fwd_diff = {mode: float((per["fp32"] - per[mode]).abs().mean()) for mode in MODES}
+    modes = list(MODES)
+    for i, b in enumerate(batches):  # the ways take turns, first one then the next
+        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+            trainers[mode].step(b, flops_per_token)
+    train_res = {mode: t.result(check) for mode, t in trainers.items()}
+    for mode in MODES:
+        matmul = peak["fp32" if mode == "fp32" else "bf16"]
+        train_res[mode]["fraction_of_peak"] = train_res[mode]["gflops"] / matmul["gflops"]
+        train_res[mode]["speedup"] = train_res[mode]["tokens_per_s"] / train_res["fp32"]["tokens_per_s"]
+        f32, other = train_res["fp32"]["final_check_loss"], train_res[mode]["final_check_loss"]
+        train_res[mode]["final_loss_rel_diff"] = abs(other - f32) / abs(f32)
+        train_res[mode]["forward_loss_abs_diff"] = fwd_diff[mode]
 
     print(
-        f"{describe()}, {args.threads} threads; N_base {n_base / 1e6:.1f}M, N_lora {n_lora / 1e6:.2f}M, "
-        f"{layers} layers, d_attn {d_attn}"
+        f"{describe()}, {args.threads} threads, {args.batch} rows a step; N_base {n_base / 1e6:.1f}M, "
+        f"N_lora {n_lora / 1e6:.2f}M, {layers} layers, d_attn {d_attn}"
     )
-    print(f"  {'':6} {'matmul peak':>16} {'train tok/s':>12} {'train GFLOP/s':>14} {'of peak':>8} {'step s':>7}")
-    for mode in cfgs:
-        p, r = peak[mode], train_res[mode]
+    print(f"matmul peak: fp32 {peak['fp32']['gflops']:.0f} GFLOP/s, bf16 {peak['bf16']['gflops']:.0f} GFLOP/s")
+    head = ("train tok/s", "GFLOP/s", "of peak", "step s", "vs fp32")
+    print(f"  {'':14} " + " ".join(f"{h:>12}" for h in head) + "  held-out loss")
+    for mode, r in train_res.items():
         print(
-            f"  {mode:6} {p['gflops']:8.1f} GFLOP/s {r['tokens_per_s']:12.1f} {r['gflops']:14.1f} "
-            f"{r['fraction_of_peak']:8.1%} {r['step_s']:7.2f}   (n={p['n']})"
+            f"  {mode:14} {r['tokens_per_s']:12.1f} {r['gflops']:12.1f} {r['fraction_of_peak']:12.1%} "
+            f"{r['step_s']:12.2f} {r['speedup']:11.2f}x  {r['final_check_loss']:.4f} "
+            f"({r['final_loss_rel_diff']:.2%} from fp32)"
         )
     print(
-        f"  forward loss |fp32 - bf16| per sample: {fwd_diff:.4f} (mean loss {float(per['fp32'].mean()):.3f}); "
-        f"held-out loss after {len(batches)} steps: fp32 {f32:.4f}, bf16 {b16:.4f} ({rel_loss:.2%} apart)"
+        "  forward loss |fp32 - mode| per sample, same adapter: "
+        + ", ".join(f"{m} {d:.4f}" for m, d in fwd_diff.items() if m != "fp32")
     )
-    use = "use train.autocast=bf16" if speedup > 1.05 and rel_loss < 0.02 else "keep train.autocast=none"
-    print(f"bf16 autocast: {speedup:.2f}x the fp32 tokens/s, loss within {rel_loss:.1%}: {use} on this CPU")
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,10 +245,6 @@ def main() -> None:
                 "d_attn": d_attn,
                 "matmul_peak": peak,
                 "train": train_res,
-                "bf16_speedup": speedup,
-                "forward_loss_abs_diff": fwd_diff,
-                "final_loss_rel_diff": rel_loss,
-                "recommendation": use,
             },
             indent=1,
         )

@@ -52,8 +52,9 @@ class ModelConfig(_Strict):
     finetune: Literal["lora", "qlora", "full"] = "lora"
     """LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4 base
     weights (bitsandbytes, CUDA GPUs only); full: every weight trains."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """fp32 master weights; bf16 halves memory on GPUs."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """auto: a frozen LoRA base in bf16 where the device has bf16 matrix instructions (faster, no
+    weight casts), fp32 otherwise and for full fine-tuning's master weights."""
     trust_remote_code: bool = False
     """never execute code shipped with a model unless asked."""
     lora: LoraConfig = LoraConfig()
@@ -211,6 +212,9 @@ class EvalConfig(_Strict):
     autocast: Literal["auto", "none", "bf16"] = "auto"
     """auto: bf16 wherever the device has bf16 matrix instructions (CPUs with AMX/AVX512-BF16 too:
     forced scoring measured 2.2x faster there), fp32 elsewhere; none: always fp32."""
+    future_tasks: Literal["next", "all"] = "next"
+    """next: after each task score the tasks seen and the next one, every cell a metric reads (34% less
+    evaluation on 11 tasks); all: every task after every task, for a full heatmap."""
 
 
 class FixedConfig(_Strict):

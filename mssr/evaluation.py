@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mssr.distributed import device_of, to_device
-from mssr.losses import answer_reproduced, per_sample_loss
+from mssr.losses import answer_logits, answer_reproduced, per_sample_loss
 from mssr.scoring import get_scorer
 from mssr.tasks import Example
 from mssr.tokenize import PromptEncoder, collate
@@ -82,16 +82,8 @@ def forced_pass(
     try:
         for rows in _length_batches([len(r) for r in ids], batch_size):
             b = to_device(collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id), device)
-            # logits only from the last prompt token on: the vocabulary projection of the prompt
-            # positions would cost a fifth of the pass and decide nothing
-            first = min(plens[i] for i in rows) - 1
             with autocast or contextlib.nullcontext():
-                logits = model(
-                    input_ids=b["input_ids"],
-                    attention_mask=b["attention_mask"],
-                    logits_to_keep=b["input_ids"].shape[1] - first,
-                ).logits
-            labels = b["labels"][:, first:]
+                logits, labels = answer_logits(model, b, [plens[i] for i in rows])  # from the last prompt token on
             for i, ok, loss in zip(
                 rows.tolist(),
                 answer_reproduced(logits, labels).tolist(),

@@ -3,7 +3,8 @@
 A comparison trains strategy A (e.g. ``"mssr"``) and a reference B (e.g. ``"fixed"``) on the
 same seeds ``0..n-1``. For one run the per-row results are a list of T arrays
 ``rows[j]`` of shape ``(T+1, N_j)``: ``rows[j][k, r]`` is the score (0/1 exact match, or a
-per-row loss) of test row r of task j after training k tasks (k=0: before training). The
+per-row loss) of test row r of task j after training k tasks (k=0: before training), NaN
+throughout a cell the run did not score (no metric reads it, so it stays out of them). The
 accuracy matrix of the run is ``a[k][j] = rows[j][k].mean()`` and a metric from
 :mod:`mssr.metrics` maps it to one number.
 
@@ -81,8 +82,12 @@ def _as_run(run: Run, label: str) -> list[np.ndarray]:
                 f"{label}, task {j}: per-row results must have shape (T+1, N) = ({T + 1}, N>=1) "
                 f"for T={T} tasks, got {r.shape}"
             )
-        if not np.all(np.isfinite(r)):
-            raise ValueError(f"{label}, task {j}: per-row results contain NaN or infinity")
+        if np.isinf(r).any():
+            raise ValueError(f"{label}, task {j}: per-row results contain infinity")
+        partial = np.isnan(r).any(axis=1) & ~np.isnan(r).all(axis=1)
+        if partial.any():  # a whole cell may be unscored (NaN); a scored one has every row
+            k = int(np.flatnonzero(partial)[0])
+            raise ValueError(f"{label}, task {j}, after {k} tasks: some test rows are NaN, not all")
     return tasks
 
 

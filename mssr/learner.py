@@ -30,8 +30,8 @@ from mssr.config import Config
 from mssr.distributed import to_device
 from mssr.evaluation import EvalResult, evaluate_examples
 from mssr.isolation import make_isolation
-from mssr.losses import answer_reproduced, per_sample_loss
-from mssr.models import load_model, load_trainable_state_dict, trainable_state_dict
+from mssr.losses import answer_logits, answer_reproduced, per_sample_loss
+from mssr.models import load_model, load_trainable_state_dict, resolve_dtype, trainable_state_dict
 from mssr.optim import autocast_context, backward_in_micro_batches, build_optimizer, resolve_autocast
 from mssr.tasks import Example
 from mssr.tokenize import PromptEncoder, collate, encoder_options
@@ -77,13 +77,16 @@ class Learner:
         wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
     ):
         self.cfg, self.device = cfg, device
-        model, self.tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
+        model, self.tok = load_model(
+            cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing, device_type=device.type
+        )
         self.model = wrap_model(model) if wrap_model is not None else model.to(device)
         self.core = self.model.module if hasattr(self.model, "module") else self.model
         self.encoder = PromptEncoder(self.tok, **encoder_options(cfg.stream))
         self.opt, self.sched = build_optimizer(self.core, cfg.train, total_steps)
         self.trainable = [p for p in self.core.parameters() if p.requires_grad]
         self.isolation = make_isolation(cfg.isolation, self.trainable)  # the same mask on every rank
+        self.weights_dtype = resolve_dtype(cfg.model, device.type)  # "bfloat16" or "float32"
         self.precision = resolve_autocast(cfg.train.autocast, device.type)  # "bf16" or "none"
         self.eval_precision = resolve_autocast(cfg.eval.autocast, device.type, "eval")
 
@@ -109,9 +112,9 @@ class Learner:
         def chunk_losses(start: int, stop: int) -> torch.Tensor:  # the forward pass of rows[start:stop]
             b = self._batch(rows[start:stop])
             with self._autocast():
-                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                logits, labels = answer_logits(self.model, b, [int(r[1]) for r in rows[start:stop]])
             real_tokens.append(b["attention_mask"].sum(dim=1).cpu())
-            return per_sample_loss(logits, b["labels"])
+            return per_sample_loss(logits, labels)
 
         losses = backward_in_micro_batches(
             chunk_losses, len(rows), self.cfg.train.grad_accum_steps, no_sync=getattr(self.model, "no_sync", None)
@@ -148,9 +151,9 @@ class Learner:
         try:
             b = self._batch(rows)
             with self._autocast():
-                logits = self.core(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            losses = per_sample_loss(logits, b["labels"]).float().cpu().tolist()
-            correct = [bool(c) for c in answer_reproduced(logits, b["labels"]).cpu().tolist()]
+                logits, labels = answer_logits(self.core, b, [int(r[1]) for r in rows])
+            losses = per_sample_loss(logits, labels).float().cpu().tolist()
+            correct = [bool(c) for c in answer_reproduced(logits, labels).cpu().tolist()]
         finally:
             self.core.train()
         return ProbeResult(losses, correct, int(b["attention_mask"].sum()), time.perf_counter() - started)

@@ -20,7 +20,9 @@ The loss matrix ``L[k][j]`` (mean answer loss of task j's test rows after traini
 Forgetting shows in the loss long before it flips an exact match, and a mean over every
 test row's loss is far less noisy than a mean of 0/1 scores.
 
-A cell can be unmeasured (NaN): a run continued with new tasks (``mssr continue``) has no
+A cell can be unmeasured (NaN). Runs score only the cells these formulas read
+(``tasks_to_score``; ``eval.future_tasks``): row 0 whole, and after task k the tasks up to
+k + 1, the next task being FWT's. A run continued with new tasks (``mssr continue``) has no
 score for them in the rows before the continuation. Every formula above but FWT reads only
 cells at or below the diagonal, which are always measured; FWT leaves out the tasks whose
 ``a[0][j]`` is unmeasured (NaN if that is all of them).
@@ -77,6 +79,16 @@ def average_accuracy(a) -> float:
     m = _check(a)
     T = m.shape[1]
     return float(np.mean([m[k, :k].mean() for k in range(1, T + 1)]))
+
+
+def tasks_to_score(row: int, n_tasks: int, future_tasks: str) -> list[int]:
+    """The tasks (0-based) scored for row ``row`` of the matrices (0: before training, k: after
+    task k). ``eval.future_tasks="next"``: row 0 all of them (FWT's baseline, the first row of the
+    heatmap), row k the k tasks trained and the next one, which is every cell AP, BWT, forgetting,
+    FWT and the per-task curves read; ``"all"``: every task in every row."""
+    if future_tasks == "all" or row == 0:
+        return list(range(n_tasks))
+    return list(range(min(row + 1, n_tasks)))
 
 
 # every metric of a run's matrices: True where higher is better

@@ -153,12 +153,31 @@ def load_tokenizer(model_cfg):
     return tok
 
 
-def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
-    """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning).
+def resolve_dtype(model_cfg, device_type: str = "cpu") -> str:
+    """``model.dtype`` as it applies on ``device_type``: ``float32`` or ``bfloat16``.
+
+    ``auto`` stores the base weights in bf16 when they are frozen (LoRA, QLoRA's unquantised
+    parts) and the device has bf16 matrix instructions (a CUDA GPU that supports bf16, or a CPU
+    with AVX512-BF16 or AMX): the matmuls then run in bf16 with no per-forward weight casts,
+    while the adapters and their optimizer state stay fp32. Full fine-tuning keeps fp32 master
+    weights (a bf16 weight cannot take a small update). Rounding the packaged SmolLM2 (4-bit
+    Q4_1 weights, dequantised) to bf16 moves each weight by at most 0.4%, far less than its
+    quantisation did; ``docs/performance.md`` has the measured speed and matrices."""
+    from mssr.optim import has_bf16_matmul
+
+    if model_cfg.dtype != "auto":
+        return model_cfg.dtype
+    frozen_base = model_cfg.finetune in ("lora", "qlora")
+    return "bfloat16" if frozen_base and has_bf16_matmul(device_type) else "float32"
+
+
+def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False, device_type: str = "cpu"):
+    """Load the base model and apply LoRA (or unfreeze everything for full fine-tuning), in
+    the dtype ``model.dtype`` resolves to on ``device_type`` (``resolve_dtype``).
 
     model, tok = load_model(cfg.model, seed=cfg.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
     """
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[model_cfg.dtype]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[resolve_dtype(model_cfg, device_type)]
     tok = load_tokenizer(model_cfg)
     qlora = model_cfg.finetune == "qlora"
     if qlora and (problem := qlora_problem()):
@@ -167,6 +186,7 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False):
         raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
     path = prepare_tiny_model(seed) if model_cfg.name == TINY_MODEL else resolve_model_path(model_cfg.name)
     model = _pretrained(path, model_cfg, dtype, qlora)
+    _contiguous_head_input(model)
     if model_cfg.finetune in ("lora", "qlora"):
         model = _with_lora(model, model_cfg.lora, seed)
     else:
@@ -205,6 +225,17 @@ def _pretrained(path: str | Path, model_cfg, dtype: torch.dtype, qlora: bool):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
+
+
+def _contiguous_head_input(model) -> None:
+    """Make the vocabulary projection's input contiguous. With ``logits_to_keep`` (see
+    ``mssr.losses.answer_logits``) the model hands the head a strided slice of the hidden
+    states; in bf16 on a CPU, PyTorch multiplies that through a batched path that copies the
+    head's weight, which made a LoRA step of SmolLM2-135M 1.6x slower than not slicing at all.
+    A copy of the slice (a few answer positions) costs nothing by comparison."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
 
 
 def _with_lora(model, lora_cfg, seed: int):

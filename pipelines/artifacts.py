@@ -10,6 +10,8 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+
 
 def write_matrix_artifacts(
     directory: Path, matrix: list[list[float]], task_names: list[str], kind: str = "accuracy"
@@ -32,7 +34,7 @@ def write_matrix_artifacts(
 
     fig, ax = plt.subplots(figsize=(1.3 * len(task_names) + 2.5, 0.6 * len(rows) + 1.5))
     loss = kind == "loss"
-    top = max(1e-9, max(max(r) for r in matrix)) if loss else 1.0
+    top = max(1e-9, float(np.nanmax(matrix))) if loss else 1.0  # NaN: a cell not scored
     # a loss is better when low: reversed colours, so that bright means good in both heatmaps
     im = ax.imshow(matrix, vmin=0.0, vmax=top, cmap="viridis_r" if loss else "viridis")
     ax.set_xticks(range(len(task_names)), task_names, rotation=30, ha="right")
@@ -40,6 +42,8 @@ def write_matrix_artifacts(
     ax.set_xlabel("evaluated task")
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
+            if np.isnan(v):  # not scored: left blank
+                continue
             dark = v > 0.4 * top if loss else v < 0.6
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if dark else "black", fontsize=8)
     fig.colorbar(im, ax=ax, label="mean answer loss" if loss else "score")

@@ -58,6 +58,7 @@ class Progress:
     pipeline: dict[str, float] = field(default_factory=_zero_pipeline)
     mask_overlaps: list[float] = field(default_factory=list)  # isolation: overlap of each mask with the last
     task_names: list[str] = field(default_factory=list)
+    weights_dtype: str = "float32"  # what model.dtype resolved to
     autocast: str = "none"  # what train.autocast resolved to
     eval_autocast: str = "none"  # what eval.autocast resolved to
     isolation: dict = field(default_factory=dict)  # method, refreshes, isolated fraction, state size

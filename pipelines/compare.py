@@ -239,9 +239,14 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 
 def per_row_results(eval_rows: dict, kind: str) -> list[np.ndarray]:
-    """``eval_rows.json`` of a run -> per task j an array (T+1, N_j) of ``kind`` (scores or losses)."""
-    matrix = eval_rows[kind]  # [k][j][row]
-    return [np.array([matrix[k][j] for k in range(len(matrix))], dtype=float) for j in range(len(eval_rows["tasks"]))]
+    """``eval_rows.json`` of a run -> per task j an array (T+1, N_j) of ``kind`` (scores or losses);
+    a cell the run did not score (``eval.future_tasks``) is a row of NaN."""
+    matrix = eval_rows[kind]  # [k][j][row]; [] where not scored
+    out = []
+    for j in range(len(eval_rows["tasks"])):
+        n = max(len(matrix[k][j]) for k in range(len(matrix)))
+        out.append(np.array([matrix[k][j] or [float("nan")] * n for k in range(len(matrix))], dtype=float))
+    return out
 
 
 def paired_differences(runs: list[dict], reference: str, n_boot: int = 2000) -> list[dict]:

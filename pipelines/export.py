@@ -117,8 +117,10 @@ def run_model(run_dir: Path, after_task: Optional[int], command: str = "export")
     if task not in kept:
         have = ", ".join(map(str, kept)) or "none"
         raise UserError(f"{command}: no checkpoint after task {task} in {run_dir} (kept: after task {have})")
-    model_cfg = cfg.model
-    if model_cfg.finetune == "qlora":  # the same adapter on a full-precision base: exportable and mergeable anywhere
+    # an fp32 base, whatever the run trained on: merging adapters into bf16 weights would round
+    # their small updates away; for QLoRA the same adapter on a full-precision base, exportable anywhere
+    model_cfg = cfg.model.model_copy(update={"dtype": "float32"})
+    if model_cfg.finetune == "qlora":
         model_cfg = model_cfg.model_copy(update={"finetune": "lora"})
     model, tok = load_model(model_cfg, seed=cfg.seed)
     with local_copy(kept[task]) as ckpt:

@@ -99,7 +99,7 @@ def checkpoint_bytes(cfg: Config) -> int:
         weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(
             f.stat().st_size for f in folder.glob("*.bin")
         )
-        per_param = 1 if cfg.model.dtype == "float32" else 2  # fp32 weights: file size; bf16: twice in fp32
+        per_param = 2 if cfg.model.dtype == "bfloat16" else 1  # fp32 weights: file size; bf16: twice in fp32
         return 3 * weights * per_param
     import json
 

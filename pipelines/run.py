@@ -561,6 +561,7 @@ def _summary(
         "accuracy_matrix": progress.matrix,
         "loss_matrix": progress.loss_matrix,
         **metrics,
+        "weights_dtype": progress.weights_dtype,
         "autocast": progress.autocast,
         "eval_autocast": progress.eval_autocast,
         "eval_mode": cfg.eval.mode,
@@ -642,7 +643,8 @@ def _print_results(summary: dict, diagnostics: dict, cfg: Config, log) -> None:
     times, wall = s["pipeline_seconds"], s["wall_seconds"]
     log(
         f"time: training {times['train_wall']:.0f}s, evaluation {times['eval_wall']:.0f}s, start-up and the rest "
-        f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; bf16 autocast: training "
+        f"{wall - times['train_wall'] - times['eval_wall']:.0f}s (rank 0; base weights {s['weights_dtype']}; "
+        "bf16 autocast: training "
         f"{'on' if s['autocast'] == 'bf16' else 'off'}, evaluation "
         f"{'on' if s['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})"
     )

@@ -47,7 +47,7 @@ import torch
 from mssr.config import Config
 from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, set_rng_state
 from mssr.learner import Learner
-from mssr.metrics import all_metrics, loss_metrics
+from mssr.metrics import all_metrics, loss_metrics, tasks_to_score
 from mssr.replay import StepObservation
 from mssr.step_gather import gather_step
 from mssr.tasks import Example
@@ -162,6 +162,7 @@ class Worker:
         # where the run stands and what it measured, restored from the checkpoint after a failure
         self.progress = Progress(
             task_names=[t.name for t in self.tasks],
+            weights_dtype=self.learner.weights_dtype,
             autocast=self.learner.precision,
             eval_autocast=self.learner.eval_precision,
         )
@@ -249,14 +250,17 @@ class Worker:
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self) -> None:
-        """Score every task's test rows (split across ranks) and add a row to the accuracy and
-        loss matrices, keeping every test row's score and loss."""
+        """Score the test rows of the tasks this row of the matrices needs (split across ranks;
+        ``mssr.metrics.tasks_to_score``) and add the row to the accuracy and loss matrices, keeping every test
+        row's score and loss; cells left unscored are NaN with no rows."""
         started = time.perf_counter()
-        scored = self._score(range(len(self.tasks)))
-        self.progress.row_scores.append([scores for scores, _ in scored])
-        self.progress.row_losses.append([losses for _, losses in scored])
-        self.progress.matrix.append([float(np.mean(scores)) for scores, _ in scored])
-        self.progress.loss_matrix.append([float(np.mean(losses)) for _, losses in scored])
+        wanted = tasks_to_score(len(self.progress.matrix), len(self.tasks), self.cfg.eval.future_tasks)
+        scored = dict(zip(wanted, self._score(wanted)))
+        columns = [scored.get(j, ([], [])) for j in range(len(self.tasks))]
+        self.progress.row_scores.append([scores for scores, _ in columns])
+        self.progress.row_losses.append([losses for _, losses in columns])
+        self.progress.matrix.append([_mean_or_nan(scores) for scores, _ in columns])
+        self.progress.loss_matrix.append([_mean_or_nan(losses) for _, losses in columns])
         self.progress.pipeline["eval_wall"] += time.perf_counter() - started
 
     def score_unscored(self) -> None:
@@ -438,9 +442,11 @@ class Worker:
     def run(self) -> None:
         eval_precision = self.learner.eval_precision
         self._say(
-            f"matmul precision: training {'bf16 autocast' if self.learner.precision == 'bf16' else 'fp32'} "
+            f"matmul precision: base weights {self.learner.weights_dtype} (model.dtype={self.cfg.model.dtype}), "
+            f"training {'bf16 autocast' if self.learner.precision == 'bf16' else 'no autocast'} "
             f"(train.autocast={self.cfg.train.autocast} on {self.device.type}), evaluation "
-            f"{'bf16 autocast' if eval_precision == 'bf16' else 'fp32'} (eval.autocast={self.cfg.eval.autocast}); "
+            f"{'bf16 autocast' if eval_precision == 'bf16' else 'no autocast'} "
+            f"(eval.autocast={self.cfg.eval.autocast}); "
             f"evaluation: {self.cfg.eval.mode} (exact-match tasks; other scorers generate)"
         )
         self.restore()
@@ -462,17 +468,20 @@ class Worker:
             stats = ray.get(self.actor.stats.remote())
             if self.rank == 0:
                 names = [t_.name for t_ in self.tasks]
-                scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row))
+                scores = "  ".join(f"{n}={v:.3f}" for n, v in zip(names, row) if not np.isnan(v))
                 print(
                     f"   after task {k + 1}: {scores}  (eval {time.perf_counter() - t:.0f}s, "
                     f"pool {stats['pool_size']}, replayed {stats['replay_samples']})",
                     flush=True,
                 )
-                print("   answer loss: " + "  ".join(f"{n}={v:.3f}" for n, v in zip(names, loss_row)), flush=True)
+                print(
+                    "   answer loss: " + "  ".join(f"{n}={v:.3f}" for n, v in zip(names, loss_row) if not np.isnan(v)),
+                    flush=True,
+                )
                 self.recorder.log_metrics.remote(
                     {
-                        **{f"score/{n}": v for n, v in zip(names, row)},
-                        **{f"loss/{n}": v for n, v in zip(names, loss_row)},
+                        **{f"score/{n}": v for n, v in zip(names, row) if not np.isnan(v)},
+                        **{f"loss/{n}": v for n, v in zip(names, loss_row) if not np.isnan(v)},
                         "score/mean_seen": float(np.mean(row[: k + 1])),
                         "loss/mean_seen": float(np.mean(loss_row[: k + 1])),
                         "replay/samples": stats["replay_samples"],
@@ -493,6 +502,10 @@ class Worker:
                 name=f"task_{k:02d}",
             )
         ray.get(self.recorder.flush.remote())  # every record this rank sent has been written
+
+
+def _mean_or_nan(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _quiet_worker() -> None:

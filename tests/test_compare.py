@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from pipelines.compare import aggregate, format_markdown
+from pipelines.compare import aggregate, format_markdown, per_row_results
 from tests.conftest import ROOT, run_cli
 
 
@@ -51,6 +51,14 @@ def test_aggregate_means_stds_and_step_time_relative_to_fixed():
     assert table["loss"]["seeds"] == 0 and table["loss"]["failed"] == 1 and math.isnan(table["loss"]["AP"])
     md = format_markdown(list(table.values()), [0, 1])
     assert "| mssr | 0.600 ± 0.141 |" in md and "| loss | failed |" in md
+
+
+def test_per_row_results_fill_unscored_cells_with_nan():
+    # two tasks of 2 and 3 test rows, three rows of the matrices; one cell was not scored
+    eval_rows = {"tasks": ["a", "b"], "scores": [[[1, 0], [0, 1, 1]], [[1, 1], []], [[0, 1], [1, 0, 0]]]}
+    a, b = per_row_results(eval_rows, "scores")
+    assert a.tolist() == [[1, 0], [1, 1], [0, 1]]
+    assert b.shape == (3, 3) and np.isnan(b[1]).all() and b[2].tolist() == [1, 0, 0]
 
 
 @pytest.mark.parametrize(

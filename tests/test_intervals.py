@@ -238,8 +238,10 @@ def test_invalid_inputs_are_rejected_with_clear_messages():
         paired_bootstrap([[np.zeros((2, 5)), np.zeros((3, 5))]], [run()], ap)
     with pytest.raises(ValueError, match="at least one task"):
         paired_bootstrap([[]], [[]], ap)
-    with pytest.raises(ValueError, match="NaN"):
-        paired_bootstrap([[np.array([[0.0], [np.nan]])]], [[np.zeros((2, 1))]], ap)
+    with pytest.raises(ValueError, match="after 1 tasks: some test rows are NaN, not all"):
+        paired_bootstrap([[np.array([[0.0, 1.0], [np.nan, 1.0]])]], [[np.zeros((2, 2))]], ap)
+    with pytest.raises(ValueError, match="infinity"):
+        paired_bootstrap([[np.array([[0.0], [np.inf]])]], [[np.zeros((2, 1))]], ap)
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap([run()], [run()], ap, level=95)
     with pytest.raises(ValueError, match="n_boot"):
@@ -271,3 +273,32 @@ def test_same_seed_gives_the_same_interval():
     assert noise_components(a_runs, b_runs, forgetting, n_boot=200, seed=3) == noise_components(
         a_runs, b_runs, forgetting, n_boot=200, seed=3
     )
+
+
+# --- 7. unscored cells ------------------------------------------------------------------------------
+
+
+def test_cells_no_metric_reads_may_be_unscored():
+    """Runs score only the cells the metrics read (mssr.metrics.tasks_to_score): the others are
+    NaN, and the intervals equal those of the same runs with those cells filled in."""
+    from mssr.metrics import METRICS, tasks_to_score
+
+    rng = np.random.default_rng(11)
+    T = 4
+    full_a = [random_run(rng, T, 20) for _ in range(3)]
+    full_b = [random_run(rng, T, 20) for _ in range(3)]
+
+    def unscored(run):
+        out = [task.copy() for task in run]
+        for k in range(T + 1):
+            for j in set(range(T)) - set(tasks_to_score(k, T, "next")):
+                out[j][k] = np.nan
+        return out
+
+    part_a, part_b = [unscored(r) for r in full_a], [unscored(r) for r in full_b]
+    assert sum(np.isnan(t).all(axis=1).sum() for t in part_a[0]) == 3  # rows 1 and 2 leave 3 cells out
+    for name in METRICS:
+        fn = lambda m, name=name: all_metrics(m)[name]  # noqa: E731
+        whole = paired_bootstrap(full_a, full_b, fn, n_boot=200)
+        part = paired_bootstrap(part_a, part_b, fn, n_boot=200)
+        assert (part.mean, part.low, part.high) == pytest.approx((whole.mean, whole.low, whole.high)), name

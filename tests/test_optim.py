@@ -276,7 +276,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(finetune):
 
 
 def test_bf16_autocast_runs_a_forward_on_cpu():
-    model, _ = load_model(ModelConfig(name="tiny", lora={"r": 4, "alpha": 8}), seed=0)
+    model, _ = load_model(ModelConfig(name="tiny", dtype="float32", lora={"r": 4, "alpha": 8}), seed=0)
     ids, mask, labels = _tiny_batch(model.config.vocab_size)
     with autocast_context("bf16", "cpu"):
         logits = model(input_ids=ids, attention_mask=mask).logits
