@@ -21,6 +21,7 @@ full precision.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -86,9 +87,10 @@ def _model_card(cfg: Config, summary: dict, task: int, merged: bool) -> str:
     names = summary["tasks"]
     rows = summary["accuracy_matrix"]
     head = "| after | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+    cells = [["-" if math.isnan(v) else f"{v:.3f}" for v in row] for row in rows[: task + 1]]  # "-": not scored
     body = "".join(
-        f"| {'before training' if i == 0 else names[i - 1]} | " + " | ".join(f"{v:.3f}" for v in row) + " |\n"
-        for i, row in enumerate(rows[: task + 1])
+        f"| {'before training' if i == 0 else names[i - 1]} | " + " | ".join(row) + " |\n"
+        for i, row in enumerate(cells)
     )
     metrics = ", ".join(f"{k} {summary[k]:.3f}" for k in ("ap", "bwt", "forgetting") if summary.get(k) is not None)
     kind = "a merged transformers model" if merged or cfg.model.finetune == "full" else "a peft LoRA adapter"

@@ -31,6 +31,16 @@ def write_jsonl(tmp_path):
     return write
 
 
+def same_matrix(a, b) -> bool:
+    """Two accuracy or loss matrices as a run writes them: equal cell for cell, an unscored
+    (NaN) cell equal only to another unscored cell. (Python's list equality cannot say it:
+    two NaNs read from JSON are never equal.)"""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+
+
 def run_cli(*args, cwd, timeout=900, env=None):
     """Run the real ``mssr`` command in a subprocess and wait for it (``env``: added variables)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))

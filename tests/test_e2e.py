@@ -5,16 +5,28 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from mssr.metrics import tasks_to_score
+from tests.conftest import ROOT, run_cli, same_matrix
+
+
+def scored_cells(T: int) -> np.ndarray:
+    """Which cells a run with eval.future_tasks=next scores: row 0 whole, then the tasks up to the next."""
+    scored = np.zeros((T + 1, T), dtype=bool)
+    for k in range(T + 1):
+        scored[k, tasks_to_score(k, T, "next")] = True
+    return scored
 
 
 @pytest.mark.e2e
-def test_summary_has_every_field_and_a_full_matrix(tiny_run):
+def test_summary_has_every_field_and_the_cells_the_metrics_read(tiny_run):
     _, s, stdout = tiny_run
     T = len(s["tasks"])
     assert T == 5
     m = np.asarray(s["accuracy_matrix"])
-    assert m.shape == (T + 1, T) and np.all((m >= 0) & (m <= 1))
+    scored = scored_cells(T)
+    assert m.shape == (T + 1, T) and np.array_equal(~np.isnan(m), scored)
+    assert np.all((m[scored] >= 0) & (m[scored] <= 1))
+    assert scored.sum() == 5 + 2 + 3 + 4 + 5 + 5  # 24 of 30 cells
     for key in ("strategy", "ap", "bwt", "fwt", "forgetting", "avg", "replay_samples", "wall_seconds", "mlflow_run_id"):
         assert key in s
     assert s["strategy"] == "mssr"
@@ -29,17 +41,25 @@ def test_the_loss_matrix_and_every_test_rows_results(tiny_run):
     out, s, _ = tiny_run
     T = len(s["tasks"])
     loss = np.asarray(s["loss_matrix"])
-    assert loss.shape == (T + 1, T) and np.all(loss > 0)
+    scored = scored_cells(T)
+    assert loss.shape == (T + 1, T) and np.array_equal(~np.isnan(loss), scored) and np.all(loss[scored] > 0)
     # each task's loss fell while it was trained (the tiny model learns a little)
     assert all(loss[k, k - 1] < loss[k - 1, k - 1] for k in range(1, T + 1))
     for key in ("loss_final", "loss_bwt", "loss_forgetting"):
         assert np.isfinite(s[key])
     assert s["eval_mode"] == "forced" and s["autocast"] in ("bf16", "none")
     rows = json.loads((out / "tiny" / "eval_rows.json").read_text())
-    scores, losses = np.asarray(rows["scores"]), np.asarray(rows["losses"])
-    assert scores.shape == losses.shape == (T + 1, T, 8)  # 8 test rows per task, split over 2 ranks
-    assert np.allclose(losses.mean(axis=2), loss) and np.allclose(scores.mean(axis=2), s["accuracy_matrix"])
-    assert set(np.unique(scores)) <= {0.0, 1.0} and len(np.unique(losses[0, 0])) == 8  # every row its own
+    for k in range(T + 1):
+        for j in range(T):
+            cell_scores, cell_losses = rows["scores"][k][j], rows["losses"][k][j]
+            if not scored[k, j]:  # no metric reads it: no rows
+                assert cell_scores == cell_losses == []
+                continue
+            assert len(cell_scores) == len(cell_losses) == 8  # 8 test rows per task, split over 2 ranks
+            assert np.isclose(np.mean(cell_losses), loss[k, j])
+            assert np.isclose(np.mean(cell_scores), s["accuracy_matrix"][k][j])
+            assert set(cell_scores) <= {0.0, 1.0}
+    assert len(set(rows["losses"][0][0])) == 8  # every row its own
 
 
 @pytest.mark.e2e
@@ -67,7 +87,7 @@ def test_checkpoints_hold_model_optimizer_and_memory_state(tiny_run):
         assert z["ids"].size == 8 * 5 and np.all(z["strength"] > 0)
         assert sorted(set(z["task"].tolist())) == [0, 1, 2, 3, 4]
     progress = json.loads((last / "progress.json").read_text())
-    assert progress["next_task"] == 5 and progress["matrix"] == s["accuracy_matrix"]
+    assert progress["next_task"] == 5 and same_matrix(progress["matrix"], s["accuracy_matrix"])
     memory = json.loads((last / "memory.json").read_text())
     assert memory["planner"]["replayed"] == s["replay_samples"]
 
@@ -90,7 +110,10 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 5
     replayed = client.get_metric_history(run.info.run_id, "train/replay_samples")
     assert sum(m.value for m in replayed) == s["replay_samples"]
-    assert len(client.get_metric_history(run.info.run_id, "score/aiw")) == 5
+    # a task's score is logged after each task that scored it: the first after every task, the
+    # last (aiw, task 5) after task 4 (as the next task) and task 5
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "score/chain_sum")) == [1, 2, 3, 4, 5]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "score/aiw")) == [4, 5]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
         "accuracy_matrix.csv",
@@ -125,7 +148,8 @@ def test_same_seed_same_run(tiny_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     second = json.loads((tmp_path / "s.json").read_text())
-    assert second["accuracy_matrix"] == first["accuracy_matrix"] and second["loss_matrix"] == first["loss_matrix"]
+    assert same_matrix(second["accuracy_matrix"], first["accuracy_matrix"])
+    assert same_matrix(second["loss_matrix"], first["loss_matrix"])
     assert second["replay_samples"] == first["replay_samples"] and second["tokens"] == first["tokens"]
     assert (tmp_path / "again" / "plans" / "rank_0.jsonl").read_text() == (
         out / "tiny" / "plans" / "rank_0.jsonl"
