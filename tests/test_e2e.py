@@ -127,7 +127,7 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     } <= artifacts
     for key in ("loss_final", "loss_bwt", "loss_forgetting"):
         assert run.data.metrics[key] == pytest.approx(s[key])
-    assert len(client.get_metric_history(run.info.run_id, "loss/aiw")) == 5
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/aiw")) == [4, 5]
 
 
 @pytest.mark.e2e
