@@ -53,8 +53,8 @@ class ModelConfig(_Strict):
     """LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4 base
     weights (bitsandbytes, CUDA GPUs only); full: every weight trains."""
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
-    """fp32 until whole runs with auto are shown to stay within noise of it; auto: a frozen LoRA base
-    in bf16 where the device has bf16 matrix instructions (1.2x faster steps), fp32 elsewhere."""
+    """fp32: a bf16 base (what auto picks for LoRA on bf16-capable devices) steps 1.2x faster on an AMX
+    CPU but ended paired runs 0.27 nats higher in answer loss (docs/results.md)."""
     trust_remote_code: bool = False
     """never execute code shipped with a model unless asked."""
     lora: LoraConfig = LoraConfig()
