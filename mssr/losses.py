@@ -22,8 +22,8 @@ def answer_logits(
     the last prompt token of the shortest prompt on, and the labels aligned with those logits.
 
     The earlier positions' logits predict prompt tokens, which the loss never reads (their
-    labels are ``IGNORE``), yet projecting them onto the vocabulary and taking their softmax
-    costs about a tenth of a LoRA step on SmolLM2-135M; ``per_sample_loss`` and
+    labels are ``IGNORE``), yet projecting them onto a 49k-token vocabulary and taking their
+    softmax is work for nothing; ``per_sample_loss`` and
     ``answer_reproduced`` give the same values on the kept slice as on the whole sequence.
     ``prompt_lens`` (the rows' prompt lengths, as given to ``collate``) are host integers, so
     no device value is read back.

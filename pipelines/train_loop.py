@@ -269,10 +269,8 @@ class Worker:
         started = time.perf_counter()
         for j, (scores, losses) in zip(self.unscored, self._score(self.unscored)):
             self.progress.row_scores[-1][j], self.progress.row_losses[-1][j] = scores, losses
-            self.progress.matrix[-1][j], self.progress.loss_matrix[-1][j] = (
-                float(np.mean(scores)),
-                float(np.mean(losses)),
-            )
+            self.progress.matrix[-1][j] = _mean_or_nan(scores)
+            self.progress.loss_matrix[-1][j] = _mean_or_nan(losses)
         self.unscored = []
         self.progress.pipeline["eval_wall"] += time.perf_counter() - started
 
