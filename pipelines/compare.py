@@ -284,8 +284,10 @@ def _noise_line(row: dict) -> str:
     if seeds < 2:
         return head + " (test rows only: with one seed, the noise between seeds is unknown)"
     n = seeds_needed(noise, TARGET_HALF_WIDTH)
-    scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=max(3, seeds))
     k = max(3, seeds)
+    scale = rows_scale_needed(noise, TARGET_HALF_WIDTH, n_seeds=k)
+    if n is None and scale is None:
+        return f"{head}; ±{TARGET_HALF_WIDTH} would need both more seeds and more test rows: {_both_needed(noise)}"
     by_seeds = (
         f"about {n} seeds at these test rows"
         if n is not None
@@ -297,6 +299,16 @@ def _noise_line(row: dict) -> str:
         else f"more seeds (at {k} seeds the seeds' noise alone is wider, whatever the test rows)"
     )
     return f"{head}; ±{TARGET_HALF_WIDTH} would need {by_seeds}, or {by_rows}"
+
+
+def _both_needed(noise: dict) -> str:
+    """The fewest seeds that reach ±TARGET_HALF_WIDTH at 2, 4, 8 and 16 times the test rows."""
+    options = []
+    for factor in (2, 4, 8, 16):
+        n = seeds_needed(noise, TARGET_HALF_WIDTH, rows_scale=factor)
+        if n is not None:
+            options.append(f"about {n} seeds at {factor}x the test rows")
+    return "; ".join(options[:2]) if options else "over 16x the test rows"
 
 
 def format_markdown(

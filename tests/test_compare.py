@@ -302,3 +302,23 @@ def test_paired_differences_against_the_reference_with_intervals():
     assert md.startswith("budget 0.05: seeds: 0, 1") and "paired difference against fixed" in md
     assert "| mssr | 2 | +0.150 [" in md and "mssr - fixed: AP interval ±" in md
     assert "none - fixed: AP interval ±" in md and "over 1 seed (test rows only" in md
+
+
+def test_the_noise_line_sizes_seeds_and_rows_together_when_neither_alone_reaches_the_target():
+    import re
+
+    from mssr.intervals import PairedDifference, projected_half_width
+    from pipelines.compare import TARGET_HALF_WIDTH, _noise_line
+
+    # the row part alone (2e-4) and the seed part at 3 seeds (0.01 / 3) are each wider than ±0.02
+    noise = {"seed_var": 0.01, "row_var": 2e-4, "n_seeds": 3, "rows_per_task": 100.0}
+    row = {"strategy": "mssr", "reference": "fixed", "seeds": 3, "noise": noise, "AP": PairedDifference("AP", 0.0, -0.1, 0.1, 0.95, 3, 500)}
+    line = _noise_line(row)
+    assert "would need both more seeds and more test rows" in line
+    options = re.findall(r"about (\d+) seeds at (\d+)x the test rows", line)
+    assert [int(f) for _, f in options] == [2, 4]
+    for n, factor in ((int(n), int(f)) for n, f in options):  # each is the fewest seeds at its rows
+        assert projected_half_width(noise, n, factor) <= TARGET_HALF_WIDTH < projected_half_width(noise, n - 1, factor)
+    # with little seed noise, more seeds alone suffice and the line says how many
+    quiet = {**noise, "seed_var": 1e-4, "row_var": 1e-5}
+    assert re.search(r"would need about \d+ seeds at these test rows", _noise_line({**row, "noise": quiet}))
