@@ -312,7 +312,8 @@ def test_the_noise_line_sizes_seeds_and_rows_together_when_neither_alone_reaches
 
     # the row part alone (2e-4) and the seed part at 3 seeds (0.01 / 3) are each wider than ±0.02
     noise = {"seed_var": 0.01, "row_var": 2e-4, "n_seeds": 3, "rows_per_task": 100.0}
-    row = {"strategy": "mssr", "reference": "fixed", "seeds": 3, "noise": noise, "AP": PairedDifference("AP", 0.0, -0.1, 0.1, 0.95, 3, 500)}
+    ap = PairedDifference("AP", 0.0, -0.1, 0.1, 0.95, 3, 500)
+    row = {"strategy": "mssr", "reference": "fixed", "seeds": 3, "noise": noise, "AP": ap}
     line = _noise_line(row)
     assert "would need both more seeds and more test rows" in line
     options = re.findall(r"about (\d+) seeds at (\d+)x the test rows", line)
