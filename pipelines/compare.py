@@ -80,8 +80,19 @@ COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
     ("step s (median)", lambda s: s["median_step_seconds"], ".3f"),
     ("probe s", lambda s: s["probe_seconds"], ".1f"),
     ("bookkeeping s", lambda s: s["bookkeeping_seconds"], ".3f"),
+    ("overhead %", lambda s: _overhead_percent(s), ".2f"),
     ("wall s", lambda s: s["wall_seconds"], ".0f"),
 ]
+
+
+def _overhead_percent(summary: dict) -> float:
+    """What a strategy spends besides training on replayed rows: its probes' and the memory
+    model's seconds, as a percentage of the run's training seconds (NaN for a run that did not
+    record them)."""
+    train = summary.get("train_seconds") or float("nan")
+    return 100 * (summary["probe_seconds"] + summary["bookkeeping_seconds"]) / train
+
+
 SPREAD_COLUMNS = ("AP", "BWT", "FWT", "forgetting", "Avg", "final loss", "loss forgetting")
 
 # the metrics compared pairwise: (name, which per-row results, metric of a (T+1) x T matrix)

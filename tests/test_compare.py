@@ -30,6 +30,7 @@ def _row(strategy, seed, ap, step=0.1):
         "step s (median)": step,
         "probe s": 0.0,
         "bookkeeping s": 0.01,
+        "overhead %": 0.2,
         "wall s": 60,
     }
     return {"strategy": strategy, "seed": seed, **base}
@@ -51,6 +52,14 @@ def test_aggregate_means_stds_and_step_time_relative_to_fixed():
     assert table["loss"]["seeds"] == 0 and table["loss"]["failed"] == 1 and math.isnan(table["loss"]["AP"])
     md = format_markdown(list(table.values()), [0, 1])
     assert "| mssr | 0.600 ± 0.141 |" in md and "| loss | failed |" in md
+
+
+def test_overhead_is_probe_and_bookkeeping_seconds_as_a_share_of_training():
+    from pipelines.compare import _overhead_percent
+
+    summary = {"probe_seconds": 1.0, "bookkeeping_seconds": 0.5, "train_seconds": 100.0}
+    assert _overhead_percent(summary) == pytest.approx(1.5)
+    assert math.isnan(_overhead_percent({**summary, "train_seconds": None}))  # a run that did not record it
 
 
 def test_per_row_results_fill_unscored_cells_with_nan():
