@@ -62,6 +62,15 @@ CONFIG_BUDGET = "config"  # the budget label of a comparison without --budgets
 ANY_BUDGET = "-"  # the budget label of a strategy that never replays: it belongs to every budget
 TARGET_HALF_WIDTH = 0.02  # the AP interval half width the noise summary sizes seeds and rows for
 
+
+def _overhead_percent(summary: dict) -> float:
+    """What a strategy spends besides training on replayed rows: its probes' and the memory
+    model's seconds, as a percentage of the run's training seconds (NaN for a run that did not
+    record them)."""
+    train = summary.get("train_seconds") or float("nan")
+    return 100 * (summary["probe_seconds"] + summary["bookkeeping_seconds"]) / train
+
+
 # (column, how to read it from a run summary, format)
 COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
     ("AP", lambda s: s["ap"], ".3f"),
@@ -80,18 +89,9 @@ COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
     ("step s (median)", lambda s: s["median_step_seconds"], ".3f"),
     ("probe s", lambda s: s["probe_seconds"], ".1f"),
     ("bookkeeping s", lambda s: s["bookkeeping_seconds"], ".3f"),
-    ("overhead %", lambda s: _overhead_percent(s), ".2f"),
+    ("overhead %", _overhead_percent, ".2f"),
     ("wall s", lambda s: s["wall_seconds"], ".0f"),
 ]
-
-
-def _overhead_percent(summary: dict) -> float:
-    """What a strategy spends besides training on replayed rows: its probes' and the memory
-    model's seconds, as a percentage of the run's training seconds (NaN for a run that did not
-    record them)."""
-    train = summary.get("train_seconds") or float("nan")
-    return 100 * (summary["probe_seconds"] + summary["bookkeeping_seconds"]) / train
-
 
 SPREAD_COLUMNS = ("AP", "BWT", "FWT", "forgetting", "Avg", "final loss", "loss forgetting")
 
@@ -313,7 +313,8 @@ def _noise_line(row: dict) -> str:
 
 
 def _both_needed(noise: dict) -> str:
-    """The fewest seeds that reach ±TARGET_HALF_WIDTH at 2, 4, 8 and 16 times the test rows."""
+    """The fewest seeds that reach ±TARGET_HALF_WIDTH, at the two smallest of 2, 4, 8 and 16
+    times the test rows where some number of seeds can."""
     options = []
     for factor in (2, 4, 8, 16):
         n = seeds_needed(noise, TARGET_HALF_WIDTH, rows_scale=factor)
