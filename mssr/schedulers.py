@@ -147,6 +147,9 @@ class AdaptiveScheduler(BaseScheduler):
         self.last_replay = float(now)
 
 
+PACE_LEAD = 1  # events the paced schedule may run ahead of an even spend: room to follow forgetting, not to drain it
+
+
 @SCHEDULERS.register("paced")
 class PacedScheduler(BaseScheduler):
     """MSSR's schedule paced over the stream: the replay rate follows the memory model's
@@ -160,7 +163,14 @@ class PacedScheduler(BaseScheduler):
     events left are always spread over the steps left: the budget is neither exhausted early
     nor left unspent. Events total ``ceil(budget / samples_per_event)``; without a budget, one
     every ``DEFAULT_FIXED_INTERVAL`` steps on average. Steps are counted, not clock time, so
-    the pacing holds with any replay clock."""
+    the pacing holds with any replay clock.
+
+    Over a stream the pool ages, so p trends upwards and p / p_bar sits above one for most of
+    it: unchecked, the rate runs ahead early and the last task, whose replay decides the final
+    scores, is left with little. So the events done never run more than ``PACE_LEAD`` ahead of
+    an even spend (``events_total * steps_seen / replay_steps``): forgetting decides when
+    within that allowance replay comes, and can defer events, which the base rate then spreads
+    over the steps left."""
 
     def __init__(self, replay_cfg):
         self.events_total: Optional[int] = None
@@ -190,7 +200,18 @@ class PacedScheduler(BaseScheduler):
         self.p_sum += p
         p_bar = self.p_sum / self.steps_seen
         self.credit += min(1.0, self._base_rate() * (p / p_bar if p_bar > 0 else 1.0))
-        return self.credit >= 1.0 - 1e-9
+        if self.credit < 1.0 - 1e-9:
+            return False
+        if self.events_done + 1 > self._allowance():  # would run ahead of an even spend: wait, without banking more
+            self.credit = 1.0
+            return False
+        return True
+
+    def _allowance(self) -> float:
+        """The events an even spend would have done by this step, plus ``PACE_LEAD``."""
+        if self.events_total is None or self.replay_steps is None:
+            return float("inf")
+        return self.events_total * self.steps_seen / max(1, self.replay_steps) + PACE_LEAD
 
     def on_replay(self, now: float) -> None:
         self.credit = max(0.0, self.credit - 1.0)

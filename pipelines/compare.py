@@ -362,10 +362,10 @@ def format_markdown(
 def _run_row(summary: dict, planned: PlannedRun) -> dict:
     row = {"strategy": planned.entry, "seed": summary["seed"], "budget": planned.budget}
     row.update({col: get(summary) for col, get, _ in COLUMNS})
-    row.update(
-        replay_budget=summary["replay_budget"], mlflow_run_id=summary["mlflow_run_id"], run_dir=summary["run_dir"]
-    )
-    row["eval_rows"] = json.loads((Path(summary["run_dir"]) / "eval_rows.json").read_text())
+    # the planned directory, not the summary's run_dir: a comparison's runs can be moved
+    run_dir = Path(planned.cfg.run.output_dir) / planned.cfg.run.name
+    row.update(replay_budget=summary["replay_budget"], mlflow_run_id=summary["mlflow_run_id"], run_dir=str(run_dir))
+    row["eval_rows"] = json.loads((run_dir / "eval_rows.json").read_text())
     return row
 
 
@@ -403,13 +403,21 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
     return markdown
 
 
+def _without_output_dir(config: dict) -> dict:
+    """A run's config without ``run.output_dir``: where a comparison's runs lie is not part of
+    what they ran, so a comparison moved to another directory keeps its finished runs."""
+    return {**config, "run": {k: v for k, v in config.get("run", {}).items() if k != "output_dir"}}
+
+
 def _check_same_config(cfg: Config, name: str) -> None:
     """A run directory left by an earlier invocation of this comparison must hold this config."""
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
     if not run_dir.exists():
         return
     saved = run_dir / "config.yaml"
-    if not saved.exists() or yaml.safe_load(saved.read_text()) != config_to_dict(cfg):
+    if not saved.exists() or _without_output_dir(yaml.safe_load(saved.read_text())) != _without_output_dir(
+        config_to_dict(cfg)
+    ):
         raise ConfigError(
             f"--name {name}: {run_dir} exists with another config; choose another --name for this comparison"
         )

@@ -127,6 +127,15 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     assert again.stdout.count("finished in an earlier invocation: kept") == 2
     assert list(csv.DictReader((cdir / "table.csv").open())) == table
 
+    # moved elsewhere (another checkout, another disk), the comparison still keeps its runs
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    args[2] = f"run.output_dir={moved}"
+    third = run_cli(*args, cwd=tmp_path)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert third.stdout.count("finished in an earlier invocation: kept") == 2
+    assert list(csv.DictReader((moved / "comparisons" / "cmp" / "table.csv").open())) == table
+
 
 @pytest.mark.e2e
 def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):

@@ -447,6 +447,31 @@ def test_the_paced_schedule_replays_more_when_more_is_forgotten():
     assert sum(i >= 12 for i in later) > 1.5 * sum(i < 12 for i in later)
 
 
+def test_the_paced_schedule_keeps_budget_for_the_last_task_when_forgetting_trends_up():
+    """As the pool ages its forgotten fraction rises over the whole stream, so it runs above
+    its mean so far nearly always: the spend must still stay close to even over the tasks
+    (never more than PACE_LEAD events ahead), leaving the last task its share."""
+    from mssr.schedulers import PACE_LEAD
+
+    class Pool:
+        forgotten = 0.0
+
+        def mean_retention(self, now):
+            return 1.0 - self.forgotten
+
+    sched = PacedScheduler(ReplayConfig())
+    sched.on_budget(budget=80, samples_per_event=4, replay_steps=100)  # 20 events over 4 tasks of 25 steps
+    pool, events = Pool(), []
+    for t in range(100):
+        pool.forgotten = 0.05 + 0.8 * t / 99 + 0.1 * (t % 25) / 24  # the trend, and the rise within each task
+        if sched.is_due(t, pool):
+            sched.on_replay(t)
+            events.append(t)
+        assert len(events) <= 20 * (t + 1) / 100 + PACE_LEAD
+    per_task = [sum(t // 25 == k for t in events) for k in range(4)]
+    assert sum(per_task) == 20 and min(per_task) >= 4, per_task
+
+
 def test_the_paced_schedule_without_a_budget_replays_at_the_default_rate():
     planner = ReplayPlanner(ReplayConfig(strategy="mssr-paced", pool_per_task=16), seed=0)
     plans = simulate(planner, tasks=3, steps=40, batch=4)
