@@ -247,6 +247,9 @@ class MSSRConfig(_Strict):
     task's last quarter of steps (the level the task was learned to, at no extra forward pass)."""
     kappa: float = Field(2.0, gt=0)
     """sharpness of the sampler's preference for low retention."""
+    horizon: float = Field(8.0, gt=0)
+    """at-risk sampler: the steps ahead over which it weighs the retention a sample would lose
+    (about one replay interval at a 5-10% budget on the built-in streams)."""
     epsilon: float = Field(0.01, ge=0)
     """keeps every sample reachable by the sampler."""
     initial_interval: int = Field(2, gt=0)

@@ -138,6 +138,39 @@ class StrengthSampler:
         return np.maximum(risk + self.epsilon, 1e-12)  # epsilon = 0, R = 1: stay defined
 
 
+@SAMPLERS.register("at-risk")
+class AtRiskSampler:
+    """Favour the retention about to be lost: with d_i = R_i(t) - R_i(t + h), h = ``horizon``
+    steps (about the time to the next replay event), P(i) proportional to
+    (d_i / max_j d_j)^kappa + epsilon. The strength sampler's (1 - R)^kappa prefers what is
+    already forgotten, so the task learned last, whose samples are fresh (R near 1), is rarely
+    drawn although it is the one the next task overwrites first; never rehearsed, its samples
+    have the lowest strength and lose the most retention over the next h steps. A sample long
+    forgotten has little left to lose and is drawn less: this sampler spends replay where it
+    can still save something. d is at most 1 - e^(-h/S), small for strong samples, so it is
+    scaled by the pool's largest d (one pass over the pool per draw) to keep kappa and
+    epsilon meaning what they mean for the strength sampler."""
+
+    def __init__(self, params):
+        self.kappa = params.kappa
+        self.epsilon = params.epsilon
+        self.horizon = params.horizon
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        if len(memory) == 0 or n <= 0:
+            return memory.ids[:0]
+        return memory.ids[np.sort(weighted_without_replacement(self.weights(memory, now), n, rng))]
+
+    def weights(self, memory: MemoryState, now: float) -> np.ndarray:
+        """(d / max d)^kappa + epsilon of every sample (uniform when nothing is left to lose)."""
+        loss_ahead = memory.retention(now) - memory.retention(now + self.horizon)
+        top = float(loss_ahead.max())
+        if top <= 0:
+            return np.ones(len(memory))
+        risk = np.power(loss_ahead / top, self.kappa)
+        return np.maximum(risk + self.epsilon, 1e-12)
+
+
 @SAMPLERS.register("surprise")
 class SurpriseSampler:
     """Surprise-prioritised replay (after SuRe, arXiv 2511.22367): the pool samples with the

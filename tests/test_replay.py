@@ -477,3 +477,26 @@ def test_the_paced_schedule_without_a_budget_replays_at_the_default_rate():
     plans = simulate(planner, tasks=3, steps=40, batch=4)
     n = sum(bool(p.replay) for p in plans)
     assert abs(n - 80 / DEFAULT_FIXED_INTERVAL) <= 6  # 80 steps with a pool, about one event in four
+
+
+def test_the_at_risk_sampler_favours_the_fresh_unrehearsed_task_over_the_long_forgotten_one():
+    """Task 0 entered long ago and is mostly forgotten; task 1 just entered (R = 1) with the
+    initial strength: the strength sampler draws task 0, the at-risk sampler task 1, whose
+    retention falls the most over the horizon."""
+    from mssr.samplers import AtRiskSampler
+
+    cfg = ReplayConfig(sampler="at-risk", mssr={"horizon": 8})
+    mem = MemoryState(cfg.mssr)
+    mem.add(np.arange(50), task=0, losses=np.full(50, 0.5), now=0)
+    mem.add(np.arange(50, 100), task=1, losses=np.full(50, 0.5), now=200)
+    at_risk, strength = AtRiskSampler(cfg.mssr), StrengthSampler(cfg.mssr)
+    w = at_risk.weights(mem, 200)
+    r_now, r_ahead = mem.retention(200), mem.retention(208)
+    d = r_now - r_ahead
+    assert np.allclose(w, (d / d.max()) ** 2 + cfg.mssr.epsilon)
+    rng = np.random.default_rng(0)
+    fresh_share = np.mean(np.concatenate([at_risk.sample(mem, 200, 4, rng) for _ in range(300)]) >= 50)
+    strength_share = np.mean(np.concatenate([strength.sample(mem, 200, 4, rng) for _ in range(300)]) >= 50)
+    assert fresh_share > 0.9 and strength_share < 0.1
+    planner = ReplayPlanner(cfg, seed=0)
+    assert isinstance(planner.strategy.sampler, AtRiskSampler)  # by name, on the mssr strategy
