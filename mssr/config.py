@@ -152,8 +152,8 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = False
     """recomputing activations costs ~30% more time; for when memory is short."""
     autocast: Literal["auto", "none", "bf16"] = "auto"
-    """auto: bf16 on CUDA GPUs that support it, fp32 on CPUs (where bf16 autocast was measured both
-    faster and slower, see mssr/optim.py); none: always fp32; bf16: always bf16."""
+    """auto: bf16 on CUDA GPUs that support it, fp32 on CPUs (where whole runs trained under bf16
+    autocast ended measurably worse, see docs/results.md); none: always fp32; bf16: always bf16."""
     grad_clip: float = Field(1.0, ge=0)
     """0 disables; 1.0 guards against loss spikes at task switches."""
     log_every: int = Field(5, gt=0)

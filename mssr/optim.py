@@ -248,11 +248,13 @@ def resolve_autocast(setting: str, device_type: str, phase: str = "train") -> st
     applies on ``device_type``: ``bf16`` or ``none``.
 
     ``auto`` for training is bf16 on CUDA GPUs with bf16 support, fp32 on CPUs. On CPUs the
-    flags do not decide it: on an Intel Xeon with AMX-BF16 a bf16 matmul ran 3.9x faster than
-    fp32 on one thread, yet the demo's training ran 1.34x slower under bf16 autocast (autocast
-    re-casts every fp32 weight at each forward, which outweighs the matmuls of a worker's few
-    rows), while on an AMD EPYC a one-worker loop of 8 rows a step trained 1.64x faster.
-    Measure with ``benchmarks/machine_limit.py`` and set ``train.autocast=bf16`` where it pays.
+    flags do not decide it: on an Intel Xeon with AMX-BF16, runs of the comparison stream trained
+    with bf16 autocast ended 0.33 nats higher in answer loss and 0.08 lower in AP than the same
+    seeds in fp32 (``benchmarks/paired_runs.py``; docs/results.md), and trained no faster there
+    (autocast re-casts every fp32 weight at each forward, which outweighs the matmuls of a
+    worker's few rows), while on an AMD EPYC a one-worker loop of 8 rows a step trained 1.64x
+    faster. Set ``train.autocast=bf16`` where ``benchmarks/machine_limit.py`` shows it pays and
+    a paired check shows the results hold.
 
     ``auto`` for evaluation is bf16 wherever the device has bf16 matrix instructions, CPUs
     included: evaluation has no backward pass and scores batches of many rows, so the matmuls
