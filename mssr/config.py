@@ -212,9 +212,14 @@ class EvalConfig(_Strict):
     autocast: Literal["auto", "none", "bf16"] = "auto"
     """auto: bf16 wherever the device has bf16 matrix instructions (CPUs with AMX/AVX512-BF16 too:
     forced scoring measured 2.2x faster there), fp32 elsewhere; none: always fp32."""
-    future_tasks: Literal["next", "all"] = "next"
-    """next: after each task score the tasks seen and the next one, every cell a metric reads (34% less
-    evaluation on 11 tasks); all: every task after every task, for a full heatmap."""
+    future_tasks: Literal["next", "none", "all"] = "next"
+    """next: before training every task and after each task also the next one (FWT's cells; 34% less
+    evaluation on 11 tasks than all); none: no task before it is trained (no FWT); all: every task
+    after every task, for a full heatmap."""
+    seen_tasks: Literal["all", "latest"] = "all"
+    """all: after each task score every task trained so far (forgetting over the whole stream, Avg,
+    per-task curves); latest: only the task just trained, and every task after the last one: AP and
+    BWT exact at about 2T task scorings instead of T^2/2, for long streams."""
 
 
 class FixedConfig(_Strict):

@@ -23,9 +23,12 @@ test row's loss is far less noisy than a mean of 0/1 scores.
 A cell can be unmeasured (NaN). Runs score only the cells these formulas read
 (``tasks_to_score``; ``eval.future_tasks``): row 0 whole, and after task k the tasks up to
 k + 1, the next task being FWT's. A run continued with new tasks (``mssr continue``) has no
-score for them in the rows before the continuation. Every formula above but FWT reads only
-cells at or below the diagonal, which are always measured; FWT leaves out the tasks whose
-``a[0][j]`` is unmeasured (NaN if that is all of them).
+score for them in the rows before the continuation. AP, BWT and the loss matrix's final
+loss and BWT read only the diagonal and the last row, which are always measured; forgetting
+takes each task's best over the rows that scored it (all rows from its own on, or with
+``eval.seen_tasks: latest`` its diagonal cell alone, when forgetting is the drop from the
+score right after training); Avg needs every cell below the diagonal (NaN without them);
+FWT leaves out the tasks whose ``a[0][j]`` is unmeasured (NaN if that is all of them).
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def forgetting(a, higher_is_better: bool = True) -> float:
     if T < 2:
         return 0.0
     sign = 1.0 if higher_is_better else -1.0  # a loss: the same on the negated matrix
-    return float(np.mean([(sign * m[j:T, j - 1]).max() - sign * m[T, j - 1] for j in range(1, T)]))
+    # the best of the rows that scored the task (its diagonal cell always did)
+    return float(np.mean([np.nanmax(sign * m[j:T, j - 1]) - sign * m[T, j - 1] for j in range(1, T)]))
 
 
 def average_accuracy(a) -> float:
@@ -81,14 +85,23 @@ def average_accuracy(a) -> float:
     return float(np.mean([m[k, :k].mean() for k in range(1, T + 1)]))
 
 
-def tasks_to_score(row: int, n_tasks: int, future_tasks: str) -> list[int]:
+def tasks_to_score(row: int, n_tasks: int, future_tasks: str, seen_tasks: str = "all") -> list[int]:
     """The tasks (0-based) scored for row ``row`` of the matrices (0: before training, k: after
-    task k). ``eval.future_tasks="next"``: row 0 all of them (FWT's baseline, the first row of the
-    heatmap), row k the k tasks trained and the next one, which is every cell AP, BWT, forgetting,
-    FWT and the per-task curves read; ``"all"``: every task in every row."""
-    if future_tasks == "all" or row == 0:
+    task k).
+
+    ``eval.seen_tasks``: ``"all"``, row k scores the k tasks trained (every cell forgetting's
+    maximum, Avg and the per-task curves read); ``"latest"``, row k scores only task k, the
+    task just trained (BWT's reference), and the last row every task (AP's): a stream of T
+    tasks is scored about 2T times instead of T^2/2. ``eval.future_tasks``: ``"next"``, row 0
+    every task (FWT's baseline, the first row of the heatmap) and row k also the next task;
+    ``"none"``, neither (no FWT); ``"all"``, every task in every row (a full heatmap)."""
+    if future_tasks == "all":
         return list(range(n_tasks))
-    return list(range(min(row + 1, n_tasks)))
+    if row == 0:
+        return list(range(n_tasks)) if future_tasks == "next" else []
+    seen = list(range(min(row, n_tasks))) if seen_tasks == "all" or row >= n_tasks else [row - 1]
+    upcoming = [row] if future_tasks == "next" and row < n_tasks else []
+    return seen + upcoming
 
 
 # every metric of a run's matrices: True where higher is better

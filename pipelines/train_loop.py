@@ -254,7 +254,9 @@ class Worker:
         ``mssr.metrics.tasks_to_score``) and add the row to the accuracy and loss matrices, keeping every test
         row's score and loss; cells left unscored are NaN with no rows."""
         started = time.perf_counter()
-        wanted = tasks_to_score(len(self.progress.matrix), len(self.tasks), self.cfg.eval.future_tasks)
+        wanted = tasks_to_score(
+            len(self.progress.matrix), len(self.tasks), self.cfg.eval.future_tasks, self.cfg.eval.seen_tasks
+        )
         scored = dict(zip(wanted, self._score(wanted)))
         columns = [scored.get(j, ([], [])) for j in range(len(self.tasks))]
         self.progress.row_scores.append([scores for scores, _ in columns])
@@ -275,7 +277,10 @@ class Worker:
         self.progress.pipeline["eval_wall"] += time.perf_counter() - started
 
     def _score(self, task_indices) -> list[tuple[list[float], list[float]]]:
-        """Every test row's score and answer loss of the tasks ``task_indices`` (one collective)."""
+        """Every test row's score and answer loss of the tasks ``task_indices`` (one collective;
+        none when there is nothing to score, as every rank asks for the same tasks)."""
+        if not task_indices:
+            return []
         packed = []  # per task: scores and losses at their row positions (0 where another rank scored), tokens
         for k in task_indices:
             t = self.tasks[k]
@@ -480,8 +485,9 @@ class Worker:
                     {
                         **{f"score/{n}": v for n, v in zip(names, row) if not np.isnan(v)},
                         **{f"loss/{n}": v for n, v in zip(names, loss_row) if not np.isnan(v)},
-                        "score/mean_seen": float(np.mean(row[: k + 1])),
-                        "loss/mean_seen": float(np.mean(loss_row[: k + 1])),
+                        # the mean over the tasks trained so far that this row scored
+                        "score/mean_seen": float(np.nanmean(row[: k + 1])),
+                        "loss/mean_seen": float(np.nanmean(loss_row[: k + 1])),
                         "replay/samples": stats["replay_samples"],
                         "replay/events": stats["replay_events"],
                         "replay/pool_size": stats["pool_size"],

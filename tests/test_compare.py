@@ -141,13 +141,17 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
 def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
     """Every strategy at two budgets on the tiny model: none once (it never replays), the
     fixed schedule spends its budget to the last sample (its interval derived from it), and
-    nothing spends more than its budget; the table pairs each strategy with fixed."""
+    nothing spends more than its budget; the table pairs each strategy with fixed. Scored as
+    a long comparison is (eval.seen_tasks=latest, future_tasks=none): each task right after its
+    training and every task at the end, which every paired metric can read."""
     out = tmp_path / "out"
     proc = run_cli(
         "compare",
         str(ROOT / "configs" / "tiny.yaml"),
         f"run.output_dir={out}",
         "stream.train_size=16",
+        "eval.seen_tasks=latest",
+        "eval.future_tasks=none",
         "--strategies",
         "none,fixed,mssr",
         "--budgets",
@@ -179,7 +183,15 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
     assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
         ("mssr", "0.1", "AP"),
         ("none", "0.25", "AP"),
+        ("mssr", "0.1", "forgetting"),
+        ("mssr", "0.25", "loss forgetting"),
     }
+    assert all(math.isfinite(float(i[k])) for i in intervals for k in ("mean", "low", "high"))
+    m = np.asarray(json.loads((out / "bud-mssr-b0.1-s0" / "summary.json").read_text())["accuracy_matrix"])
+    lean = np.full((6, 5), False)
+    lean[range(1, 6), range(5)] = True  # each task right after its training
+    lean[5] = True  # every task at the end
+    assert np.array_equal(~np.isnan(m), lean)
 
 
 def test_strategy_plus_isolation_entries_set_both(tmp_path):

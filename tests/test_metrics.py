@@ -12,6 +12,7 @@ from mssr.metrics import (
     format_matrix,
     forward_transfer,
     loss_metrics,
+    tasks_to_score,
 )
 
 # 3 tasks; row 0 before training. Hand-computed values below.
@@ -90,3 +91,40 @@ def test_unmeasured_cells_of_a_continued_run():
     assert math.isnan(forward_transfer([[nan, nan], [0.5, nan], [0.4, 0.9]]))
     text = format_matrix(a, ["t1", "t2", "t3"])
     assert text.splitlines()[1].split()[-1] == "-" and "nan" not in text
+
+
+def _cells(T: int, future_tasks: str, seen_tasks: str) -> list[list[int]]:
+    return [tasks_to_score(k, T, future_tasks, seen_tasks) for k in range(T + 1)]
+
+
+def test_cells_scored_for_each_evaluation_setting():
+    assert _cells(3, "next", "all") == [[0, 1, 2], [0, 1], [0, 1, 2], [0, 1, 2]]
+    assert _cells(3, "all", "latest") == [[0, 1, 2]] * 4
+    # latest: the task just trained (BWT's reference), then every task after the last one (AP's)
+    assert _cells(3, "next", "latest") == [[0, 1, 2], [0, 1], [1, 2], [0, 1, 2]]
+    assert _cells(4, "none", "latest") == [[], [0], [1], [2], [0, 1, 2, 3]]
+    assert _cells(4, "none", "all") == [[], [0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
+    # 11 tasks: 21 task scorings instead of 87 (the default) or 66 (none, all)
+    assert sum(map(len, _cells(11, "none", "latest"))) == 21
+    assert sum(map(len, _cells(11, "next", "all"))) == 87
+
+
+def test_latest_only_cells_keep_ap_and_bwt_and_measure_forgetting_from_the_diagonal():
+    """With eval.seen_tasks=latest the rows between a task's own and the last are unscored: AP
+    and BWT are those of the full matrix; forgetting is each task's drop from its score right
+    after training (task 1 here peaked later, at 0.95, which the full matrix's forgetting sees);
+    Avg, which needs every cell below the diagonal, is NaN."""
+    nan = float("nan")
+    full = [[0.1, 0.2, 0.0], [0.9, 0.3, 0.1], [0.95, 0.8, 0.2], [0.5, 0.7, 0.9]]
+    lean = np.asarray(full)
+    lean[0, :] = nan  # future_tasks none
+    lean[2, 0] = nan  # task 1 unscored after task 2
+    lean[1, 1:] = nan
+    lean[2, 2] = nan
+    assert average_performance(lean) == pytest.approx(average_performance(full))
+    assert backward_transfer(lean) == pytest.approx(backward_transfer(full))
+    assert forgetting(lean) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert forgetting(full) == pytest.approx(((0.95 - 0.5) + (0.8 - 0.7)) / 2)
+    assert math.isnan(average_accuracy(lean)) and math.isnan(forward_transfer(lean))
+    losses = np.where(np.isnan(lean), nan, 1.0 - lean)
+    assert loss_metrics(losses)["loss_forgetting"] == pytest.approx(((0.5 - 0.1) + (0.3 - 0.2)) / 2)
