@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import numpy as np
 import yaml
 
-from mssr.config import Config, config_to_dict, load_config
+from mssr.config import Config, config_to_dict, flatten, load_config
 from mssr.errors import ConfigError, UserError
 from mssr.intervals import noise_components, paired_bootstrap, rows_scale_needed, seeds_needed
 from mssr.isolation import ISOLATIONS
@@ -403,10 +403,16 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
     return markdown
 
 
-def _without_output_dir(config: dict) -> dict:
-    """A run's config without ``run.output_dir``: where a comparison's runs lie is not part of
-    what they ran, so a comparison moved to another directory keeps its finished runs."""
-    return {**config, "run": {k: v for k, v in config.get("run", {}).items() if k != "output_dir"}}
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """The settings in which a run's saved config and ``current`` differ, as ``key: saved ->
+    current``. Where a run's directory lies (``run.output_dir``) is not part of what it ran, so a
+    comparison moved elsewhere keeps its finished runs; nor is a setting added to MSSR after the
+    run that ``current`` leaves at its default, which keeps the behaviour from before it existed."""
+    old, new, default = flatten(saved), flatten(current), flatten(config_to_dict(Config()))
+    added_at_default = {k for k in set(new) - set(old) if new[k] == default.get(k)}
+    keys = sorted((set(old) | set(new)) - added_at_default - {"run.output_dir"})
+    pairs = [(k, old.get(k, "(not set)"), new.get(k, "(not set)")) for k in keys]
+    return [f"{k}: {before} -> {after}" for k, before, after in pairs if before != after]
 
 
 def _check_same_config(cfg: Config, name: str) -> None:
@@ -415,11 +421,15 @@ def _check_same_config(cfg: Config, name: str) -> None:
     if not run_dir.exists():
         return
     saved = run_dir / "config.yaml"
-    if not saved.exists() or _without_output_dir(yaml.safe_load(saved.read_text())) != _without_output_dir(
-        config_to_dict(cfg)
-    ):
+    differences = (
+        ["config.yaml missing"]
+        if not saved.exists()
+        else config_differences(yaml.safe_load(saved.read_text()), config_to_dict(cfg))
+    )
+    if differences:
         raise ConfigError(
-            f"--name {name}: {run_dir} exists with another config; choose another --name for this comparison"
+            f"--name {name}: {run_dir} exists with another config ({'; '.join(differences[:3])}); "
+            "choose another --name for this comparison"
         )
 
 

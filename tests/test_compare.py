@@ -353,3 +353,30 @@ def test_the_noise_line_sizes_seeds_and_rows_together_when_neither_alone_reaches
     # with little seed noise, more seeds alone suffice and the line says how many
     quiet = {**noise, "seed_var": 1e-4, "row_var": 1e-5}
     assert re.search(r"would need about \d+ seeds at these test rows", _noise_line({**row, "noise": quiet}))
+
+
+def test_a_kept_run_must_hold_the_same_config_but_may_lack_settings_added_at_their_default(tmp_path):
+    """A comparison continued with a newer MSSR keeps its finished runs when the only change is
+    a setting added since, left at its default; any other change is refused, naming it."""
+    import yaml
+
+    from mssr.config import config_to_dict
+    from mssr.errors import ConfigError
+    from pipelines.compare import config_differences, plan_runs
+
+    def plan(*overrides):
+        args = [f"run.output_dir={tmp_path}", *overrides]
+        return plan_runs(str(ROOT / "configs" / "tiny.yaml"), args, ["fixed"], 1, "k")[0].cfg
+
+    cfg = plan()
+    saved = config_to_dict(cfg)
+    del saved["eval"]["seen_tasks"]  # a run from before the setting existed
+    saved["run"]["output_dir"] = "/elsewhere"  # and moved since
+    (tmp_path / cfg.run.name).mkdir()
+    (tmp_path / cfg.run.name / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert config_differences(saved, config_to_dict(cfg)) == []
+    plan()  # kept
+    with pytest.raises(ConfigError, match=r"eval.seen_tasks: \(not set\) -> latest"):
+        plan("eval.seen_tasks=latest")
+    with pytest.raises(ConfigError, match="replay.samples_per_event: 2 -> 4"):
+        plan("replay.samples_per_event=4")
