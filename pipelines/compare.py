@@ -433,6 +433,17 @@ def _check_same_config(cfg: Config, name: str) -> None:
         )
 
 
+def time_left(walls: list[float], runs_left: int) -> str:
+    """`` (about 2h05m left: 9 runs at the 13.9 min a finished run took)``, from the wall times of
+    the finished runs (kept ones included); empty before the first has finished."""
+    if not walls or runs_left <= 0:
+        return ""
+    each = float(np.mean(walls))
+    left = int(round(each * runs_left / 60))
+    pace = f"{runs_left} runs at the {each / 60:.1f} min a finished run took"
+    return f" (about {left // 60}h{left % 60:02d}m left: {pace})"
+
+
 def _finished_or_run(p: PlannedRun, name: str, log) -> dict:
     """The run's summary: kept from an earlier invocation of the same comparison when it
     finished, continued from its last checkpoint when it was cut off, else a new run."""
@@ -472,13 +483,16 @@ def compare(
     out = Path(planned[0].cfg.run.output_dir) / "comparisons" / name
     seed_list = sorted({p.cfg.seed for p in planned})
     runs: list[dict] = []
+    walls: list[float] = []  # the finished runs' wall times, for the time left
     markdown = ""
     for i, p in enumerate(planned, 1):
         at = "" if p.budget in (CONFIG_BUDGET, ANY_BUDGET) else f", budget {p.budget}"
-        log(f"\n=== comparison {name}: run {i}/{len(planned)}: strategy {p.entry}, seed {p.cfg.seed}{at} ===")
+        left = time_left(walls, len(planned) - i + 1)
+        log(f"\n=== comparison {name}: run {i}/{len(planned)}: strategy {p.entry}, seed {p.cfg.seed}{at} ==={left}")
         try:
             summary = _finished_or_run(p, name, log)
             runs.append(_run_row(summary, p))
+            walls.append(float(summary["wall_seconds"]))
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is kept, the cut-off run resumes
             log(
                 f"comparison {name} stopped in run {i}/{len(planned)}; run the same mssr compare command "

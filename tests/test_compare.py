@@ -380,3 +380,11 @@ def test_a_kept_run_must_hold_the_same_config_but_may_lack_settings_added_at_the
         plan("eval.seen_tasks=latest")
     with pytest.raises(ConfigError, match="replay.samples_per_event: 2 -> 4"):
         plan("replay.samples_per_event=4")
+
+
+def test_time_left_is_the_mean_finished_run_times_the_runs_left():
+    from pipelines.compare import time_left
+
+    assert time_left([], 5) == ""
+    assert time_left([600.0, 900.0], 0) == ""
+    assert time_left([600.0, 900.0], 10) == " (about 2h05m left: 10 runs at the 12.5 min a finished run took)"
