@@ -188,10 +188,7 @@ def plan_runs(
         raise ConfigError("--strategies: give at least one strategy, e.g. --strategies fixed,mssr")
     for s in strategies:
         entry_overrides(s)
-    tuned = tuned or {}
-    unused = sorted(set(tuned) - set(strategies))
-    if unused:
-        raise ConfigError(f"--tuned: settings for {', '.join(unused)}, which --strategies does not run")
+    tuned = tuned or {}  # entries of strategies not run are left unused (compare says so)
     # a comparison's runs are measured, not deployed: no MLflow model unless the user asks for it
     overrides = ["mlflow.log_model=false", *overrides]
     base = load_config(config_path, overrides)
@@ -480,6 +477,9 @@ def compare(
     reference = reference or ("fixed" if "fixed" in strategies else None)  # None: no paired differences
     name = _safe(name or f"cmp-{datetime.now():%Y%m%d-%H%M%S}")
     planned = plan_runs(config_path, overrides, strategies, seeds, name, budgets, tuned)
+    unused = sorted(set(tuned or {}) - set(strategies))
+    if unused:  # one file of tuned settings serves comparisons of different strategies
+        log(f"--tuned: the settings for {', '.join(unused)} are not used (not in --strategies)")
     out = Path(planned[0].cfg.run.output_dir) / "comparisons" / name
     seed_list = sorted({p.cfg.seed for p in planned})
     runs: list[dict] = []
