@@ -111,7 +111,9 @@ SIGNED = frozenset({"bwt", "fwt", "loss_bwt"})  # transfers: printed with their 
 
 
 def format_metric(name: str, value: float) -> str:
-    """``+0.050`` for a transfer, ``0.620`` for the others."""
+    """``+0.050`` for a transfer, ``0.620`` for the others, ``-`` when its cells were not scored."""
+    if np.isnan(value):
+        return "-"
     return f"{value:+.3f}" if name in SIGNED else f"{value:.3f}"
 
 

@@ -10,6 +10,7 @@ from mssr.metrics import (
     backward_transfer,
     forgetting,
     format_matrix,
+    format_metric,
     forward_transfer,
     loss_metrics,
     tasks_to_score,
@@ -128,3 +129,11 @@ def test_latest_only_cells_keep_ap_and_bwt_and_measure_forgetting_from_the_diago
     assert math.isnan(average_accuracy(lean)) and math.isnan(forward_transfer(lean))
     losses = np.where(np.isnan(lean), nan, 1.0 - lean)
     assert loss_metrics(losses)["loss_forgetting"] == pytest.approx(((0.5 - 0.1) + (0.3 - 0.2)) / 2)
+
+
+def test_format_metric_signs_transfers_and_marks_unscored():
+    assert (format_metric("fwt", 0.05), format_metric("ap", 0.62), format_metric("avg", float("nan"))) == (
+        "+0.050",
+        "0.620",
+        "-",
+    )
