@@ -356,6 +356,55 @@ def format_markdown(
     return "\n".join(lines) + "\n"
 
 
+CURVE_COMPUTE = ("replay tok", "probe tok", "overhead %")  # what each strategy spends, per budget
+
+
+def _percent(budget: str) -> str:
+    return f"{float(budget) * 100:g}%"
+
+
+def format_budget_curves(groups: list[tuple[str, list[dict], list[dict]]]) -> str:
+    """The comparison in one table: per strategy, its AP at each budget (mean over seeds), the
+    paired AP difference against the reference with its 95% interval, and its compute at each
+    budget. ``groups``: (budget label, ``aggregate`` table, ``paired_differences``) per budget,
+    as ``write_outputs`` builds them; only numeric budgets (``--budgets``) make a curve."""
+    groups = [g for g in groups if g[0] not in (CONFIG_BUDGET, ANY_BUDGET)]
+    if not groups:
+        return ""
+    reference = next((d["reference"] for _, _, diffs in groups for d in diffs), None)
+    head = ["strategy", "seeds"]
+    for budget, _, _ in groups:
+        head += [f"AP at {_percent(budget)}", f"Δ AP at {_percent(budget)}"]
+    head += [f"{c} ({' / '.join(_percent(b) for b, _, _ in groups)})" for c in CURVE_COMPUTE]
+    strategies = dict.fromkeys(r["strategy"] for _, table, _ in groups for r in table)
+    rows = []
+    for strategy in strategies:
+        per_budget = [
+            (
+                next((r for r in table if r["strategy"] == strategy and r["seeds"]), None),
+                next((d for d in diffs if d["strategy"] == strategy), None),
+            )
+            for _, table, diffs in groups
+        ]
+        seeds = max((r["seeds"] for r, _ in per_budget if r), default=0)
+        cells = [strategy, str(seeds)]
+        for row, diff in per_budget:
+            cells.append(format(row["AP"], ".3f") if row else "-")
+            cells.append("reference" if strategy == reference else diff["AP"].text() if diff else "-")
+        fmt = {c: f for c, _, f in COLUMNS}
+        for c in CURVE_COMPUTE:
+            cells.append(" / ".join(format(row[c], fmt[c]) if row else "-" for row, _ in per_budget))
+        rows.append(cells)
+    against = f"paired difference against {reference}, " if reference else ""
+    lines = [
+        f"budget curves: AP (mean over seeds), Δ AP ({against}mean [95% interval] over seeds and test "
+        "rows), and compute at each budget (overhead: probe and bookkeeping seconds as % of training)",
+        "",
+        *markdown_table(head, rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _run_row(summary: dict, planned: PlannedRun) -> dict:
     row = {"strategy": planned.entry, "seed": summary["seed"], "budget": planned.budget}
     row.update({col: get(summary) for col, get, _ in COLUMNS})
@@ -367,13 +416,15 @@ def _run_row(summary: dict, planned: PlannedRun) -> dict:
 
 
 def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Optional[str]) -> str:
-    """Every budget's table and paired differences: table.md (returned), table.csv, runs.csv, intervals.csv."""
+    """Every budget's table and paired differences: table.md (returned), table.csv, runs.csv,
+    intervals.csv; with --budgets also curves.md, every budget side by side (format_budget_curves)."""
     out.mkdir(parents=True, exist_ok=True)
-    parts, table_rows, interval_rows = [], [], []
+    parts, table_rows, interval_rows, groups = [], [], [], []
     for budget in budget_groups(runs):
         group = runs_at(runs, budget)
         table = aggregate(group)
         diffs = paired_differences(group, reference) if reference else []
+        groups.append((budget, table, diffs))
         parts.append(format_markdown(table, seeds, diffs, budget))
         table_rows += [{"budget": budget, **r} for r in table]
         interval_rows += [
@@ -391,6 +442,10 @@ def write_outputs(out: Path, runs: list[dict], seeds: list[int], reference: Opti
             for d in diffs
             for m, _, _ in PAIRED_METRICS
         ]
+    curves = format_budget_curves(groups)
+    if curves:  # the one-table summary of a budget sweep, also at the end of table.md
+        (out / "curves.md").write_text(curves)
+        parts.append(curves)
     markdown = "\n".join(parts)
     (out / "table.md").write_text(markdown)
     write_csv(out / "table.csv", table_rows)

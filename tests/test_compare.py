@@ -179,6 +179,9 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
             assert spent == int(budget), r
     md = (out / "comparisons" / "bud" / "table.md").read_text()
     assert md.count("paired difference against fixed") == 2 and "budget 0.25: seeds: 0" in md
+    curves = (out / "comparisons" / "bud" / "curves.md").read_text()
+    assert "| AP at 10% | Δ AP at 10% | AP at 25% | Δ AP at 25% |" in curves and curves in md
+    assert "| fixed | 1 |" in curves and "| mssr | 1 |" in curves and "| none | 1 |" in curves
     intervals = list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open()))
     assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
         ("mssr", "0.1", "AP"),
@@ -402,3 +405,28 @@ def test_one_tuned_file_serves_comparisons_of_fewer_strategies(tmp_path):
         tuned=load_tuned(str(tmp_path / "t.yaml")),
     )
     assert [(p.entry, p.cfg.replay.samples_per_event) for p in planned] == [("fixed", 8)]
+
+
+def test_budget_curves_put_every_budget_of_a_strategy_on_one_row():
+    from pipelines.compare import ANY_BUDGET, aggregate, format_budget_curves, paired_differences
+
+    def run(strategy, seed, budget, kept, replay_tok):
+        row = _row(strategy, seed, ap=kept / 20)
+        return {**row, "budget": budget, "replay tok": replay_tok, "eval_rows": _eval_rows(kept)}
+
+    runs = [run("none", s, ANY_BUDGET, 4, 0) for s in (0, 1)]
+    for budget, fixed_kept, mssr_kept in (("0.05", 10, 16), ("0.1", 12, 8)):
+        runs += [run("fixed", s, budget, fixed_kept, 100 if budget == "0.05" else 200) for s in (0, 1)]
+        runs += [run("mssr", s, budget, mssr_kept, 90) for s in (0, 1)]
+    groups = []
+    for budget in ("0.05", "0.1"):
+        group = [r for r in runs if r["budget"] in (budget, ANY_BUDGET)]
+        groups.append((budget, aggregate(group), paired_differences(group, "fixed", n_boot=200)))
+    md = format_budget_curves(groups)
+    lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| AP at 5% | Δ AP at 5% | AP at 10% | Δ AP at 10% | replay tok (5% / 10%) |" in lines["strategy"]
+    assert lines["fixed"].startswith("| fixed | 2 | 0.500 | reference | 0.600 | reference | 100 / 200 |")
+    # mssr keeps 16 then 8 of task 1's 20 rows against fixed's 10 then 12: +0.15 then -0.10 AP
+    assert lines["mssr"].startswith("| mssr | 2 | 0.800 | +0.150 [") and "| 0.400 | -0.100 [" in lines["mssr"]
+    assert "| 90 / 90 |" in lines["mssr"] and lines["none"].startswith("| none | 2 | 0.200 | -0.150 [")
+    assert format_budget_curves([("config", aggregate(runs[:2]), [])]) == ""  # no --budgets: no curve
