@@ -178,7 +178,8 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
         if r["strategy"] == "fixed":  # 5 tasks x 4 steps, 2 samples per event: the whole budget
             assert spent == int(budget), r
     md = (out / "comparisons" / "bud" / "table.md").read_text()
-    assert md.count("paired difference against fixed") == 2 and "budget 0.25: seeds: 0" in md
+    assert md.count("paired difference against fixed") == 3  # each budget's table, then the curves
+    assert "budget 0.25: seeds: 0" in md
     curves = (out / "comparisons" / "bud" / "curves.md").read_text()
     assert "| AP at 10% | Δ AP at 10% | AP at 25% | Δ AP at 25% |" in curves and curves in md
     assert "| fixed | 1 |" in curves and "| mssr | 1 |" in curves and "| none | 1 |" in curves
