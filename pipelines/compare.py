@@ -377,6 +377,7 @@ def format_budget_curves(groups: list[tuple[str, list[dict], list[dict]]]) -> st
         head += [f"AP at {_percent(budget)}", f"Δ AP at {_percent(budget)}"]
     head += [f"{c} ({' / '.join(_percent(b) for b, _, _ in groups)})" for c in CURVE_COMPUTE]
     strategies = dict.fromkeys(r["strategy"] for _, table, _ in groups for r in table)
+    fmt = {c: f for c, _, f in COLUMNS}
     rows = []
     for strategy in strategies:
         per_budget = [
@@ -391,7 +392,6 @@ def format_budget_curves(groups: list[tuple[str, list[dict], list[dict]]]) -> st
         for row, diff in per_budget:
             cells.append(format(row["AP"], ".3f") if row else "-")
             cells.append("reference" if strategy == reference else diff["AP"].text() if diff else "-")
-        fmt = {c: f for c, _, f in COLUMNS}
         for c in CURVE_COMPUTE:
             cells.append(" / ".join(format(row[c], fmt[c]) if row else "-" for row, _ in per_budget))
         rows.append(cells)
