@@ -193,7 +193,7 @@ class SurpriseSampler:
 class TaskBalancedSampler:
     """Wraps a sampler: split each draw evenly over the pool's tasks (the remainder goes to
     randomly chosen tasks), then let the wrapped sampler pick within each task.
-    Enabled for any strategy with ``replay.balance_tasks: true``."""
+    Used by mssr and mssr-sampler, and by any strategy with ``replay.balance_tasks: true``."""
 
     def __init__(self, inner: ReplaySampler):
         self.inner = inner

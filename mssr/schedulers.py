@@ -161,9 +161,9 @@ class PacedScheduler(BaseScheduler):
     Replay therefore comes when forgetting runs above its usual level (late in a task, as
     interference from the new task accumulates) and less when the pool is fresh, while the
     events left are always spread over the steps left: the budget is neither exhausted early
-    nor left unspent. Events total ``ceil(budget / samples_per_event)``; without a budget, one
-    every ``DEFAULT_FIXED_INTERVAL`` steps on average. Steps are counted, not clock time, so
-    the pacing holds with any replay clock.
+    nor left unspent. Events total ``ceil(budget / samples_per_event)``; without a budget, about
+    one every ``DEFAULT_FIXED_INTERVAL`` steps (never more than ``PACE_LEAD`` ahead of that
+    rate). Steps are counted, not clock time, so the pacing holds with any replay clock.
 
     Over a stream the pool ages, so p trends upwards and p / p_bar sits above one for most of
     it: unchecked, the rate runs ahead early and the last task, whose replay decides the final
@@ -208,9 +208,10 @@ class PacedScheduler(BaseScheduler):
         return True
 
     def _allowance(self) -> float:
-        """The events an even spend would have done by this step, plus ``PACE_LEAD``."""
+        """The events an even spend would have done by this step (of the budget, or at the default
+        rate without one), plus ``PACE_LEAD``."""
         if self.events_total is None or self.replay_steps is None:
-            return float("inf")
+            return self.steps_seen / DEFAULT_FIXED_INTERVAL + PACE_LEAD
         return self.events_total * self.steps_seen / max(1, self.replay_steps) + PACE_LEAD
 
     def on_replay(self, now: float) -> None:

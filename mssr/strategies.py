@@ -6,7 +6,8 @@
 A user strategy is a factory function or class taking the replay config and returning a
 ``Strategy``; it plugs in by import path without editing this module. ``replay.sampler`` and
 ``replay.scheduler`` (a registered name or an import path) replace one half of any strategy,
-and ``replay.balance_tasks`` splits every draw evenly over the pool's tasks.
+and ``replay.balance_tasks`` (true or false) overrides whether every draw is split evenly over
+the pool's tasks (by default mssr and mssr-sampler split them, the others do not).
 
 The built-in strategies:
 
@@ -16,11 +17,13 @@ The built-in strategies:
     loss            when the loss jumps above its running mean + z*std, uniform draws
     accuracy        when a past task's probed accuracy drops by more than delta, draws from it
     surprise        the fixed schedule, drawing the pool samples with the highest last loss (SuRe)
-    mssr            memory-strength sampler + expanding, retention-aware schedule
-    mssr-sampler    ablation: MSSR's sampler on the fixed schedule
-    mssr-scheduler  ablation: MSSR's schedule with uniform draws
-    mssr-paced      memory-strength sampler + a replay rate that follows predicted forgetting,
-                    paced to spend the budget by the end of the stream
+    mssr            memory-strength sampler, draws split over tasks + a replay rate that follows
+                    predicted forgetting, paced to spend the budget by the end of the stream
+    mssr-sampler    ablation: MSSR's sampler (draws split over tasks) on the fixed schedule
+    mssr-scheduler  ablation: MSSR's paced schedule with uniform draws
+    mssr-expanding  the first formulation: memory-strength sampler + expanding, retention-aware
+                    intervals after each task switch (with entry_loss: own_step and
+                    recall_margin: null, the first memory model too)
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ class Strategy:
     # train on a shuffled mix of every task's data, cut into as many segments as there are
     # tasks (same sizes, same evaluation after each): the "joint" reference
     mixes_tasks: bool = False
+    # split every draw evenly over the pool's tasks unless replay.balance_tasks says otherwise
+    balances_tasks: bool = False
 
 
-def _combo(name: str, sampler: str, scheduler: str, mixes_tasks: bool = False):
+def _combo(name: str, sampler: str, scheduler: str, mixes_tasks: bool = False, balances_tasks: bool = False):
     def make(replay_cfg) -> Strategy:
-        return Strategy(
-            name, SAMPLERS.get(sampler)(replay_cfg.mssr), SCHEDULERS.get(scheduler)(replay_cfg), mixes_tasks
-        )
+        sampler_, scheduler_ = SAMPLERS.get(sampler)(replay_cfg.mssr), SCHEDULERS.get(scheduler)(replay_cfg)
+        return Strategy(name, sampler_, scheduler_, mixes_tasks, balances_tasks)
 
     make.__doc__ = f"{name}: {sampler} sampler, {scheduler} scheduler"
     STRATEGIES.register(name)(make)
@@ -61,10 +65,12 @@ _combo("fixed", "uniform", "fixed")
 _combo("loss", "uniform", "loss")
 _combo("accuracy", "uniform", "accuracy")  # the scheduler narrows draws to the dropped tasks
 _combo("surprise", "surprise", "fixed")
-_combo("mssr", "strength", "adaptive")
-_combo("mssr-sampler", "strength", "fixed")
-_combo("mssr-scheduler", "uniform", "adaptive")
-_combo("mssr-paced", "strength", "paced")
+# draws split over tasks keep the task learned last from being starved: its samples are the
+# freshest (highest retention), yet the next task overwrites them first
+_combo("mssr", "strength", "paced", balances_tasks=True)
+_combo("mssr-sampler", "strength", "fixed", balances_tasks=True)
+_combo("mssr-scheduler", "uniform", "paced")
+_combo("mssr-expanding", "strength", "adaptive")
 
 
 def build_strategy(name: str, replay_cfg) -> Strategy:
@@ -75,6 +81,7 @@ def build_strategy(name: str, replay_cfg) -> Strategy:
         strategy.sampler = SAMPLERS.get(replay_cfg.sampler)(replay_cfg.mssr)
     if replay_cfg.scheduler:
         strategy.scheduler = SCHEDULERS.get(replay_cfg.scheduler)(replay_cfg)
-    if replay_cfg.balance_tasks:
+    balance = strategy.balances_tasks if replay_cfg.balance_tasks is None else replay_cfg.balance_tasks
+    if balance:
         strategy.sampler = TaskBalancedSampler(strategy.sampler)
     return strategy

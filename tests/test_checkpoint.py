@@ -29,7 +29,7 @@ def _planner_after_two_tasks(strategy="mssr", **extra):
         ("mssr", {}),
         ("accuracy", {}),
         ("loss", {"loss": {"signal": "probe"}}),
-        ("mssr", {"clock": "update_norm", "balance_tasks": True}),
+        ("mssr-expanding", {"clock": "update_norm"}),
     ],
 )
 def test_checkpoint_roundtrip_continues_the_same_plans(tmp_path, strategy, extra):

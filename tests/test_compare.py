@@ -272,7 +272,7 @@ def test_tuned_settings_apply_to_their_strategy_only(tmp_path):
     assert (cfg["fixed"].samples_per_event, cfg["fixed"].balance_tasks) == (8, True)
     assert cfg["fixed"].fixed.interval is None  # the budget's derived interval still wins
     assert (cfg["mssr"].mssr.decay, cfg["mssr"].scheduler, cfg["mssr"].samples_per_event) == (0.05, None, 2)
-    assert (cfg["none"].samples_per_event, cfg["none"].balance_tasks) == (2, False)
+    assert (cfg["none"].samples_per_event, cfg["none"].balance_tasks) == (2, None)
 
 
 @pytest.mark.parametrize(

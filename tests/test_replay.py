@@ -171,7 +171,7 @@ def test_task_end_entry_loss_is_the_learned_level_of_the_task_and_survives_a_mid
     assert restored.memory.state_dict().keys() == planner.memory.state_dict().keys()
     for k, v in planner.memory.state_dict().items():
         assert np.array_equal(v, restored.memory.state_dict()[k]), k
-    own = ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=8), seed=0)  # the default: own step
+    own = ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=8, mssr={"entry_loss": "own_step"}), seed=0)
     own.start_task(0)
     own.observe_step([StepObservation(new_ids=[1, 2], new_losses=[4.0, 0.5])])
     own.end_task(0)
@@ -393,6 +393,21 @@ def test_mean_retention_of_a_huge_pool_is_estimated_closely():
     assert 0.05 < exact < 0.95 and abs(mem.mean_retention(120) - exact) < 0.005
 
 
+def test_mssr_splits_its_draws_over_tasks_unless_the_config_says_otherwise():
+    def parts(name, **cfg):
+        s = build_strategy(name, ReplayConfig(**cfg))
+        inner = s.sampler.inner if isinstance(s.sampler, TaskBalancedSampler) else None
+        return type(s.sampler).__name__, type(inner).__name__, type(s.scheduler).__name__
+
+    assert parts("mssr") == ("TaskBalancedSampler", "StrengthSampler", "PacedScheduler")
+    assert parts("mssr-sampler") == ("TaskBalancedSampler", "StrengthSampler", "FixedIntervalScheduler")
+    assert parts("mssr-scheduler") == ("UniformSampler", "NoneType", "PacedScheduler")
+    assert parts("mssr-expanding") == ("StrengthSampler", "NoneType", "AdaptiveScheduler")
+    assert parts("mssr", balance_tasks=False)[0] == "StrengthSampler"
+    assert parts("fixed") == ("UniformSampler", "NoneType", "FixedIntervalScheduler")
+    assert parts("fixed", balance_tasks=True)[:2] == ("TaskBalancedSampler", "UniformSampler")
+
+
 def test_the_surprise_sampler_replays_the_highest_losses_first():
     from mssr.samplers import SurpriseSampler
 
@@ -414,7 +429,7 @@ def test_the_surprise_sampler_replays_the_highest_losses_first():
 
 @pytest.mark.parametrize("budget", [6, 10, 0.05, 0.2])
 def test_the_paced_schedule_spends_its_budget_and_never_more(budget):
-    cfg = ReplayConfig(strategy="mssr-paced", budget=budget, pool_per_task=16, samples_per_event=4)
+    cfg = ReplayConfig(strategy="mssr", budget=budget, pool_per_task=16, samples_per_event=4)
     planner = ReplayPlanner(cfg, seed=0, total_new_samples=3 * 40 * 4, replay_steps=2 * 40)
     plans = simulate(planner, tasks=3, steps=40, batch=4)
     cap = budget if isinstance(budget, int) else int(budget * 3 * 40 * 4)
@@ -473,7 +488,7 @@ def test_the_paced_schedule_keeps_budget_for_the_last_task_when_forgetting_trend
 
 
 def test_the_paced_schedule_without_a_budget_replays_at_the_default_rate():
-    planner = ReplayPlanner(ReplayConfig(strategy="mssr-paced", pool_per_task=16), seed=0)
+    planner = ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=16), seed=0)
     plans = simulate(planner, tasks=3, steps=40, batch=4)
     n = sum(bool(p.replay) for p in plans)
     assert abs(n - 80 / DEFAULT_FIXED_INTERVAL) <= 6  # 80 steps with a pool, about one event in four
@@ -493,10 +508,10 @@ def test_the_at_risk_sampler_favours_the_fresh_unrehearsed_task_over_the_long_fo
     w = at_risk.weights(mem, 200)
     r_now, r_ahead = mem.retention(200), mem.retention(208)
     d = r_now - r_ahead
-    assert np.allclose(w, (d / d.max()) ** 2 + cfg.mssr.epsilon)
+    assert np.allclose(w, (d / d.max()) ** cfg.mssr.kappa + cfg.mssr.epsilon)
     rng = np.random.default_rng(0)
     fresh_share = np.mean(np.concatenate([at_risk.sample(mem, 200, 4, rng) for _ in range(300)]) >= 50)
     strength_share = np.mean(np.concatenate([strength.sample(mem, 200, 4, rng) for _ in range(300)]) >= 50)
     assert fresh_share > 0.9 and strength_share < 0.1
     planner = ReplayPlanner(cfg, seed=0)
-    assert isinstance(planner.strategy.sampler, AtRiskSampler)  # by name, on the mssr strategy
+    assert isinstance(planner.strategy.sampler.inner, AtRiskSampler)  # by name, inside mssr's split over tasks
