@@ -75,13 +75,14 @@ def prepare_default_model(force: bool = False, log=print) -> Path:
 
 def _write_model_folder(model, tokenizer, target: Path, replace: bool = False) -> None:
     """Weights (safetensors) and tokenizer into ``target``, atomically (temp + rename), so that
-    concurrent first uses cannot see half a model."""
+    concurrent first uses cannot see half a model. A ``target`` without ``config.json`` (left by
+    a copy or a process stopped from outside) is replaced, not kept forever."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if replace:
+    if replace or (target.exists() and not (target / "config.json").is_file()):
         shutil.rmtree(target, ignore_errors=True)
     try:
         tmp.rename(target)

@@ -44,6 +44,23 @@ def test_same_seed_same_initialisation():
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_an_incomplete_cached_model_folder_is_replaced(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from mssr.models import DEFAULT_MODEL, prepare_default_model, prepare_tiny_model
+
+    tokenizer_source = prepare_default_model()  # the real cache's converted model, for the tokenizer
+    monkeypatch.setenv("MSSR_CACHE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / DEFAULT_MODEL).symlink_to(tokenizer_source)
+    broken = tmp_path / "models" / "tiny-seed3"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text("{}")  # a folder without config.json or weights
+    path = prepare_tiny_model(3)
+    assert path == broken and (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers == 2
+
+
 def test_bad_target_module_and_missing_model():
     with pytest.raises(ModelError, match="target_modules"):
         load_model(ModelConfig(name="tiny", lora={"target_modules": ["no_such_proj"]}))
