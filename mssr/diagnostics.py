@@ -150,3 +150,43 @@ def format_summary(d: dict) -> str:
         f"{d['phases']['last']} (first/middle/last); replayed per task {spend}; calibration of predicted "
         f"retention against the loss rise at replay: Spearman {rho:+.2f} over {d['calibration']['n']} samples"
     )
+
+
+def last_task_share(picks: Sequence[dict]) -> tuple[float, float]:
+    """(observed, even) share of the replayed samples drawn from the task learned last, over the
+    tasks from the third on (the first with a choice): observed, what the run drew; even, what
+    draws split evenly over the tasks learned so far would give (1/k during task k+1)."""
+    drawn = last = 0
+    even = 0.0
+    for during in picks[2:]:
+        counts = {int(t): n for t, n in during["replayed_from"].items()}
+        n = sum(counts.values())
+        drawn += n
+        last += counts.get(during["task"] - 1, 0)
+        even += n / during["task"]
+    return (last / drawn, even / drawn) if drawn else (float("nan"), float("nan"))
+
+
+def table_row(d: dict) -> list[str]:
+    """A run's diagnostics (``summarise``'s dict) as the cells of ``mssr diagnostics``'s table:
+    replayed samples, calibration, events by third of their task, samples replayed during the
+    last task, and the share drawn from the task learned last (with an even split's share)."""
+    spend = [t["replayed"] for t in d["spend_by_task"]]
+    share, even = last_task_share(d["picks_by_task"])
+    phases = d["phases"]
+    return [
+        str(sum(spend)),
+        f"{d['calibration']['spearman']:+.2f}",
+        f"{phases['first']} / {phases['middle']} / {phases['last']}",
+        str(spend[-1]),
+        f"{share:.2f} ({even:.2f})",
+    ]
+
+
+TABLE_HEAD = (
+    "replayed",
+    "Spearman (1 - R, loss rise)",
+    "events by third",
+    "during the last task",
+    "from the task learned last (even split)",
+)

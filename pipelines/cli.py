@@ -122,6 +122,36 @@ def _cmd_validate_data(args: argparse.Namespace) -> int:
     return 1 if args.strict and report["warnings"] else 0
 
 
+def _cmd_diagnostics(args: argparse.Namespace) -> int:
+    import json
+
+    from mssr.diagnostics import TABLE_HEAD, table_row
+    from pipelines.tables import markdown_table
+
+    rows = []
+    for run_dir in map(Path, args.run_dirs):
+        path = run_dir / "diagnostics.json"
+        if not path.is_file():
+            raise UserError(f"{path}: not found (a finished run's directory holds diagnostics.json)")
+        rows.append([run_dir.name, *table_row(json.loads(path.read_text()))])
+    print("\n".join(markdown_table(["run", *TABLE_HEAD], rows)))
+    return 0
+
+
+def _add_diagnostics(sub) -> None:
+    diag = sub.add_parser(
+        "diagnostics",
+        help="a table of the replay diagnostics of finished runs",
+        description="One row per run: replayed samples; Spearman's correlation between the memory "
+        "model's predicted forgetting (1 - R) and the loss rise of the replayed samples (positive: "
+        "informative); replay events in the first, middle and last third of their task; samples "
+        "replayed during the last task; and the share of replays drawn from the task learned last, "
+        "beside what an even split over the tasks would give.",
+    )
+    diag.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with diagnostics.json)")
+    diag.set_defaults(func=_cmd_diagnostics)
+
+
 def _cmd_prepare_model(args: argparse.Namespace) -> int:
     from mssr.models import prepare_default_model
 
@@ -384,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_export,
         _add_eval,
         _add_validate_data,
+        _add_diagnostics,
     )
     for add in (*commands, _add_prepare_model):
         add(sub)

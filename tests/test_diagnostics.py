@@ -1,10 +1,21 @@
 """Replay diagnostics: calibration on a simulated pool whose forgetting is known, and the
 per-task accounting of a plan."""
 
+import json
+
 import numpy as np
 import pytest
 
-from mssr.diagnostics import ReplayRecord, calibration, events_by_task_phase, picks_by_task, spend_by_task, task_of_step
+from mssr.diagnostics import (
+    ReplayRecord,
+    calibration,
+    events_by_task_phase,
+    last_task_share,
+    picks_by_task,
+    spend_by_task,
+    summarise,
+    task_of_step,
+)
 
 
 def _records(true_strength, believed_strength, n=400, seed=0):
@@ -79,3 +90,34 @@ def test_plan_accounting_by_task():
     ]
     picks = picks_by_task(replays, task_steps, lambda i: i >> 32)
     assert picks[1]["replayed_from"] == {0: 3} and picks[2]["replayed_from"] == {1: 2, 0: 1}
+
+
+def test_the_share_drawn_from_the_task_learned_last_against_an_even_split():
+    picks = [
+        {"task": 0, "replayed_from": {}},
+        {"task": 1, "replayed_from": {"0": 4}},  # one task to draw from: not counted
+        {"task": 2, "replayed_from": {"0": 1, "1": 3}},  # 3 of 4 from task 1; even: 2 of 4
+        {"task": 3, "replayed_from": {"0": 2, "1": 2, "2": 2}},  # 2 of 6 from task 2; even: 2 of 6
+    ]
+    share, even = last_task_share(picks)
+    assert share == pytest.approx(5 / 10) and even == pytest.approx(4 / 10)
+    assert np.isnan(last_task_share(picks[:2])[0])
+
+
+def test_the_diagnostics_command_tabulates_runs_and_names_a_missing_file(tmp_path, capsys):
+    from pipelines.cli import main
+
+    task_steps = [4, 6, 6]
+    replays = [[]] * 4 + [[], [], [1, 2], [], [], [3]] + [[(1 << 32) + 5, 7], [], [], [], [], [(1 << 32) + 6]]
+    events = [[s, ids] for s, ids in enumerate(replays) if ids]
+    log = [r.to_json() for r in _records(30.0, 30.0, n=40)]
+    run = tmp_path / "run-a"
+    run.mkdir()
+    (run / "diagnostics.json").write_text(json.dumps(summarise(log, events, task_steps, budget=10)))
+    assert main(["diagnostics", str(run)]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    # 6 replayed; 1 event in the first third of its task, 1 in the middle, 2 in the last; 3 during the last
+    # task, 2 of them from task 1 (an even split over tasks 0 and 1 gives half)
+    assert row.startswith("| run-a | 6 | +0.") and "| 1 / 1 / 2 | 3 | 0.67 (0.50) |" in row
+    assert main(["diagnostics", str(tmp_path / "missing")]) == 2
+    assert f"{tmp_path / 'missing' / 'diagnostics.json'}: not found" in capsys.readouterr().err
