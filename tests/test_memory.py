@@ -25,7 +25,7 @@ def test_retention_in_unit_interval_and_non_increasing(losses, t1, dt):
 
 
 def test_well_learned_samples_start_stronger():
-    mem = MemoryState(MSSRConfig())
+    mem = MemoryState(MSSRConfig(decay=0.02))
     mem.add([1, 2], task=0, losses=[0.1, 3.0], now=0)
     assert mem.strength[0] > mem.strength[1]
     assert mem.strength[0] == pytest.approx(50.0 / (1 + 0.1))  # S0 = 1/decay = 50
@@ -89,7 +89,7 @@ def test_recall_relative_to_the_entry_loss_means_the_same_rise_on_every_task():
     mem.update([1, 2], losses=[0.4, 2.1], now=30.0)  # 1 rose 0.35 (forgotten), 2 rose 0.1 (recalled)
     assert mem.strength[0] == pytest.approx(max(1.0, 0.5 * before[0]))
     assert mem.strength[1] > before[1]
-    absolute = MemoryState(MSSRConfig())  # recall_loss 0.5: the opposite verdicts
+    absolute = MemoryState(MSSRConfig(recall_margin=None))  # recall_loss 0.5: the opposite verdicts
     absolute.add([1], task=0, losses=[0.05], now=0)
     absolute.add([2], task=1, losses=[2.0], now=0)
     kept = absolute.strength.copy()
@@ -98,7 +98,7 @@ def test_recall_relative_to_the_entry_loss_means_the_same_rise_on_every_task():
 
 
 def test_entry_losses_given_apart_from_the_last_losses():
-    mem = MemoryState(MSSRConfig())
+    mem = MemoryState(MSSRConfig(decay=0.02))
     mem.add([1, 2], task=0, losses=[3.0, 0.2], now=0, entry_losses=0.5)
     assert mem.loss.tolist() == [3.0, 0.2]  # what the surprise sampler ranks by
     assert mem.entry_loss.tolist() == [0.5, 0.5]
