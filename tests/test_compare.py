@@ -139,9 +139,10 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
 
 @pytest.mark.e2e
 def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
-    """Every strategy at two budgets on the tiny model: none once (it never replays), the
-    fixed schedule spends its budget to the last sample (its interval derived from it), and
-    nothing spends more than its budget; the table pairs each strategy with fixed. Scored as
+    """A strategy at two budgets on the tiny model, beside one that never replays: none runs
+    once, the fixed schedule spends each budget to the last sample (its interval derived from
+    it), and the tables pair none with fixed at each budget (that every replaying strategy
+    stays within its budget is tested on the schedulers themselves, in test_replay.py). Scored as
     a long comparison is (eval.seen_tasks=latest, future_tasks=none): each task right after its
     training and every task at the end, which every paired metric can read."""
     out = tmp_path / "out"
@@ -153,7 +154,7 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
         "eval.seen_tasks=latest",
         "eval.future_tasks=none",
         "--strategies",
-        "none,fixed,mssr",
+        "none,fixed",
         "--budgets",
         "0.1,0.25",
         "--name",
@@ -165,8 +166,6 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
     assert sorted((r["strategy"], r["budget"]) for r in runs) == [
         ("fixed", "0.1"),
         ("fixed", "0.25"),
-        ("mssr", "0.1"),
-        ("mssr", "0.25"),
         ("none", "-"),
     ]
     for r in runs:
@@ -174,24 +173,22 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
         if r["strategy"] == "none":
             assert spent == 0
             continue
-        assert 0 < spent <= int(budget)
-        if r["strategy"] == "fixed":  # 5 tasks x 4 steps, 2 samples per event: the whole budget
-            assert spent == int(budget), r
+        assert spent == int(budget), r  # 5 tasks x 4 steps, 2 samples per event: the whole budget
     md = (out / "comparisons" / "bud" / "table.md").read_text()
     assert md.count("paired difference against fixed") == 3  # each budget's table, then the curves
     assert "budget 0.25: seeds: 0" in md
     curves = (out / "comparisons" / "bud" / "curves.md").read_text()
     assert "| AP at 10% | Δ AP at 10% | AP at 25% | Δ AP at 25% |" in curves and curves in md
-    assert "| fixed | 1 |" in curves and "| mssr | 1 |" in curves and "| none | 1 |" in curves
+    assert "| fixed | 1 |" in curves and "| none | 1 |" in curves
     intervals = list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open()))
     assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
-        ("mssr", "0.1", "AP"),
+        ("none", "0.1", "AP"),
         ("none", "0.25", "AP"),
-        ("mssr", "0.1", "forgetting"),
-        ("mssr", "0.25", "loss forgetting"),
+        ("none", "0.1", "forgetting"),
+        ("none", "0.25", "loss forgetting"),
     }
     assert all(math.isfinite(float(i[k])) for i in intervals for k in ("mean", "low", "high"))
-    m = np.asarray(json.loads((out / "bud-mssr-b0.1-s0" / "summary.json").read_text())["accuracy_matrix"])
+    m = np.asarray(json.loads((out / "bud-fixed-b0.1-s0" / "summary.json").read_text())["accuracy_matrix"])
     lean = np.full((6, 5), False)
     lean[range(1, 6), range(5)] = True  # each task right after its training
     lean[5] = True  # every task at the end
