@@ -62,6 +62,12 @@ class Progress:
     autocast: str = "none"  # what train.autocast resolved to
     eval_autocast: str = "none"  # what eval.autocast resolved to
     isolation: dict = field(default_factory=dict)  # method, refreshes, isolated fraction, state size
+    # where and how rank 0 trained (``mssr.provenance.to_dict``); empty on the other ranks and
+    # in checkpoints written before runs recorded it
+    provenance: dict = field(default_factory=dict)
+    # the provenance of earlier parts of the run (before a ``--resume`` or a failure's restart,
+    # or the run ``mssr continue`` continued) where it differed from ``provenance``, oldest first
+    earlier_provenance: list[dict] = field(default_factory=list)
 
     def with_tasks(self, names: list[str]) -> Progress:
         """This progress for its stream extended by more tasks (``mssr continue``): the rows so

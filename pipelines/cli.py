@@ -13,6 +13,7 @@
     mssr export runs/demo --out exported/demo        # the fine-tuned adapter (--merge: a plain model)
     mssr eval exported/demo configs/demo.yaml        # one accuracy and loss row for any model on a stream
     mssr validate-data configs/demo.yaml             # counts, duplicates, leakage, lengths of the stream
+    mssr provenance runs/ --out provenance.csv       # where each run ran: commit, processor, precision, versions
     mssr prepare-model                               # convert the packaged SmolLM2 once (also automatic)
 
 User errors (bad config, bad data, missing model) print one line and exit with code 2.
@@ -150,6 +151,33 @@ def _add_diagnostics(sub) -> None:
     )
     diag.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with diagnostics.json)")
     diag.set_defaults(func=_cmd_diagnostics)
+
+
+def _cmd_provenance(args: argparse.Namespace) -> int:
+    from pipelines.provenance_table import format_markdown, provenance_table, write_table
+
+    rows = provenance_table(args.paths)
+    print(format_markdown(rows))
+    if args.out:
+        print(f"written to {write_table(rows, args.out)}")
+    return 0
+
+
+def _add_provenance(sub) -> None:
+    prov = sub.add_parser(
+        "provenance",
+        help="a table of where and how finished runs ran (commit, processor, precision, versions)",
+        description="One row per run directory (one holding summary.json; a directory above runs: "
+        "every run below it, sorted by name): commit, dirty, processor, processor kind, bf16 "
+        "instructions, threads, device, train and eval precision, torch, ray, transformers and "
+        "peft versions, wall time. Runs from before runs recorded their provenance get their "
+        "precisions from the summary and 'unknown' elsewhere. Printed as Markdown.",
+    )
+    prov.add_argument(
+        "paths", nargs="+", metavar="RUN_DIR_OR_PARENT", help="run directories, or directories above them"
+    )
+    prov.add_argument("--out", metavar="FILE.csv", help="also write the table as CSV")
+    prov.set_defaults(func=_cmd_provenance)
 
 
 def _cmd_prepare_model(args: argparse.Namespace) -> int:
@@ -415,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval,
         _add_validate_data,
         _add_diagnostics,
+        _add_provenance,
     )
     for add in (*commands, _add_prepare_model):
         add(sub)

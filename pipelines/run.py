@@ -23,6 +23,7 @@ from typing import Optional
 
 import yaml
 
+from mssr import provenance
 from mssr.config import Config, config_to_dict, flatten
 from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
@@ -493,7 +494,7 @@ def _fit(
     artifacts = _write_results(run_dir, summary, progress, {**diagnostics, **record})
     model_line = _log_model(cfg, run_dir, uri, run_id, register)
     try:
-        finish_run(uri, run_id, final_metrics(summary), artifacts)
+        finish_run(uri, run_id, final_metrics(summary), artifacts, tags=provenance.tags(summary["provenance"]))
     except Exception as e:  # the results are on disk: a tracking server that is away costs the run nothing
         first = str(e).splitlines()[0] if str(e) else ""
         model_line += (
@@ -565,6 +566,9 @@ def _summary(
         "autocast": progress.autocast,
         "eval_autocast": progress.eval_autocast,
         "eval_mode": cfg.eval.mode,
+        # where and how the workers trained (mssr.provenance): commit, processor, threads,
+        # versions, precisions; what decides whether two runs may be paired
+        "provenance": provenance.to_dict(provenance.from_dict(progress.provenance)),
         "replay_budget": plan["replay_budget"],
         "replay_samples": stats["replay_samples"],
         "replay_events": stats["replay_events"],
@@ -581,6 +585,7 @@ def _summary(
         "mlflow_run_id": run_id,
         "run_dir": str(run_dir),
         "seed": cfg.seed,
+        **({"earlier_provenance": progress.earlier_provenance} if progress.earlier_provenance else {}),
     }
 
 
@@ -648,3 +653,4 @@ def _print_results(summary: dict, diagnostics: dict, cfg: Config, log) -> None:
         f"{'on' if s['autocast'] == 'bf16' else 'off'}, evaluation "
         f"{'on' if s['eval_autocast'] == 'bf16' else 'off'}; evaluation {cfg.eval.mode})"
     )
+    log(provenance.describe(s["provenance"]))

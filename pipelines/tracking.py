@@ -71,10 +71,18 @@ def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], 
 
 
 def finish_run(
-    uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path], status: str = "FINISHED"
+    uri: str,
+    run_id: str,
+    metrics: dict[str, float],
+    artifacts: list[Path],
+    status: str = "FINISHED",
+    tags: Optional[dict[str, str]] = None,
 ) -> None:
+    """The run's final metrics, its ``tags`` (a run's provenance: ``mssr.provenance.tags``) and
+    artifacts; then its status."""
     client = mlflow_client(uri)
     log_metrics(client, run_id, metrics, step=0)
+    set_tags(client, run_id, tags or {})
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
@@ -92,6 +100,15 @@ def fail_run(uri: str, run_id: str) -> None:
 
 def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
     log_metric_batches(client, run_id, [(metrics, step)])
+
+
+def set_tags(client, run_id: str, tags: dict[str, str]) -> None:
+    """Set the run's ``tags`` in as few requests as possible (a resumed run sets them again)."""
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, tags=items[i : i + 100])
 
 
 def log_metric_batches(client, run_id: str, entries: list[tuple[dict[str, float], int]]) -> None:

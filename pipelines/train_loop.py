@@ -44,6 +44,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from mssr import provenance
 from mssr.config import Config
 from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, set_rng_state
 from mssr.learner import Learner
@@ -159,12 +160,16 @@ class Worker:
         self.recorder = ray.get_actor(config.recorder_name)
         self._record_worker()
         self.per_rank_batch = self.cfg.train.batch_size // self.world
+        # where and how this run trains (rank 0, where it trains; mssr.provenance): the floats
+        # depend on the processor and the precision, so paired runs must share them
+        self.provenance = self._provenance() if self.rank == 0 else {}
         # where the run stands and what it measured, restored from the checkpoint after a failure
         self.progress = Progress(
             task_names=[t.name for t in self.tasks],
             weights_dtype=self.learner.weights_dtype,
             autocast=self.learner.precision,
             eval_autocast=self.learner.eval_precision,
+            provenance=self.provenance,
         )
         self.window = LogWindow()  # since the last progress line
         self.needs_update_norm = config.needs_update_norm and self.rank == 0
@@ -174,6 +179,15 @@ class Worker:
         self.read_ahead: dict[int, ReadAhead] = {}  # the next task's first epoch, started early
 
     # -- checkpoints -----------------------------------------------------------------
+    def _provenance(self) -> dict:
+        """This worker's commit, processor, threads, versions and the precisions the learner
+        resolved (``mssr.provenance.collect``), as a dict for the progress."""
+        learner = self.learner
+        train, evaluation = provenance.precisions(
+            learner.weights_dtype, learner.precision, learner.eval_precision, self.cfg.model.finetune
+        )
+        return provenance.to_dict(provenance.collect(self.device, train, evaluation))
+
     def _record_worker(self) -> None:
         """Where this rank runs (process id, Ray node): for failure drills and placement checks."""
         record = WorkerRecord(
@@ -204,7 +218,12 @@ class Worker:
             before = len(progress.task_names)
             progress = progress.with_tasks([t.name for t in self.tasks])
             self.unscored = list(range(before, len(self.tasks)))
-        self.progress = progress
+        # this part of the run is recorded as the run's provenance; an earlier part that ran
+        # elsewhere (another machine, commit or precision) is kept beside it
+        earlier = [*progress.earlier_provenance]
+        if progress.provenance and progress.provenance != self.provenance and self.rank == 0:
+            earlier.append(progress.provenance)
+        self.progress = dataclasses.replace(progress, provenance=self.provenance, earlier_provenance=earlier)
         if self.rank == 0:  # the actor to the checkpoint's state (it may have run ahead, or been restarted empty)
             ray.get(self.actor.load_state_dict.remote(actor_state))
         if self.rank == 0 and not continuing:  # a restore: recorded, with the memory state's digests

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mssr.metrics import tasks_to_score
+from mssr.provenance import processor_model
 from tests.conftest import ROOT, run_cli, same_matrix
 
 
@@ -33,6 +34,10 @@ def test_summary_has_every_field_and_the_cells_the_metrics_read(tiny_run):
     assert s["tokens"]["train_new"] > 0 and s["tokens"]["eval"] > 0 and s["tokens"]["train_replay"] > 0
     assert s["replay_samples"] > 0
     assert "accuracy matrix" in stdout and "AP " in stdout and "loss matrix" in stdout
+    # where and how the workers trained: this machine, in fp32 (CPUs train in fp32 unless asked)
+    prov = s["provenance"]
+    assert prov["processor"] == processor_model() and prov["device"] == "cpu" and prov["train_precision"] == "fp32"
+    assert prov["threads"] >= 1 and prov["versions"]["torch"] and "machine: " + prov["processor"] in stdout
 
 
 @pytest.mark.e2e
@@ -103,6 +108,8 @@ def test_mlflow_run_holds_the_same_numbers_and_artifacts(tiny_run):
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's model-training views
     assert run.data.params["replay.strategy"] == "mssr" and run.data.params["model.name"] == "tiny"
+    assert run.data.tags["mssr.commit"] == (s["provenance"]["commit"] or "unknown")
+    assert run.data.tags["mssr.processor_kind"] == s["provenance"]["processor_kind"] != "unknown"
     for key in ("ap", "bwt", "fwt", "forgetting", "avg"):
         assert run.data.metrics[key] == pytest.approx(s[key])
     assert run.data.metrics["replay_samples"] == s["replay_samples"]
