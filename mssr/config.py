@@ -64,9 +64,11 @@ class TaskSpec(_Strict):
     name: str = Field(min_length=1)
     """the task's name in the matrices, the console and MLflow; unique within the stream."""
     train: str
-    """JSONL or Parquet file of {"prompt","answer"} or {"instruction","input","output"} rows."""
+    """JSONL or Parquet file of {"prompt","answer"} or {"instruction","input","output"} rows; every row
+    trains (`stream.train_size` does not cap it), less those `stream.split` leaves out."""
     test: str
-    """the test rows (same formats), scored after every task for the accuracy and loss matrices."""
+    """the test rows (same formats), scored after every task for the accuracy and loss matrices; every row
+    is scored (`stream.test_size` does not cap it), less those `stream.split` leaves out."""
     validation: Optional[str] = None
     """optional held-out rows (same formats): checked and counted in the data report, not scored; null: none."""
     scorer: str = "exact_match"
@@ -78,13 +80,25 @@ class StreamConfig(_Strict):
     """The built-in stream to train on (`reasoning-gym`: 5 tasks, the demo's; `reasoning-gym-long`:
     11 tasks); ignored when `tasks` is given."""
     tasks: list[TaskSpec] = []
-    """user tasks, in training order."""
+    """user tasks, in training order (see `order_seed`), each using every row of its files."""
     train_size: int = Field(256, gt=0)
-    """rows per task for the built-in stream (and cap for user tasks)."""
+    """train rows per task of the built-in stream (fewer where a task has fewer distinct prompts): 32
+    steps of batch 8, the demo's budget. User tasks are never capped: they use every row of their files."""
     test_size: int = Field(40, gt=0)
-    """test rows per task: ±8% standard error on a score near 0.5."""
+    """test rows per task of the built-in stream: ±8% standard error on a score near 0.5. User tasks
+    are never capped: they score every row of their test files."""
     data_seed: int = 1234
     """fixes the built-in stream's generated data, independent of the run seed."""
+    order_seed: Optional[int] = None
+    """null: the tasks in the order listed (the built-in stream's own order), the order the results
+    were measured in; an integer: a permutation of that list drawn from random.Random(order_seed)
+    (Fisher-Yates on its random(): for i from the last index down to 1, swap i and
+    int(random() * (i + 1))). A task's rows never depend on its place, so every order shares them."""
+    split: Literal["all", "tune", "eval"] = "all"
+    """which part of each task's prompts to use, split by a hash of the normalised prompt
+    (mssr/splits.py, half and half): "all" every row, as before; "tune" every train and test row from
+    the tune part (what `mssr tune` runs on); "eval" test rows from the eval part only, train rows
+    kept: a comparison never scores a prompt a sweep saw, whatever the data seeds (docs/streams.md)."""
     max_length: int = Field(192, gt=8)
     """tokens per sample (prompt + answer + end-of-sequence)."""
     too_long: Literal["reject", "truncate"] = "reject"

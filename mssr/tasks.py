@@ -8,17 +8,22 @@ Rows come from JSONL or Parquet files in either of two shapes:
 Everything is validated up front; a bad row raises ``DataError("file:line: what is wrong")``.
 
     tasks = load_stream(cfg.stream)          # list[Task], in training order
+
+A user task uses every row of its files (``stream.train_size`` and ``test_size`` size the
+built-in stream only); ``stream.split`` may filter them by prompt (``mssr/splits.py``).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from mssr.errors import DataError
 from mssr.scoring import SCORERS, get_scorer
+from mssr.splits import split_task
 
 
 @dataclass(frozen=True)
@@ -128,24 +133,34 @@ def load_task(
     )
 
 
+def ordered(items: list, order_seed: Optional[int]) -> list:
+    """The training order of a stream's tasks: ``items`` as listed when ``order_seed`` is None,
+    else a permutation drawn from ``random.Random(order_seed)`` by Fisher-Yates: for ``i`` from
+    the last index down to 1, swap items ``i`` and ``j = int(rng.random() * (i + 1))``. It uses
+    ``random()`` alone, whose sequence for an integer seed Python keeps the same across
+    versions, so a seed gives the same order on every machine."""
+    out = list(items)
+    if order_seed is not None:
+        rng = random.Random(order_seed)
+        for i in range(len(out) - 1, 0, -1):
+            j = int(rng.random() * (i + 1))
+            out[i], out[j] = out[j], out[i]
+    return out
+
+
 def load_stream(stream_cfg, cache_dir: Optional[Path] = None) -> list[Task]:
-    """Load every task of the configured stream (the built-in one is generated on first use)."""
-    if stream_cfg.tasks:
-        specs = stream_cfg.tasks
-    else:
+    """Load every task of the configured stream, in training order (``stream.order_seed``).
+
+    The built-in stream is generated on first use (``stream.train_size`` and ``test_size`` rows
+    per task, from ``stream.split``'s part of the prompts); a user task keeps every row of its
+    files, filtered by ``stream.split`` alone (``mssr.splits.split_task``).
+    """
+    if not stream_cfg.tasks:
         from mssr.builtin_stream import builtin_task_specs
 
-        specs = builtin_task_specs(stream_cfg, cache_dir)
-    tasks = [
-        load_task(
-            s.name,
-            s.train,
-            s.test,
-            s.validation,
-            s.scorer,
-            max_train=stream_cfg.train_size,
-            max_test=stream_cfg.test_size,
-        )
-        for s in specs
+        specs = builtin_task_specs(stream_cfg, cache_dir)  # already ordered and split
+        return [load_task(s.name, s.train, s.test, s.validation, s.scorer) for s in specs]
+    return [
+        split_task(load_task(s.name, s.train, s.test, s.validation, s.scorer), stream_cfg.split)
+        for s in ordered(stream_cfg.tasks, stream_cfg.order_seed)
     ]
-    return tasks

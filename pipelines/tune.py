@@ -20,6 +20,11 @@ trial's run in the UI looks like any other run. Outputs in ``<output_dir>/sweeps
 config of the best finished trial, ready for ``mssr run``), and Tune's own state under
 ``tune/``, from which ``--resume`` continues an interrupted sweep (finished trials are kept,
 a trial cut off mid-run continues from its last task-boundary checkpoint).
+
+The trials run on ``stream.split=tune``, the tune part of every task's prompts
+(``mssr/splits.py``): set by the sweep when the config leaves the split at ``all``, refused
+when it says ``eval``. ``best_params.yaml`` keeps the trials' stream settings under
+``tuned_on``, so that a comparison can check that none of its test prompts was seen here.
 """
 
 from __future__ import annotations
@@ -77,6 +82,18 @@ def worker_cpus(total_cpus: float, max_concurrent: int, num_workers: int) -> flo
 def trial_run_name(sweep: str, trial_id: str) -> str:
     """The run name (and run directory) of one trial of a sweep."""
     return f"{sweep}-{trial_id}"
+
+
+def sweep_split(cfg: Config) -> Optional[str]:
+    """The override that puts a sweep on the tune part of every task's prompts: ``stream.split=tune``
+    when ``cfg`` leaves the split at ``all``, None when it already says ``tune``; a config that
+    asks for ``eval`` (the part kept for evaluation) is refused."""
+    if cfg.stream.split == "eval":
+        raise ConfigError(
+            "stream.split=eval: a sweep never runs on the evaluation prompts; leave stream.split out "
+            "(the sweep sets tune) or set it to tune"
+        )
+    return "stream.split=tune" if cfg.stream.split == "all" else None
 
 
 def _trial_config(
@@ -223,8 +240,12 @@ def tune_sweep(
     if resume and not name:
         raise ConfigError("--resume needs the --name of the sweep to continue")
     name = name or f"sweep-{datetime.now():%Y%m%d-%H%M%S}"
+    Sweep(config_path, overrides, space_path, num_samples, max_concurrent, scheduler, metric, name).check()
+    given = overrides
+    split = sweep_split(load_config(config_path, overrides))
+    if split:  # the trials (and best.yaml) run on the tune part of the prompts, never the eval part
+        overrides = [*overrides, split]
     sweep = Sweep(config_path, overrides, space_path, num_samples, max_concurrent, scheduler, metric, name)
-    sweep.check()
     base = load_config(config_path, overrides)
     space = load_space(space_path, config_path, overrides)
     sweep_dir = _sweep_dir(base, sweep.name, resume)
@@ -232,7 +253,15 @@ def tune_sweep(
     from pipelines.run import init_ray, validate
 
     for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
-        validate(_trial_config(config_path, overrides, values))
+        corner = _trial_config(config_path, overrides, values)
+        if corner.stream.split != "tune":
+            raise ConfigError(
+                f"{space_path}: stream.split: a sweep runs on stream.split=tune; leave it out of the space"
+            )
+        validate(corner)
+    if split:
+        log("stream.split=tune: the trials train and test on the tune part of every task's prompts (docs/sweeps.md)")
+    tasks = len(load_stream(base.stream))  # bad rows, or a task the split leaves empty: refused before the sweep
     quiet_env()
     init_ray(base)
     import ray
@@ -242,7 +271,6 @@ def tune_sweep(
 
     uri = resolve_tracking_uri(base.mlflow.tracking_uri, Path(base.run.output_dir))
     parent = _parent_run(sweep, space, base, uri, sweep_dir, resume)
-    tasks = len(load_stream(base.stream))
     cpus = worker_cpus(ray.cluster_resources().get("CPU", 1), max_concurrent, base.train.num_workers)
     if cpus <= 0:
         raise ConfigError(f"--max-concurrent {max_concurrent}: too many trials for this machine's CPUs")
@@ -256,7 +284,7 @@ def tune_sweep(
     if interrupted:
         fail_run(uri, parent)
         log(
-            f"sweep interrupted; continue it with: mssr tune {config_path} {' '.join(overrides)} "
+            f"sweep interrupted; continue it with: mssr tune {config_path} {' '.join(given)} "
             f"--space {space_path} --name {sweep.name} --resume".replace("  ", " ")
         )
         raise KeyboardInterrupt
@@ -367,7 +395,11 @@ def _finish(
     best_config = None
     if finished:
         best_config = _write_best(sweep, space, grid, finished[0], sweep_dir / "best.yaml")
-        artifacts += [best_config, _write_best_params(base, space, grid, finished[0], sweep_dir / "best_params.yaml")]
+        tuned_on = config_to_dict(_best_trial_config(sweep, space, grid, finished[0]))["stream"]
+        artifacts += [
+            best_config,
+            _write_best_params(base, space, grid, finished[0], sweep_dir / "best_params.yaml", tuned_on),
+        ]
     best_metrics = {f"best_{k}": finished[0][k] for k in METRICS} if finished else {}
     finish_run(uri, parent, {**best_metrics, "trials": len(rows), "trials_finished": len(finished)}, artifacts)
     log(f"\nsweep {sweep.name}: {len(rows)} trials, {len(finished)} finished\n\n{markdown}")
@@ -378,11 +410,15 @@ def _finish(
     return {"name": sweep.name, "dir": str(sweep_dir), "rows": rows, "best_config": str(best_config or "")}
 
 
+def _best_trial_config(sweep: Sweep, space: SearchSpace, grid: list, best_row: dict) -> Config:
+    """The best finished trial's config (its sampled values applied; not its per-trial settings)."""
+    best = next(r for r in grid if (r.metrics or {}).get("trial_id") == best_row["trial"])
+    return _trial_config(sweep.config_path, sweep.overrides, {k: best.config[k] for k in space.params})
+
+
 def _write_best(sweep: Sweep, space: SearchSpace, grid: list, best_row: dict, path: Path) -> Path:
     """The best finished trial's whole config, ready for ``mssr run`` (a fresh run name each time)."""
-    best = next(r for r in grid if (r.metrics or {}).get("trial_id") == best_row["trial"])
-    values = {k: best.config[k] for k in space.params}
-    tree = config_to_dict(_trial_config(sweep.config_path, sweep.overrides, values))
+    tree = config_to_dict(_best_trial_config(sweep, space, grid, best_row))
     tree["run"]["name"] = None
     path.write_text(
         f"# best trial {best_row['trial']} of sweep {sweep.name}: {sweep.metric} "
@@ -396,15 +432,23 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _write_best_params(base: Config, space: SearchSpace, grid: list, best_row: dict, path: Path) -> Path:
+def _write_best_params(
+    base: Config, space: SearchSpace, grid: list, best_row: dict, path: Path, tuned_on: Optional[dict] = None
+) -> Path:
     """The best trial's swept settings only, under its strategy's name: the format of
-    ``mssr compare --tuned`` (several sweeps' files give each strategy its own)."""
+    ``mssr compare --tuned`` (several sweeps' files give each strategy its own); and, under
+    ``tuned_on``, the stream settings the trials ran on (``config_to_dict(cfg)["stream"]``,
+    split included), so that a comparison can check that it never scores a prompt the sweep saw
+    (``mssr.splits.check_disjoint``)."""
     best = next(r for r in grid if (r.metrics or {}).get("trial_id") == best_row["trial"])
     swept = {k: _plain(best.config[k]) for k, p in space.params.items() if p.kind != "value"}
     strategy = best.config.get("replay.strategy", base.replay.strategy)
+    tree = {strategy: swept}
+    if tuned_on is not None:
+        tree["tuned_on"] = tuned_on
     path.write_text(
         f"# the swept settings of the best trial ({best_row['trial']}); for mssr compare --tuned {path}\n"
-        + yaml.safe_dump({strategy: swept}, sort_keys=False)
+        + yaml.safe_dump(tree, sort_keys=False)
     )
     return path
 

@@ -91,3 +91,53 @@ def test_builtin_streams_generate_distinct_train_and_test_prompts(tmp_path, stre
         assert len(train) == 12 and len(test) == 6
         assert not {e.prompt for e in train} & {e.prompt for e in test}  # no test prompt is trained on
         assert all(e.answer.strip() for e in train + test)
+
+
+def test_a_user_task_keeps_every_row_whatever_the_built_in_sizes(write_jsonl):
+    from mssr.config import StreamConfig, TaskSpec
+    from mssr.tasks import load_stream
+
+    tr = write_jsonl("tr.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(300)])
+    te = write_jsonl("te.jsonl", [{"prompt": f"t{i}", "answer": "a"} for i in range(50)])
+    cfg = StreamConfig(tasks=[TaskSpec(name="x", train=str(tr), test=str(te))], train_size=256, test_size=40)
+    (task,) = load_stream(cfg)
+    assert len(task.train) == 300 and len(task.test) == 50  # not capped at 256 and 40
+
+
+def test_a_seeded_order_is_a_fixed_permutation_of_the_listed_one():
+    from mssr.tasks import ordered
+
+    names = ["chain_sum", "family_relationships", "gcd", "syllogism", "aiw"]
+    assert ordered(names, None) == names
+    orders = {seed: ordered(names, seed) for seed in range(4)}
+    assert all(sorted(o) == sorted(names) for o in orders.values())
+    assert all(ordered(names, seed) == o for seed, o in orders.items())  # deterministic
+    assert len({tuple(o) for o in orders.values()}) == 4  # different seeds, different orders
+    assert orders[0] == ["gcd", "chain_sum", "family_relationships", "syllogism", "aiw"]  # the documented rule
+    assert names == ["chain_sum", "family_relationships", "gcd", "syllogism", "aiw"]  # the list is not touched
+
+
+def test_every_order_of_the_built_in_stream_shares_every_tasks_rows(tmp_path):
+    from mssr.config import StreamConfig
+    from mssr.tasks import load_stream
+
+    streams = {
+        seed: load_stream(StreamConfig(train_size=12, test_size=6, order_seed=seed), tmp_path) for seed in (None, 0, 1)
+    }
+    listed = [t.name for t in streams[None]]
+    assert listed == ["chain_sum", "family_relationships", "gcd", "syllogism", "aiw"]
+    assert [t.name for t in streams[0]] != listed and [t.name for t in streams[1]] != [t.name for t in streams[0]]
+    rows = {t.name: (t.train, t.test) for t in streams[None]}
+    for tasks in streams.values():
+        assert sorted(t.name for t in tasks) == sorted(listed)
+        assert all((t.train, t.test) == rows[t.name] for t in tasks)
+
+
+def test_a_seeded_order_reorders_user_tasks(write_jsonl):
+    from mssr.config import StreamConfig, TaskSpec
+    from mssr.tasks import load_stream, ordered
+
+    f = write_jsonl("f.jsonl", [{"prompt": "q", "answer": "a"}])
+    specs = [TaskSpec(name=n, train=str(f), test=str(f)) for n in "abcde"]
+    got = [t.name for t in load_stream(StreamConfig(tasks=specs, order_seed=3))]
+    assert got == ordered(list("abcde"), 3) and got != list("abcde")
