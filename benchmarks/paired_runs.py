@@ -3,8 +3,8 @@
 Given two run-name prefixes in one output folder (``A-s0, A-s1, ...`` and ``B-s0, B-s1, ...``,
 as ``mssr compare --name X`` names its runs ``X-<strategy>-s<seed>``), prints per seed the AP
 and final answer loss of both, then the paired differences A - B of AP, BWT, forgetting,
-final loss and loss forgetting with 95% intervals (``mssr.intervals.paired_bootstrap``:
-seeds and test rows resampled), and the largest shift of a loss-matrix cell against its
+final loss and loss forgetting with 95% t intervals over seeds and test rows
+(``mssr.intervals.paired_interval``), and the largest shift of a loss-matrix cell against its
 standard error. Use it to check that a change which should not move the results (a
 precision, a faster kernel) does not, on runs whose data order and sampling are the same.
 
@@ -19,17 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mssr.intervals import paired_bootstrap
-from mssr.metrics import average_performance, backward_transfer, forgetting
-from pipelines.compare import per_row_results
+from mssr.intervals import paired_interval
+from mssr.metrics import METRIC_SPECS
+from pipelines.analysis import per_row_results
 
-METRICS = [  # name, per-row kind, metric
-    ("AP", "scores", average_performance),
-    ("BWT", "scores", backward_transfer),
-    ("forgetting", "scores", forgetting),
-    ("final loss", "losses", average_performance),
-    ("loss forgetting", "losses", lambda m: forgetting(m, higher_is_better=False)),
-]
+METRICS = [METRIC_SPECS[m] for m in ("ap", "bwt", "forgetting", "loss_final", "loss_forgetting")]
 
 
 def load(prefix: str, seed: int) -> dict:
@@ -59,12 +53,11 @@ def main() -> None:
             f"seed {s}: AP {sx['ap']:.3f} vs {sy['ap']:.3f}; "
             f"final loss {sx['loss_final']:.3f} vs {sy['loss_final']:.3f}"
         )
-    for name, kind, fn in METRICS:
-        diff = paired_bootstrap(
-            [per_row_results(x["rows"], kind) for x in a], [per_row_results(y["rows"], kind) for y in b], fn, name=name
-        )
-        out["differences"][name] = {"mean": diff.mean, "low": diff.low, "high": diff.high}
-        print(f"{name} A - B: {diff.text()}")
+    for spec in METRICS:
+        rows_a = [per_row_results(x["rows"], spec.matrix) for x in a]
+        diff = paired_interval(rows_a, [per_row_results(y["rows"], spec.matrix) for y in b], spec.fn, name=spec.label)
+        out["differences"][spec.label] = {"mean": diff.mean, "low": diff.low, "high": diff.high}
+        print(f"{spec.label} A - B: {diff.text()}")
     # every cell both sets scored: its mean loss shift against the cell's standard error
     ratios, shifts = [], []
     for x, y in zip(a, b):

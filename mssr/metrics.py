@@ -16,6 +16,13 @@ The loss matrix ``L[k][j]`` (mean answer loss of task j's test rows after traini
 * final loss      = mean_j L[T][j]                                 (the AP of losses)
 * loss BWT        = mean_{j<T} (L[T][j] - L[j][j])                  (positive: the loss rose, forgetting)
 * loss forgetting = mean_{j<T} (L[T][j] - min_{j<=k<T} L[k][j])     (rise above each task's best loss)
+* anytime loss    = mean_j mean_{k>=j} L[k][j]                      (each task's loss over every
+                                                                     evaluation after it was learned)
+
+The anytime loss is the yardstick a schedule cannot game: the final loss reads the last row
+only, so replay crowded in just before the last evaluation can lower it while the stream's
+tasks were forgotten for most of its length; the anytime loss weighs every evaluation after a
+task was learned alike.
 
 Forgetting shows in the loss long before it flips an exact match, and a mean over every
 test row's loss is far less noisy than a mean of 0/1 scores.
@@ -28,14 +35,19 @@ loss and BWT read only the diagonal and the last row, which are always measured;
 takes each task's best over the rows that scored it (all rows from its own on, or with
 ``eval.seen_tasks: latest`` its diagonal cell alone, when forgetting is the drop from the
 score right after training); Avg needs every cell below the diagonal (NaN without them);
-FWT leaves out the tasks whose ``a[0][j]`` is unmeasured (NaN if that is all of them).
+FWT leaves out the tasks whose ``a[0][j]`` is unmeasured (NaN if that is all of them); the
+anytime loss, like Avg, needs every cell on and below the diagonal (``eval.seen_tasks: all``).
+``METRIC_SPECS`` says which cells each metric reads.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import numpy as np
+
+from mssr.errors import ConfigError, did_you_mean
 
 
 def _check(a: Sequence[Sequence[float]]) -> np.ndarray:
@@ -85,6 +97,14 @@ def average_accuracy(a) -> float:
     return float(np.mean([m[k, :k].mean() for k in range(1, T + 1)]))
 
 
+def anytime(a) -> float:
+    """Mean over tasks of each task's value averaged over every row from its own on (the row
+    after it was trained, to the last); NaN when one of those cells was not scored."""
+    m = _check(a)
+    T = m.shape[1]
+    return float(np.mean([m[j:, j - 1].mean() for j in range(1, T + 1)]))
+
+
 def tasks_to_score(row: int, n_tasks: int, future_tasks: str, seen_tasks: str = "all") -> list[int]:
     """The tasks (0-based) scored for row ``row`` of the matrices (0: before training, k: after
     task k).
@@ -106,7 +126,7 @@ def tasks_to_score(row: int, n_tasks: int, future_tasks: str, seen_tasks: str = 
 
 # every metric of a run's matrices: True where higher is better
 METRICS = {"ap": True, "bwt": True, "fwt": True, "forgetting": False, "avg": True}
-LOSS_METRICS = {"loss_final": False, "loss_bwt": False, "loss_forgetting": False}
+LOSS_METRICS = {"loss_final": False, "loss_bwt": False, "loss_forgetting": False, "loss_anytime": False}
 SIGNED = frozenset({"bwt", "fwt", "loss_bwt"})  # transfers: printed with their sign
 
 
@@ -133,7 +153,51 @@ def loss_metrics(loss_matrix) -> dict[str, float]:
         "loss_final": average_performance(loss_matrix),
         "loss_bwt": backward_transfer(loss_matrix),
         "loss_forgetting": forgetting(loss_matrix, higher_is_better=False),
+        "loss_anytime": anytime(loss_matrix),
     }
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of a run's matrices, as comparisons use it."""
+
+    name: str  # its key in summary.json and MLflow
+    label: str  # its column in tables
+    matrix: Literal["scores", "losses"]  # the accuracy matrix (scores) or the loss matrix
+    fn: Callable[[np.ndarray], float]
+    higher_is_better: bool
+    cells: str  # which cells it reads: what a run must have scored
+
+
+METRIC_SPECS: dict[str, MetricSpec] = {
+    s.name: s
+    for s in (
+        MetricSpec("loss_final", "final loss", "losses", average_performance, False, "the last row"),
+        MetricSpec("loss_anytime", "anytime loss", "losses", anytime, False, "every cell on and below the diagonal"),
+        MetricSpec("ap", "AP", "scores", average_performance, True, "the last row"),
+        MetricSpec("bwt", "BWT", "scores", backward_transfer, True, "the diagonal and the last row"),
+        MetricSpec("fwt", "FWT", "scores", forward_transfer, True, "row 0 and the cells just above the diagonal"),
+        MetricSpec("forgetting", "forgetting", "scores", forgetting, False, "each column from the diagonal down"),
+        MetricSpec("avg", "Avg", "scores", average_accuracy, True, "every cell on and below the diagonal"),
+        MetricSpec("loss_bwt", "loss BWT", "losses", backward_transfer, False, "the diagonal and the last row"),
+        MetricSpec(
+            "loss_forgetting",
+            "loss forgetting",
+            "losses",
+            lambda m: forgetting(m, higher_is_better=False),
+            False,
+            "each column from the diagonal down",
+        ),
+    )
+}
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The metric called ``name``; an unknown name raises ConfigError naming the nearest."""
+    if name not in METRIC_SPECS:
+        known = f" (known: {', '.join(METRIC_SPECS)})"
+        raise ConfigError(f"unknown metric {name!r}{did_you_mean(name, list(METRIC_SPECS), otherwise=known)}")
+    return METRIC_SPECS[name]
 
 
 def format_matrix(a, task_names: list[str]) -> str:

@@ -7,6 +7,8 @@
     mssr run configs/demo.yaml --register demo-model  # the final model as a new version in MLflow's registry
     mssr compare configs/demo.yaml --strategies none,fixed,mssr --seeds 2   # one table, paired 95% intervals
     mssr compare configs/compare.yaml --strategies fixed,mssr --seeds 3 --budgets 0.05,0.1   # budget curves
+    mssr compare configs/tiny.yaml --strategies fixed,mssr --seeds 2 --orders 2 --detect 0.1  # blocks over orders
+    mssr analyse docs/results/long16-runs --allow-mixed      # the tables of kept runs, recomputed
     mssr tune configs/demo.yaml --space tune_spaces/mssr.yaml --num-samples 8   # Ray Tune sweep, ASHA
     mssr report cmp-s2                               # HTML report of a comparison (or sweep) from MLflow
     mssr continue runs/demo --tasks week2.yaml       # the finished run, taught the next tasks (a new run)
@@ -46,7 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pipelines.compare import compare, load_tuned, parse_budgets
+    from pipelines.compare import compare, load_tuned, parse_budgets, tuned_on_streams
 
     overrides = list(args.overrides)
     if args.tracking_uri:
@@ -61,6 +63,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         budgets=parse_budgets(args.budgets),
         reference=args.reference,
         tuned=load_tuned(args.tuned),
+        tuned_on=tuned_on_streams(args.tuned),
+        orders=args.orders,
+        primary=args.primary,
+        detect=args.detect,
+        allow_mixed=args.allow_mixed,
     )
     failed = [r for r in result["runs"] if "error" in r]
     if failed:
@@ -252,8 +259,66 @@ def _add_compare(sub) -> None:
         metavar="FILES",
         help="YAML files (comma-separated) of each strategy's tuned settings, e.g. the best_params.yaml of its sweep",
     )
+    _add_pairing_options(cmp)
+    cmp.add_argument(
+        "--orders",
+        type=int,
+        default=1,
+        metavar="K",
+        help="task orders per seed: --seeds N --orders K runs N x K blocks (order 0: the listed "
+        "order; order o: stream.order_seed=o); default 1",
+    )
     cmp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for every run")
     cmp.set_defaults(func=_cmd_compare)
+
+
+def _add_pairing_options(parser) -> None:
+    """The options that decide how a comparison's runs are paired and read (compare, analyse)."""
+    from mssr.metrics import METRIC_SPECS
+
+    parser.add_argument(
+        "--primary",
+        default="loss_final",
+        metavar="METRIC",
+        help=f"the metric that leads the tables and decides (one of {', '.join(METRIC_SPECS)}); default "
+        "loss_final, the mean final answer loss; AP is always reported beside it",
+    )
+    parser.add_argument(
+        "--detect",
+        type=float,
+        metavar="D",
+        help="also print how many blocks would detect a difference of D in the primary metric at 80%% power",
+    )
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="pair runs made on different processor kinds or precisions (refused otherwise; counted in the table)",
+    )
+
+
+def _cmd_analyse(args: argparse.Namespace) -> int:
+    from pipelines.analysis import analyse
+
+    out = Path(args.out)
+    print(analyse(args.paths, out, args.reference, args.primary, args.detect, args.allow_mixed))
+    print(f"written to {out.resolve()}/table.md, table.csv, runs.csv, intervals.csv")
+    return 0
+
+
+def _add_analyse(sub) -> None:
+    ana = sub.add_parser(
+        "analyse",
+        help="the comparison tables of finished runs kept anywhere (no training)",
+        description="Read every finished run directory at or below the paths (summary.json, "
+        "eval_rows.json, config.yaml), group the runs by strategy, budget and block (seed, task "
+        "order), and write the tables mssr compare writes: means over blocks, paired differences "
+        "against the reference with 95%% t intervals, and what the blocks can detect.",
+    )
+    ana.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_PARENT", help="run directories, or directories above them")
+    ana.add_argument("--reference", default="fixed", metavar="STRATEGY", help="the strategy paired against (fixed)")
+    ana.add_argument("--out", default="analysis", metavar="DIR", help="where the tables go (default ./analysis)")
+    _add_pairing_options(ana)
+    ana.set_defaults(func=_cmd_analyse)
 
 
 def _add_tune(sub) -> None:
@@ -437,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run,
         _add_continue,
         _add_compare,
+        _add_analyse,
         _add_tune,
         _add_report,
         _add_export,

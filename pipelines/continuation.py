@@ -43,7 +43,7 @@ import yaml
 
 from mssr.config import Config, TaskSpec, config_to_dict, load_config
 from mssr.errors import ConfigError, UserError
-from mssr.tasks import load_stream
+from mssr.tasks import load_stream, ordered
 from pipelines.export import checkpoint_root, finished_run, task_checkpoints
 
 
@@ -87,7 +87,8 @@ def plan_continuation(run_dir: str | Path, tasks_path: str, name: Optional[str] 
     if last is None:
         raise UserError(f"continue: {run_dir} has no checkpoint after its last task (task {done})")
     try:
-        old = list(cfg.stream.tasks) if cfg.stream.tasks else _builtin_specs(cfg)
+        # in the order the run trained them (built-in specs come back ordered)
+        old = ordered(cfg.stream.tasks, cfg.stream.order_seed) if cfg.stream.tasks else _builtin_specs(cfg)
         load_stream(cfg.stream)
     except UserError as e:
         raise UserError(f"continue: the run's own tasks must still load: {e}") from None
@@ -98,6 +99,7 @@ def plan_continuation(run_dir: str | Path, tasks_path: str, name: Optional[str] 
     tree = config_to_dict(cfg)
     tree["stream"]["tasks"] = [t.model_dump(mode="json") for t in old + new]
     tree["stream"]["builtin"] = None
+    tree["stream"]["order_seed"] = None  # the list above is the trained order, the new tasks after it
     tree["run"]["name"] = name or _next_name(run_dir)
     tree["run"]["output_dir"] = str(run_dir.parent)
     continues = {

@@ -8,7 +8,7 @@
 Everything is read back from MLflow (any tracking URI: the local sqlite store by default),
 so the report shows what the dashboard holds: a table of the runs, AP and BWT bars (mean and
 std over seeds of each strategy or trial), the paired difference of every strategy against
-the reference strategy with its 95% interval over seeds and test rows (per budget), budget
+the reference strategy with its 95% t interval over blocks and test rows (per budget), budget
 curves (AP and loss forgetting against the replay budget, one line per strategy, the
 intervals as bands) when the comparison has several budgets, one forgetting curve per task,
 and every run's accuracy and loss heatmaps. Written as ``index.html`` with its PNGs in
@@ -31,7 +31,16 @@ import numpy as np
 from mssr.errors import ConfigError
 from mssr.intervals import mean_interval
 from mssr.metrics import average_performance, forgetting
-from pipelines.compare import ANY_BUDGET, PAIRED_METRICS, budget_groups, paired_differences, per_row_results, runs_at
+from pipelines.analysis import (
+    ANY_BUDGET,
+    DEFAULT_PRIMARY,
+    budget_groups,
+    label,
+    paired_differences,
+    paired_metrics,
+    per_row_results,
+    runs_at,
+)
 
 COLUMNS = ["ap", "bwt", "fwt", "forgetting", "loss_final", "loss_forgetting", "replay_samples"]
 
@@ -60,6 +69,11 @@ def _label(run) -> str:
     strategy = tags.get("strategy") or params.get("replay.strategy") or run.info.run_name
     iso = params.get("isolation.method", "none")
     return strategy + (f"+{iso}" if iso != "none" else "")
+
+
+def _order(param) -> Optional[int]:
+    """The run's ``stream.order_seed`` as logged (None, "None" or absent: the listed order)."""
+    return int(param) if param not in (None, "", "None") else None
 
 
 def _artifact(client, run, name: str, tmp: Path, out: Optional[Path] = None):
@@ -94,6 +108,7 @@ def collect_runs(client, runs, out: Path) -> tuple[list[dict], list[tuple[str, s
                     "run_id": run.info.run_id,
                     "seed": int(seed) if str(seed).lstrip("-").isdigit() else seed,
                     "budget": run.data.tags.get("budget", ANY_BUDGET),
+                    "order": _order(run.data.params.get("stream.order_seed")),
                     "matrix": m,
                     "loss_matrix": _artifact(client, run, "loss_matrix.json", where),
                     "eval_rows": _artifact(client, run, "eval_rows.json", where),
@@ -163,7 +178,7 @@ def plot_forgetting_curves(rows: list[dict], labels: list[str], out: Path) -> li
 
 def plot_budget_curves(rows: list[dict], labels: list[str], path: Path) -> bool:
     """AP and loss forgetting against the replay budget, one line per label, its 95% interval
-    over seeds and test rows as a band; strategies that never replay as flat lines. False
+    over blocks and test rows as a band; strategies that never replay as flat lines. False
     (nothing drawn) unless the runs span two budgets or more."""
     budgets = [b for b in budget_groups(rows) if b != ANY_BUDGET]
     if len(budgets) < 2 or any(r["eval_rows"] is None for r in rows):
@@ -183,7 +198,8 @@ def plot_budget_curves(rows: list[dict], labels: list[str], path: Path) -> bool:
             for x in xs:
                 mine = [r for r in runs_at(rows, f"{x:g}") if r["label"] == lb]
                 if mine:
-                    iv = mean_interval([per_row_results(r["eval_rows"], kind) for r in mine], metric, n_boot=1000)
+                    runs = [per_row_results(r["eval_rows"], kind) for r in mine]
+                    iv = mean_interval(runs, metric, task_names=[r["eval_rows"]["tasks"] for r in mine])
                     points.append((x, iv.mean, iv.low, iv.high))
             if points:
                 x, mean, low, high = map(np.array, zip(*points))
@@ -216,7 +232,11 @@ def build_report(ident: str, tracking_uri: str, out: Path, reference: str = "fix
     curves = plot_forgetting_curves(rows, labels, out)
     has_budget_curves = plot_budget_curves(rows, labels, out / "budgets.png")
     with_rows = [r for r in rows if r["eval_rows"] is not None]
-    diffs = [(b, paired_differences(runs_at(with_rows, b), reference, n_boot=1000)) for b in budget_groups(with_rows)]
+    metrics = paired_metrics(DEFAULT_PRIMARY)
+    diffs = [
+        (b, paired_differences(runs_at(with_rows, b), reference, metrics, allow_mixed=True))
+        for b in budget_groups(with_rows)
+    ]
     index = out / "index.html"
     index.write_text(_html(ident, kind, tracking_uri, rows, skipped, curves, diffs, has_budget_curves))
     return index
@@ -224,16 +244,16 @@ def build_report(ident: str, tracking_uri: str, out: Path, reference: str = "fix
 
 def _diff_tables(diffs: list[tuple[str, list[dict]]]) -> str:
     esc = html.escape
-    names = [m for m, _, _ in PAIRED_METRICS]
+    names = paired_metrics(DEFAULT_PRIMARY)
     parts = []
     for budget, ds in diffs:
         if not ds:
             continue
         title = "" if budget == ANY_BUDGET else f" (budget {esc(budget)})"
-        head = "".join(f"<th>Δ {esc(m)}</th>" for m in names)
+        head = "".join(f"<th>Δ {esc(label(m))}</th>" for m in names)
         body = "".join(
             f"<tr><td>{esc(d['strategy'])}</td><td>{d['seeds']}</td>"
-            + "".join(f"<td>{esc(d[m].text())}</td>" for m in names)
+            + "".join(f"<td>{esc(d[m].text() if d[m] else '-')}</td>" for m in names)
             + "</tr>"
             for d in ds
         )
@@ -244,9 +264,10 @@ def _diff_tables(diffs: list[tuple[str, list[dict]]]) -> str:
     if not parts:
         return ""
     return (
-        "<h2>Paired differences</h2><p>Mean difference over seeds, with a 95% interval from a bootstrap over "
-        'seeds and test rows; "(contains 0)" marks differences the runs cannot tell from none. Loss '
-        "forgetting: lower is better.</p>" + "".join(parts)
+        "<h2>Paired differences</h2><p>Mean difference over blocks (seed, task order), with a 95% t interval "
+        'over blocks and test rows; "no difference resolved" marks differences the runs cannot tell from none. '
+        "Losses and forgetting: lower is better. Runs of different processor kinds or precisions are paired "
+        "here; <code>mssr analyse</code> on the run directories refuses them unless told.</p>" + "".join(parts)
     )
 
 

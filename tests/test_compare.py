@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from pipelines.compare import aggregate, format_markdown, per_row_results
+from pipelines.analysis import aggregate, format_markdown, per_row_results
 from tests.conftest import ROOT, run_cli
 
 
@@ -20,6 +20,7 @@ def _row(strategy, seed, ap, step=0.1):
         "forgetting": 0.2,
         "Avg": 0.4,
         "final loss": 1.0,
+        "anytime loss": 0.8,
         "loss forgetting": 0.3,
         "replayed": 40,
         "events": 10,
@@ -50,12 +51,15 @@ def test_aggregate_means_stds_and_step_time_relative_to_fixed():
     )
     assert table["mssr"]["step time / fixed"] == pytest.approx(1.1)
     assert table["loss"]["seeds"] == 0 and table["loss"]["failed"] == 1 and math.isnan(table["loss"]["AP"])
-    md = format_markdown(list(table.values()), [0, 1])
+    md = format_markdown(list(table.values()), "seeds 0, 1", primary="ap")
     assert "| mssr | 0.600 ± 0.141 |" in md and "| loss | failed |" in md
+    assert md.splitlines()[2].startswith("| strategy | AP | BWT |")  # the primary metric leads
+    md = format_markdown(list(table.values()), "seeds 0, 1")
+    assert md.splitlines()[2].startswith("| strategy | final loss | AP |")
 
 
 def test_overhead_is_probe_and_bookkeeping_seconds_as_a_share_of_training():
-    from pipelines.compare import _overhead_percent
+    from pipelines.analysis import _overhead_percent
 
     summary = {"probe_seconds": 1.0, "bookkeeping_seconds": 0.5, "train_seconds": 100.0}
     assert _overhead_percent(summary) == pytest.approx(1.5)
@@ -138,13 +142,14 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
-    """A strategy at two budgets on the tiny model, beside one that never replays: none runs
-    once, the fixed schedule spends each budget to the last sample (its interval derived from
-    it), and the tables pair none with fixed at each budget (that every replaying strategy
-    stays within its budget is tested on the schedulers themselves, in test_replay.py). Scored as
-    a long comparison is (eval.seen_tasks=latest, future_tasks=none): each task right after its
-    training and every task at the end, which every paired metric can read."""
+def test_a_budget_sweep_over_two_task_orders_spends_each_budget_and_pairs_within_blocks(tmp_path):
+    """A strategy at two budgets on the tiny model, beside one that never replays, in two task
+    orders of seed 0 (two blocks): none runs once a block, the fixed schedule spends each budget
+    to the last sample (its interval derived from it), and the tables pair none with fixed
+    within each block at each budget (that every replaying strategy stays within its budget is
+    tested on the schedulers themselves, in test_replay.py). Scored as a long comparison is
+    (eval.seen_tasks=latest, future_tasks=none): each task right after its training and every
+    task at the end, which every paired metric but the anytime loss can read."""
     out = tmp_path / "out"
     proc = run_cli(
         "compare",
@@ -157,16 +162,25 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
         "none,fixed",
         "--budgets",
         "0.1,0.25",
+        "--seeds",
+        "1",
+        "--orders",
+        "2",
+        "--detect",
+        "0.5",
         "--name",
         "bud",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = list(csv.DictReader((out / "comparisons" / "bud" / "runs.csv").open()))
-    assert sorted((r["strategy"], r["budget"]) for r in runs) == [
-        ("fixed", "0.1"),
-        ("fixed", "0.25"),
-        ("none", "-"),
+    assert sorted((r["strategy"], r["budget"], r["order"]) for r in runs) == [
+        ("fixed", "0.1", ""),
+        ("fixed", "0.1", "1"),
+        ("fixed", "0.25", ""),
+        ("fixed", "0.25", "1"),
+        ("none", "-", ""),
+        ("none", "-", "1"),
     ]
     for r in runs:
         spent, budget = float(r["replayed"]), r["replay_budget"]
@@ -174,21 +188,36 @@ def test_a_budget_sweep_spends_each_budget_and_pairs_the_runs(tmp_path):
             assert spent == 0
             continue
         assert spent == int(budget), r  # 5 tasks x 4 steps, 2 samples per event: the whole budget
+    summaries = {d.name: json.loads((d / "summary.json").read_text()) for d in out.glob("bud-*")}
+    listed, shuffled = summaries["bud-none-s0-o0"]["tasks"], summaries["bud-none-s0-o1"]["tasks"]
+    assert sorted(listed) == sorted(shuffled) and listed != shuffled  # two orders of the same tasks
+    assert summaries["bud-fixed-b0.1-s0-o1"]["tasks"] == shuffled
     md = (out / "comparisons" / "bud" / "table.md").read_text()
     assert md.count("paired difference against fixed") == 3  # each budget's table, then the curves
-    assert "budget 0.25: seeds: 0" in md
+    assert "budget 0.25: blocks: seeds 0 x orders listed, 1" in md
+    assert "none - fixed, final loss: " in md
+    assert "detecting 0.5 takes" in md or "no number of blocks detects 0.5" in md
     curves = (out / "comparisons" / "bud" / "curves.md").read_text()
-    assert "| AP at 10% | Δ AP at 10% | AP at 25% | Δ AP at 25% |" in curves and curves in md
-    assert "| fixed | 1 |" in curves and "| none | 1 |" in curves
+    assert "| final loss at 10% | Δ final loss at 10% | AP at 10% | Δ AP at 10% | final loss at 25% |" in curves
+    assert curves in md and "| fixed | 2 |" in curves and "| none | 2 |" in curves
     intervals = list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open()))
     assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
         ("none", "0.1", "AP"),
-        ("none", "0.25", "AP"),
+        ("none", "0.25", "final loss"),
         ("none", "0.1", "forgetting"),
         ("none", "0.25", "loss forgetting"),
     }
+    assert not any(i["metric"] == "anytime loss" for i in intervals)  # its cells were not scored
     assert all(math.isfinite(float(i[k])) for i in intervals for k in ("mean", "low", "high"))
-    m = np.asarray(json.loads((out / "bud-fixed-b0.1-s0" / "summary.json").read_text())["accuracy_matrix"])
+    # paired within blocks: the mean of none - fixed in each order, not across orders
+    for budget in ("0.1", "0.25"):
+        (row,) = [i for i in intervals if (i["budget"], i["metric"]) == (budget, "final loss")]
+        per_block = [
+            summaries[f"bud-none-s0-o{o}"]["loss_final"] - summaries[f"bud-fixed-b{budget}-s0-o{o}"]["loss_final"]
+            for o in (0, 1)
+        ]
+        assert row["blocks"] == "2" and float(row["mean"]) == pytest.approx(np.mean(per_block))
+    m = np.asarray(summaries["bud-fixed-b0.1-s0-o0"]["accuracy_matrix"])
     lean = np.full((6, 5), False)
     lean[range(1, 6), range(5)] = True  # each task right after its training
     lean[5] = True  # every task at the end
@@ -316,43 +345,86 @@ def _eval_rows(final_correct: int, n: int = 20, tasks: int = 2) -> dict:
 
 
 def test_paired_differences_against_the_reference_with_intervals():
-    from pipelines.compare import format_markdown, paired_differences
+    from pipelines.analysis import format_markdown, paired_differences, paired_metrics
 
-    runs = [{"strategy": "fixed", "seed": s, "eval_rows": _eval_rows(10)} for s in (0, 1)]
-    runs += [{"strategy": "mssr", "seed": s, "eval_rows": _eval_rows(16)} for s in (0, 1)]
+    runs = [{"strategy": "fixed", "seed": s, "eval_rows": _eval_rows(10 - s)} for s in (0, 1, 2)]
+    runs += [{"strategy": "mssr", "seed": s, "eval_rows": _eval_rows(16 - s)} for s in (0, 1, 2)]
     runs += [{"strategy": "none", "seed": 0, "eval_rows": _eval_rows(2)}, {"strategy": "loss", "seed": 0, "error": "x"}]
-    diffs = {d["strategy"]: d for d in paired_differences(runs, "fixed", n_boot=500)}
+    metrics = paired_metrics("loss_final")
+    diffs = {d["strategy"]: d for d in paired_differences(runs, "fixed", metrics)}
     assert set(diffs) == {"mssr", "none"}  # the failed run has nothing to pair
     mssr = diffs["mssr"]
-    # task 1 keeps 16 instead of 10 of 20 rows: AP +0.15, BWT and forgetting 0.3 better
-    assert mssr["AP"].mean == pytest.approx(0.15) and mssr["AP"].low > 0 and mssr["AP"].excludes_zero
-    assert mssr["BWT"].mean == pytest.approx(0.3) and mssr["forgetting"].mean == pytest.approx(-0.3)
-    assert mssr["loss forgetting"].mean == pytest.approx(-0.3) and diffs["none"]["seeds"] == 1
-    md = format_markdown([], [0, 1], list(diffs.values()), budget="0.05")
-    assert md.startswith("budget 0.05: seeds: 0, 1") and "paired difference against fixed" in md
-    assert "| mssr | 2 | +0.150 [" in md and "mssr - fixed: AP interval ±" in md
-    assert "none - fixed: AP interval ±" in md and "over 1 seed (test rows only" in md
+    # task 1 keeps 6 more of its 20 rows in every block: AP +0.15, final loss -0.15, BWT and forgetting 0.3 better
+    assert mssr["ap"].mean == pytest.approx(0.15) and mssr["ap"].excludes_zero
+    assert mssr["loss_final"].mean == pytest.approx(-0.15) and mssr["loss_final"].high < 0
+    assert mssr["bwt"].mean == pytest.approx(0.3) and mssr["forgetting"].mean == pytest.approx(-0.3)
+    assert mssr["loss_forgetting"].mean == pytest.approx(-0.3) and diffs["none"]["seeds"] == 1
+    assert mssr["loss_anytime"].mean == pytest.approx(-0.15 / 2)  # the last of task 1's two evaluations
+    md = format_markdown([], "seeds 0, 1, 2", list(diffs.values()), budget="0.05")
+    assert md.startswith("budget 0.05: blocks: seeds 0, 1, 2") and "paired difference against fixed" in md
+    assert "| Δ final loss | Δ AP | Δ anytime loss |" in md and "| mssr | 3 | -0.150 [" in md
+    assert "mssr - fixed, final loss: resolved (-0.150 [" in md and "3 blocks detect a difference of" in md
+    assert "none - fixed, final loss: resolved over 1 block (the interval holds the test rows" in md
+    assert "mixed" not in md
 
 
-def test_the_noise_line_sizes_seeds_and_rows_together_when_neither_alone_reaches_the_target():
-    import re
+def test_pairs_across_processors_or_precisions_are_refused_unless_allowed():
+    from mssr.errors import UserError
+    from pipelines.analysis import MixedPairs, format_markdown, paired_differences
 
-    from mssr.intervals import PairedDifference, projected_half_width
-    from pipelines.compare import TARGET_HALF_WIDTH, _noise_line
+    amd, xeon = "AMD EPYC / fp32 / bf16-autocast", "Intel Xeon / fp32 / fp32"
+    runs = [{"strategy": "fixed", "seed": s, "machine": amd, "eval_rows": _eval_rows(10)} for s in (0, 1)]
+    runs += [
+        {"strategy": "mssr", "seed": s, "machine": m, "eval_rows": _eval_rows(16)} for s, m in ((0, amd), (1, xeon))
+    ]
+    with pytest.raises(MixedPairs, match="seed 1: mssr ran on Intel Xeon / fp32 / fp32 and fixed on AMD EPYC"):
+        paired_differences(runs, "fixed", ["ap"])
+    assert issubclass(MixedPairs, UserError)  # one line on the command line, exit 2
+    (row,) = paired_differences(runs, "fixed", ["ap"], allow_mixed=True)
+    assert row["mixed"] == 1
+    md = format_markdown([], "seeds 0, 1", [row], primary="ap")
+    assert "| strategy | blocks | mixed | Δ AP |" in md and "| mssr | 2 | 1 |" in md
 
-    # the row part alone (2e-4) and the seed part at 3 seeds (0.01 / 3) are each wider than ±0.02
-    noise = {"seed_var": 0.01, "row_var": 2e-4, "n_seeds": 3, "rows_per_task": 100.0}
-    ap = PairedDifference("AP", 0.0, -0.1, 0.1, 0.95, 3, 500)
-    row = {"strategy": "mssr", "reference": "fixed", "seeds": 3, "noise": noise, "AP": ap}
-    line = _noise_line(row)
-    assert "would need both more seeds and more test rows" in line
-    options = re.findall(r"about (\d+) seeds at (\d+)x the test rows", line)
-    assert [int(f) for _, f in options] == [2, 4]
-    for n, factor in ((int(n), int(f)) for n, f in options):  # each is the fewest seeds at its rows
-        assert projected_half_width(noise, n, factor) <= TARGET_HALF_WIDTH < projected_half_width(noise, n - 1, factor)
-    # with little seed noise, more seeds alone suffice and the line says how many
-    quiet = {**noise, "seed_var": 1e-4, "row_var": 1e-5}
-    assert re.search(r"would need about \d+ seeds at these test rows", _noise_line({**row, "noise": quiet}))
+
+def test_blocks_pair_by_seed_and_task_order():
+    """Runs of one seed in two task orders are two blocks; each pairs with its own order's
+    reference, and a task's rows are matched by its name whatever its position."""
+    from pipelines.analysis import blocks_text, paired_differences
+
+    def reordered(rows):
+        return {k: (v[::-1] if k == "tasks" else [[step[1], step[0]] for step in v]) for k, v in rows.items()}
+
+    runs = []
+    for order, shift in ((None, 0), (1, 1)):
+        for strategy, kept in (("fixed", 10), ("mssr", 16)):
+            rows = _eval_rows(kept - 2 * shift)
+            runs.append({"strategy": strategy, "seed": 0, "order": order, "eval_rows": rows if order is None else rows})
+    (row,) = paired_differences(runs, "fixed", ["ap"])
+    assert row["seeds"] == 2 and row["ap"].mean == pytest.approx(0.3 / 2)
+    assert blocks_text(runs) == "seeds 0 x orders listed, 1"
+    # the second block trains the tasks the other way round: the same data, laid out reversed
+    moved = runs[:2] + [{**r, "eval_rows": reordered(r["eval_rows"])} for r in runs[2:]]
+    (again,) = paired_differences(moved, "fixed", ["loss_final"])
+    (same,) = paired_differences(runs, "fixed", ["loss_final"])
+    assert (again["loss_final"].mean, again["loss_final"].row_var) == pytest.approx(
+        (same["loss_final"].mean, same["loss_final"].row_var)
+    )
+
+
+def test_the_resolution_line_says_what_the_blocks_detect_and_what_a_difference_needs():
+    from mssr.intervals import PairedDifference, blocks_needed
+    from pipelines.analysis import resolution_line
+
+    d = PairedDifference("final loss", -0.082, -0.248, 0.083, 0.95, 3, 0.072**2, 0.011**2, 2.3, 3.0)
+    row = {"strategy": "mssr", "reference": "fixed", "loss_final": d}
+    line = resolution_line(row, "loss_final", detect=0.1)
+    assert line.startswith("mssr - fixed, final loss: no difference resolved (-0.082 [-0.248, +0.083], 3 blocks")
+    assert f"3 blocks detect a difference of {d.detectable():.3f} at 80% power" in line
+    assert line.endswith(f"detecting 0.1 takes about {blocks_needed(d, 0.1)} blocks")
+    assert "no number of blocks detects 0.01" in resolution_line(row, "loss_final", detect=0.01)
+    assert resolution_line({**row, "loss_final": None}, "loss_final").endswith(
+        "not measured (the runs did not score the cells it reads)"
+    )
 
 
 def test_a_kept_run_must_hold_the_same_config_but_may_lack_settings_added_at_their_default(tmp_path):
@@ -406,11 +478,12 @@ def test_one_tuned_file_serves_comparisons_of_fewer_strategies(tmp_path):
 
 
 def test_budget_curves_put_every_budget_of_a_strategy_on_one_row():
-    from pipelines.compare import ANY_BUDGET, aggregate, format_budget_curves, paired_differences
+    from pipelines.analysis import ANY_BUDGET, aggregate, format_budget_curves, paired_differences, paired_metrics
 
     def run(strategy, seed, budget, kept, replay_tok):
         row = _row(strategy, seed, ap=kept / 20)
-        return {**row, "budget": budget, "replay tok": replay_tok, "eval_rows": _eval_rows(kept)}
+        row["final loss"] = 1 - kept / 20
+        return {**row, "budget": budget, "replay tok": replay_tok, "eval_rows": _eval_rows(kept + seed)}
 
     runs = [run("none", s, ANY_BUDGET, 4, 0) for s in (0, 1)]
     for budget, fixed_kept, mssr_kept in (("0.05", 10, 16), ("0.1", 12, 8)):
@@ -419,12 +492,46 @@ def test_budget_curves_put_every_budget_of_a_strategy_on_one_row():
     groups = []
     for budget in ("0.05", "0.1"):
         group = [r for r in runs if r["budget"] in (budget, ANY_BUDGET)]
-        groups.append((budget, aggregate(group), paired_differences(group, "fixed", n_boot=200)))
-    md = format_budget_curves(groups)
+        groups.append((budget, aggregate(group), paired_differences(group, "fixed", paired_metrics("ap"))))
+    md = format_budget_curves(groups, primary="ap")
     lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "| AP at 5% | Δ AP at 5% | AP at 10% | Δ AP at 10% | replay tok (5% / 10%) |" in lines["strategy"]
     assert lines["fixed"].startswith("| fixed | 2 | 0.500 | reference | 0.600 | reference | 100 / 200 |")
     # mssr keeps 16 then 8 of task 1's 20 rows against fixed's 10 then 12: +0.15 then -0.10 AP
     assert lines["mssr"].startswith("| mssr | 2 | 0.800 | +0.150 [") and "| 0.400 | -0.100 [" in lines["mssr"]
     assert "| 90 / 90 |" in lines["mssr"] and lines["none"].startswith("| none | 2 | 0.200 | -0.150 [")
+    # the default primary metric leads, AP beside it
+    loss_groups = [
+        (b, t, paired_differences(runs_at_budget(runs, b), "fixed", paired_metrics("loss_final"))) for b, t, _ in groups
+    ]
+    head = format_budget_curves(loss_groups).splitlines()[2]
+    assert head.startswith("| strategy | blocks | final loss at 5% | Δ final loss at 5% | AP at 5% | Δ AP at 5% |")
     assert format_budget_curves([("config", aggregate(runs[:2]), [])]) == ""  # no --budgets: no curve
+
+
+def runs_at_budget(runs, budget):
+    from pipelines.analysis import runs_at
+
+    return runs_at(runs, budget)
+
+
+def test_analyse_recomputes_the_tables_of_kept_run_directories(tmp_path):
+    """mssr analyse on run directories: the entry and budget from each run's config.yaml, the
+    block from its seed and order; bad paths are one-line errors."""
+    import shutil
+
+    kept = ROOT / "docs" / "results" / "abl16-runs"
+    for d in sorted(kept.glob("abl16-*-s[01]")):
+        if "sampler" not in d.name and "scheduler" not in d.name:
+            shutil.copytree(d, tmp_path / "runs" / d.name)
+    proc = run_cli("analyse", str(tmp_path / "runs"), "--out", str(tmp_path / "an"), "--primary", "ap", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    intervals = list(csv.DictReader((tmp_path / "an" / "intervals.csv").open()))
+    ap = next(i for i in intervals if i["metric"] == "AP")
+    summaries = {d.name: json.loads((d / "summary.json").read_text()) for d in (tmp_path / "runs").iterdir()}
+    per_block = [summaries[f"abl16-mssr-b0.1-s{s}"]["ap"] - summaries[f"abl16-fixed-b0.1-s{s}"]["ap"] for s in (0, 1)]
+    assert (ap["strategy"], ap["budget"], ap["blocks"]) == ("mssr", "0.1", "2")
+    assert float(ap["mean"]) == pytest.approx(np.mean(per_block))
+    assert "budget 0.1: blocks: seeds 0, 1" in proc.stdout
+    missing = run_cli("analyse", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2 and "no such directory" in missing.stderr and "Traceback" not in missing.stderr

@@ -31,3 +31,30 @@ def test_every_relative_link_points_at_a_file_and_heading_that_exist():
 
 def test_the_readme_is_an_entry_page():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_the_published_comparison_tables_are_what_the_kept_runs_give():
+    """README and docs/results.md publish tables recomputed from the kept run files
+    (benchmarks/published_tables.py): a page or analysis file that drifted from the data fails."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from published_tables import drifted
+
+    problems = drifted()
+    assert not problems, "run .venv/bin/python benchmarks/published_tables.py; drifted: " + ", ".join(problems)
+
+
+def test_the_drift_check_can_fail(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import published_tables
+
+    page = tmp_path / "results.md"
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert "| mssr | 3 | 1.518 |" in text  # long16's mean final loss at 5%
+    page.write_text(text.replace("| mssr | 3 | 1.518 |", "| mssr | 3 | 1.418 |"), encoding="utf-8")
+    monkeypatch.setattr(published_tables, "PAGES", (page,))
+    monkeypatch.setattr(published_tables, "FILES", ())
+    assert published_tables.drifted() == [f"{page}: table long16"]
