@@ -535,3 +535,61 @@ def test_analyse_recomputes_the_tables_of_kept_run_directories(tmp_path):
     assert "budget 0.1: blocks: seeds 0, 1" in proc.stdout
     missing = run_cli("analyse", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "no such directory" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_comparison_whose_test_prompts_a_sweep_saw_is_refused_before_anything_runs(tmp_path):
+    """--tuned files record the stream they were tuned on; a comparison scoring a prompt among
+    that stream's rows is refused in one line, and one on the evaluation part is not."""
+    import yaml
+
+    from mssr.config import config_to_dict, load_config
+    from mssr.errors import ConfigError
+    from pipelines.compare import _evaluation_part, check_tuning_disjoint, tuned_on_streams
+
+    tiny = str(ROOT / "configs" / "tiny.yaml")
+    swept = config_to_dict(load_config(tiny, ["stream.split=tune"]))["stream"]
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump({"fixed": {"replay.samples_per_event": 4}, "tuned_on": swept}))
+    tuned_on = tuned_on_streams(str(tmp_path / "best.yaml"))
+    assert tuned_on == {str(tmp_path / "best.yaml"): swept}
+    said = []
+    assert _evaluation_part(tiny, [], said.append) == ["stream.split=eval"] and "stream.split=eval" in said[0]
+    check_tuning_disjoint(tuned_on, load_config(tiny, ["stream.split=eval"]), said.append)  # disjoint: accepted
+    with pytest.raises(ConfigError, match=r"--tuned: the sweep's rows include \d+ of \w+'s \d+ test prompts"):
+        check_tuning_disjoint(tuned_on, load_config(tiny, ["stream.split=all"]), said.append)
+    with pytest.raises(ConfigError, match="a comparison scores the evaluation part"):
+        _evaluation_part(tiny, ["stream.split=tune"], said.append)
+    check_tuning_disjoint({"old.yaml": None}, load_config(tiny), said.append)
+    assert said[-1] == "--tuned old.yaml: it does not record the stream it was tuned on, so its rows cannot be checked"
+
+    out = tmp_path / "out"
+    proc = run_cli(
+        "compare", tiny, f"run.output_dir={out}", "stream.split=all", "--strategies", "fixed",
+        "--tuned", str(tmp_path / "best.yaml"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "test prompts" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_kept_run_from_another_processor_kind_is_refused_before_anything_runs(tmp_path):
+    import yaml
+
+    from mssr.config import config_to_dict
+    from pipelines.analysis import MixedPairs
+    from pipelines.compare import check_kept_runs_pair, plan_runs, this_machine
+
+    def plan():
+        return plan_runs(
+            str(ROOT / "configs" / "tiny.yaml"), [f"run.output_dir={tmp_path}"], ["none", "fixed"], 1, "mx"
+        )
+
+    kept = plan()[1].cfg  # fixed, seed 0: finished earlier on another machine
+    (tmp_path / kept.run.name).mkdir()
+    (tmp_path / kept.run.name / "config.yaml").write_text(yaml.safe_dump(config_to_dict(kept)))
+    provenance = {"processor_kind": "Other CPU", "train_precision": "fp32", "eval_precision": "fp32"}
+    (tmp_path / kept.run.name / "summary.json").write_text(json.dumps({"provenance": provenance}))
+    said = []
+    assert this_machine(kept).count(" / ") == 2
+    with pytest.raises(MixedPairs, match="seed 0: its runs would pair different processor kinds or precisions"):
+        check_kept_runs_pair(plan(), False, said.append)
+    check_kept_runs_pair(plan(), True, said.append)
+    assert "mixes processor kinds or precisions (--allow-mixed)" in said[-1]
