@@ -1,0 +1,148 @@
+"""Online models of forgetting, fitted to what replays observe.
+
+Every replay shows, for free, the loss of the samples it trains on: their **excess loss**
+``x = loss - reference`` (the reference being the level the task was learned to when it
+ended) says how much of the task has been forgotten since. A forgetting model predicts a task's
+current excess from its past observations, before the replay observes it; the better it
+ranks the tasks, the better a sampler can spend replay where forgetting is.
+
+Every model here is fitted online, from the observations made so far only, and answers
+``predict`` before it is shown the observation (``observe``): run over a kept replay log in
+step order, that is a prequential test (``benchmarks/forgetting_gate.py``), the gate a model
+must pass before it drives any sampler.
+
+    model = RehearsalModel()
+    guess = model.predict(task=3, step=120.0, entry_step=64.0)   # before the replay
+    model.observe(task=3, step=120.0, entry_step=64.0, excess=0.41)
+
+The models (all share ``ForgettingModel``'s two methods):
+
+* ``LastExcess``: the task's last observed excess (a task not yet observed: the mean of
+  every observation so far). The naive baseline.
+* ``TaskAge``: the steps since the task ended, times the mean excess per step of age seen so
+  far: forgetting grows with age alone.
+* ``RehearsalModel``: ``x(t) = keep * x_last + rate_k * (t - t_last)``: what the last replay
+  left of the last observed excess, plus forgetting at the task's own rate since. ``keep`` and
+  each task's rate are fitted by least squares over consecutive observations of the same
+  task (a task's first observation follows its end, where the excess is 0), each task's rate
+  shrunk towards the pooled one while the task has few observations. With ``power`` below 1 the
+  time term is ``(t - t_last) ** power``, the shifted power law in steps that forgetting in
+  fine-tuning has been reported to follow (Kalajdzievski 2024, arXiv 2401.05605).
+
+No Ray, no torch: plain numpy over a handful of numbers per observation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class ForgettingModel(Protocol):
+    def predict(self, task: int, step: float, entry_step: float) -> float:
+        """The task's excess loss at ``step`` (its training ended at ``entry_step``)."""
+        ...
+
+    def observe(self, task: int, step: float, entry_step: float, excess: float) -> None:
+        """What a replay of the task at ``step`` showed (its replayed samples' mean excess)."""
+        ...
+
+
+@dataclass
+class LastExcess:
+    """The task's last observed excess; the mean of all observations for a task not yet seen."""
+
+    last: dict[int, float] = field(default_factory=dict)
+    seen: list[float] = field(default_factory=list)
+
+    def predict(self, task: int, step: float, entry_step: float) -> float:
+        if task in self.last:
+            return self.last[task]
+        return float(np.mean(self.seen)) if self.seen else 0.0
+
+    def observe(self, task: int, step: float, entry_step: float, excess: float) -> None:
+        self.last[task] = excess
+        self.seen.append(excess)
+
+
+@dataclass
+class TaskAge:
+    """Steps since the task ended, times the mean excess per step of age observed so far."""
+
+    per_step: list[float] = field(default_factory=list)
+
+    def predict(self, task: int, step: float, entry_step: float) -> float:
+        scale = float(np.mean(self.per_step)) if self.per_step else 1.0
+        return scale * max(step - entry_step, 0.0)
+
+    def observe(self, task: int, step: float, entry_step: float, excess: float) -> None:
+        age = step - entry_step
+        if age > 0:
+            self.per_step.append(excess / age)
+
+
+@dataclass
+class RehearsalModel:
+    """``x(t) = keep * x_last + rate_k * (t - t_last) ** power``, fitted online (module docstring).
+
+    ``prior_weight``: observations of a task at which its own rate counts as much as the
+    pooled one (shrinkage for tasks seen a few times); ``power``: 1 for forgetting linear in
+    steps, below 1 for a power law."""
+
+    power: float = 1.0
+    prior_weight: float = 3.0
+    state: dict[int, tuple[float, float]] = field(default_factory=dict)  # task -> (t_last, x_last)
+    rows: list[tuple[int, float, float, float]] = field(default_factory=list)  # (task, x_prev, dt^p, x)
+
+    def _time(self, dt: float) -> float:
+        return max(dt, 0.0) ** self.power
+
+    def _previous(self, task: int, entry_step: float) -> tuple[float, float]:
+        return self.state.get(task, (entry_step, 0.0))  # a task ends at its learned level
+
+    def _fit(self) -> tuple[float, dict[int, float], float]:
+        """(keep, each task's rate, the pooled rate) by least squares over every consecutive
+        pair so far, alternating between ``keep`` given the rates and the rates given ``keep``;
+        a task's rate is shrunk towards the pooled one as if the pooled rate were
+        ``prior_weight`` more observations of it."""
+        if not self.rows:
+            return 0.5, {}, 0.0
+        task = np.array([r[0] for r in self.rows])
+        prev = np.array([r[1] for r in self.rows])
+        time = np.array([r[2] for r in self.rows])
+        x = np.array([r[3] for r in self.rows])
+        weight = self.prior_weight * float(np.mean(time * time))
+        keep, rates, pooled = 0.5, {}, 0.0
+        for _ in range(10):
+            y = x - keep * prev
+            pooled = float((time * y).sum() / max((time * time).sum(), 1e-12))
+            rates = {}
+            for k in np.unique(task):
+                at = task == k
+                rates[int(k)] = float(
+                    ((time * y)[at].sum() + weight * pooled) / max((time * time)[at].sum() + weight, 1e-12)
+                )
+            if (prev * prev).sum() > 0:
+                rest = x - np.array([rates[int(k)] for k in task]) * time
+                keep = float(np.clip((prev * rest).sum() / (prev * prev).sum(), 0.0, 1.0))
+        return keep, rates, pooled
+
+    def predict(self, task: int, step: float, entry_step: float) -> float:
+        keep, rates, pooled = self._fit()
+        t_last, x_last = self._previous(task, entry_step)
+        return keep * x_last + rates.get(task, pooled) * self._time(step - t_last)
+
+    def observe(self, task: int, step: float, entry_step: float, excess: float) -> None:
+        t_last, x_last = self._previous(task, entry_step)
+        self.rows.append((task, x_last, self._time(step - t_last), excess))
+        self.state[task] = (step, excess)
+
+
+MODELS = {
+    "last excess": LastExcess,
+    "task age": TaskAge,
+    "rehearsal, linear": RehearsalModel,
+    "rehearsal, power 0.5": lambda: RehearsalModel(power=0.5),
+}
