@@ -64,8 +64,9 @@ class TaskSpec(_Strict):
     name: str = Field(min_length=1)
     """the task's name in the matrices, the console and MLflow; unique within the stream."""
     train: str
-    """JSONL or Parquet file of {"prompt","answer"} or {"instruction","input","output"} rows; every row
-    trains (`stream.train_size` does not cap it), less those `stream.split` leaves out."""
+    """a JSONL, JSON array, Parquet or CSV file of {"prompt","answer"}, {"prompt","completion"},
+    {"instruction","input","output"} or chat {"messages"} rows; every row trains (`stream.train_size`
+    does not cap it) unless max_train_rows says otherwise, less those `stream.split` leaves out."""
     test: str
     """the test rows (same formats), scored after every task for the accuracy and loss matrices; every row
     is scored (`stream.test_size` does not cap it), less those `stream.split` leaves out."""
@@ -73,6 +74,11 @@ class TaskSpec(_Strict):
     """optional held-out rows (same formats): checked and counted in the data report, not scored; null: none."""
     scorer: str = "exact_match"
     """exact match after normalisation: the strictest, least ambiguous."""
+    max_train_rows: Optional[int] = Field(None, gt=0)
+    """null: every training row; a number: that many, drawn at random (seeded by stream.data_seed and
+    the task's name) and kept in file order, and the plan says "N of M"."""
+    max_test_rows: Optional[int] = Field(None, gt=0)
+    """null: every test row; a number: a seeded random sample of that many, as max_train_rows."""
 
 
 class StreamConfig(_Strict):

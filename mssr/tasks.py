@@ -15,6 +15,8 @@ built-in stream only); ``stream.split`` may filter them by prompt (``mssr/splits
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 from dataclasses import dataclass, field
@@ -41,15 +43,60 @@ class Task:
     test: list[Example]
     validation: list[Example] = field(default_factory=list)
     train_file: str = ""
+    train_total: int = 0  # rows in the train file before a cap (max_train_rows); 0: not capped
+    test_total: int = 0  # likewise for the test file
+
+
+ANSWER_KEYS = ("answer", "output", "completion")  # a number there is read as its text
+
+
+def _single_turn(messages: object, where: str) -> tuple[object, object]:
+    """(prompt, answer) of a chat ``messages`` row: one user turn, then the assistant's answer."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise DataError(f'{where}: field \'messages\' must be a list of {{"role", "content"}} objects')
+    roles = [m.get("role") for m in messages]
+    if "system" in roles:
+        raise DataError(
+            f"{where}: a system message per row is not supported; set one for the whole stream with "
+            "stream.system_prompt and leave it out of the rows"
+        )
+    if roles != ["user", "assistant"]:
+        raise DataError(
+            f"{where}: 'messages' must be one user turn and the assistant's answer (roles user, assistant), "
+            f"got roles {roles}; multi-turn conversations are not supported"
+        )
+    return messages[0].get("content"), messages[1].get("content")
 
 
 def _normalise_row(row: object, where: str, line: int) -> Example:
+    """One row in any of the accepted shapes, as an Example (module docstring)."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if "prompt" in row or "answer" in row:
+    if "messages" in row:
+        prompt, answer = _single_turn(row["messages"], where)
+        keys = ("messages[0].content", "messages[1].content")
+    elif "prompt" in row and "completion" in row:
+        if not isinstance(row["prompt"], str) or not isinstance(row["completion"], str):
+            raise DataError(
+                f"{where}: 'prompt' and 'completion' must be strings (conversational prompt/completion "
+                "rows: give them as 'messages' rows instead)"
+            )
+        prompt, answer = row["prompt"], row["completion"]
+        keys = ("prompt", "completion")
+    elif "prompt" in row or "answer" in row:
         prompt, answer = row.get("prompt"), row.get("answer")
         keys = ("prompt", "answer")
     elif "instruction" in row or "output" in row:
+        for extra_key in ("system", "history"):
+            if row.get(extra_key):
+                raise DataError(
+                    f"{where}: field {extra_key!r} is not supported ("
+                    + (
+                        "set one system prompt for the whole stream with stream.system_prompt)"
+                        if extra_key == "system"
+                        else "multi-turn history: give each turn as its own row)"
+                    )
+                )
         instruction, extra = row.get("instruction"), row.get("input") or ""
         if not isinstance(extra, str):
             raise DataError(f"{where}: field 'input' must be a string")
@@ -58,13 +105,17 @@ def _normalise_row(row: object, where: str, line: int) -> Example:
         keys = ("instruction", "output")
     else:
         raise DataError(
-            f"{where}: expected fields 'prompt' and 'answer' (TRACE) or 'instruction', 'input', "
-            f"'output' (Alpaca); got {sorted(row)}"
+            f"{where}: expected fields 'prompt' and 'answer' (TRACE), 'prompt' and 'completion' (TRL), "
+            f"'instruction', 'input', 'output' (Alpaca) or 'messages' (chat); got {sorted(row)}"
         )
     for key, value in zip(keys, (prompt, answer)):
         if value is None:
             raise DataError(f"{where}: missing field {key!r}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key in ("answer", "output"):
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and key.split(".")[0] in (*ANSWER_KEYS, "messages[1]")
+        ):
             value = str(value)
         if not isinstance(value, str):
             raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
@@ -73,26 +124,58 @@ def _normalise_row(row: object, where: str, line: int) -> Example:
     return Example(prompt=str(prompt), answer=str(answer), line=line)
 
 
+def _text(p: Path) -> str:
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 (byte {e.start}): save the file as UTF-8") from None
+
+
+def _json_rows(p: Path) -> list[Example]:
+    """One JSON object a line, or in a ``.json`` file a JSON array of rows (LLaMA-Factory's)."""
+    text = _text(p)
+    if p.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+        return [_normalise_row(obj, f"{p}: row {i}", i) for i, obj in enumerate(records, start=1)]
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+        rows.append(_normalise_row(obj, f"{p}:{lineno}", lineno))
+    return rows
+
+
+def _csv_rows(p: Path) -> list[Example]:
+    """A CSV file with a header line naming the fields (empty cells read as empty)."""
+    reader = csv.DictReader(io.StringIO(_text(p), newline=""))
+    rows = []
+    for record in reader:
+        if None in record:  # more cells than the header names
+            raise DataError(
+                f"{p}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or [])} columns"
+            )
+        obj = {k: v for k, v in record.items() if v != "" or k in ("prompt", "answer", "output", "instruction")}
+        rows.append(_normalise_row(obj, f"{p}:{reader.line_num}", reader.line_num))
+    return rows
+
+
 def read_rows(path: str | Path) -> list[Example]:
-    """Read and validate one JSONL or Parquet file of examples."""
+    """Read and validate one file of examples: JSONL, a JSON array, Parquet or CSV."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
     suffix = p.suffix.lower()
-    rows: list[Example] = []
     if suffix in (".jsonl", ".json"):
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{p}: not UTF-8 (byte {e.start}): save the file as UTF-8") from None
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
-            rows.append(_normalise_row(obj, f"{p}:{lineno}", lineno))
+        rows = _json_rows(p)
+    elif suffix == ".csv":
+        rows = _csv_rows(p)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -100,13 +183,21 @@ def read_rows(path: str | Path) -> list[Example]:
             records = pq.read_table(p).to_pylist()
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise DataError(f"{p}: cannot read Parquet: {e}") from None
-        for i, obj in enumerate(records, start=1):
-            rows.append(_normalise_row(obj, f"{p}:{i}", i))
+        rows = [_normalise_row(obj, f"{p}:{i}", i) for i, obj in enumerate(records, start=1)]
     else:
-        raise DataError(f"{p}: unsupported file type {suffix!r}; expected .jsonl or .parquet")
+        raise DataError(f"{p}: unsupported file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
     if not rows:
         raise DataError(f"{p}: no rows; a task split needs at least one example")
     return rows
+
+
+def sample_rows(rows: list[Example], n: Optional[int], seed: str) -> list[Example]:
+    """``n`` of ``rows`` drawn at random (seeded by ``seed``), in file order; all when n is None
+    or not smaller: a cap keeps a fair sample of the file, not its first rows."""
+    if n is None or n >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
 
 
 def load_task(
@@ -161,6 +252,17 @@ def load_stream(stream_cfg, cache_dir: Optional[Path] = None) -> list[Task]:
         specs = builtin_task_specs(stream_cfg, cache_dir)  # already ordered and split
         return [load_task(s.name, s.train, s.test, s.validation, s.scorer) for s in specs]
     return [
-        split_task(load_task(s.name, s.train, s.test, s.validation, s.scorer), stream_cfg.split)
+        _capped(split_task(load_task(s.name, s.train, s.test, s.validation, s.scorer), stream_cfg.split), s, stream_cfg)
         for s in ordered(stream_cfg.tasks, stream_cfg.order_seed)
     ]
+
+
+def _capped(task: Task, spec, stream_cfg) -> Task:
+    """A user task's ``max_train_rows`` / ``max_test_rows``: a seeded sample (``stream.data_seed``)."""
+    seed = f"{stream_cfg.data_seed}:{task.name}"
+    train = sample_rows(task.train, spec.max_train_rows, seed + ":train")
+    test = sample_rows(task.test, spec.max_test_rows, seed + ":test")
+    task.train_total = len(task.train) if len(train) < len(task.train) else 0
+    task.test_total = len(task.test) if len(test) < len(task.test) else 0
+    task.train, task.test = train, test
+    return task

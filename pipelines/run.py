@@ -108,8 +108,10 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Stra
             {
                 "name": t.name,
                 "train": len(t.train),
+                "train_of": t.train_total,  # rows in the file when max_train_rows capped them, else 0
                 "used": usable,
                 "test": len(t.test),
+                "test_of": t.test_total,
                 "scorer": t.scorer,
                 "steps": steps,
                 "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
@@ -163,6 +165,14 @@ def format_plan(plan: dict) -> str:
             f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}"
         )
     lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
+    capped = [
+        f"{r['name']}: {r[k]} of {r[k + '_of']} {k} rows"
+        for r in plan["tasks"]
+        for k in ("train", "test")
+        if r.get(k + "_of")
+    ]
+    if capped:  # max_train_rows / max_test_rows: a seeded sample of the file, said where it is used
+        lines.append("capped by max_train_rows / max_test_rows (a seeded random sample): " + "; ".join(capped))
     truncated = [f"{r['name']} {r['truncated']}" for r in plan["tasks"] if r["truncated"]]
     if truncated:
         lines.append(f"rows truncated to stream.max_length (prompt cut from the left): {', '.join(truncated)}")

@@ -59,9 +59,9 @@ def test_non_utf8_file(write_jsonl):
 def test_missing_file_and_bad_extension(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_rows(tmp_path / "nope.jsonl")
-    (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(DataError, match="unsupported file type"):
-        read_rows(tmp_path / "x.csv")
+    (tmp_path / "x.txt").write_text("a,b\n")
+    with pytest.raises(DataError, match="unsupported file type '.txt'; expected .jsonl, .json, .parquet or .csv"):
+        read_rows(tmp_path / "x.txt")
 
 
 def test_load_task_caps_sizes_and_checks_scorer(write_jsonl):
@@ -141,3 +141,102 @@ def test_a_seeded_order_reorders_user_tasks(write_jsonl):
     specs = [TaskSpec(name=n, train=str(f), test=str(f)) for n in "abcde"]
     got = [t.name for t in load_stream(StreamConfig(tasks=specs, order_seed=3))]
     assert got == ordered(list("abcde"), 3) and got != list("abcde")
+
+
+def test_every_accepted_row_shape(write_jsonl):
+    p = write_jsonl(
+        "shapes.jsonl",
+        [
+            {"prompt": "2+2?", "completion": "4"},  # TRL
+            {
+                "messages": [
+                    {"role": "user", "content": "Capital of France?"},
+                    {"role": "assistant", "content": "Paris"},
+                ]
+            },
+            {"instruction": "Add", "input": "2 and 3", "output": "5", "system": "", "history": []},  # LLaMA-Factory
+        ],
+    )
+    assert [(r.prompt, r.answer) for r in read_rows(p)] == [
+        ("2+2?", "4"),
+        ("Capital of France?", "Paris"),
+        ("Add\n\n2 and 3", "5"),
+    ]
+
+
+def test_a_json_array_of_alpaca_rows(tmp_path):
+    import json
+
+    p = tmp_path / "alpaca.json"
+    p.write_text(
+        json.dumps([{"instruction": "Say hi", "input": "", "output": "hi"}, {"prompt": "a", "answer": 1}], indent=2)
+    )
+    assert [(r.prompt, r.answer, r.line) for r in read_rows(p)] == [("Say hi", "hi", 1), ("a", "1", 2)]
+    p.write_text(json.dumps([{"instruction": "x", "output": "y"}, {"instruction": "x"}]))
+    with pytest.raises(DataError, match=r"alpaca.json: row 2: missing field 'output'"):
+        read_rows(p)
+    p.write_text('[{"prompt": "a", "answer": "b"},\n {"prompt": ')
+    with pytest.raises(DataError, match=r"alpaca.json:2: malformed JSON"):
+        read_rows(p)
+
+
+def test_csv_rows(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text('prompt,answer\n"2+2, please",4\nCapital of France?,Paris\n')
+    assert [(r.prompt, r.answer, r.line) for r in read_rows(p)] == [
+        ("2+2, please", "4", 2),
+        ("Capital of France?", "Paris", 3),
+    ]
+    p.write_text("instruction,input,output\nSay hi,,hi\n")
+    assert [(r.prompt, r.answer) for r in read_rows(p)] == [("Say hi", "hi")]
+    p.write_text("prompt,answer\na,b\nc,d,e\n")
+    with pytest.raises(DataError, match=r"t.csv:3: more cells than the header's 2 columns"):
+        read_rows(p)
+    p.write_text("prompt,answer\na,\n")
+    with pytest.raises(DataError, match=r"t.csv:2: field 'answer' is empty"):
+        read_rows(p)
+
+
+@pytest.mark.parametrize(
+    "row,fragment",
+    [
+        ({"prompt": [{"role": "user", "content": "a"}], "completion": "b"}, "give them as 'messages' rows"),
+        ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}]}, "stream.system_prompt"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 2},
+            "multi-turn conversations are not supported",
+        ),
+        ({"messages": "hi"}, "must be a list of"),
+        ({"instruction": "a", "output": "b", "system": "be brief"}, "field 'system' is not supported"),
+        ({"instruction": "a", "output": "b", "history": [["q", "a"]]}, "field 'history' is not supported"),
+    ],
+)
+def test_shapes_not_supported_are_refused_not_dropped(write_jsonl, row, fragment):
+    p = write_jsonl("x.jsonl", [row])
+    with pytest.raises(DataError, match=":1: ") as e:
+        read_rows(p)
+    assert fragment in str(e.value)
+
+
+def test_caps_on_a_user_task_are_a_seeded_sample_and_the_plan_says_n_of_m(write_jsonl, tmp_path):
+    from mssr.config import Config, TaskSpec
+    from mssr.strategies import build_strategy
+    from mssr.tasks import load_stream
+    from pipelines.run import build_plan, format_plan
+
+    tr = write_jsonl("tr.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(50)])
+    te = write_jsonl("te.jsonl", [{"prompt": f"t{i}", "answer": "a"} for i in range(20)])
+    spec = TaskSpec(name="x", train=str(tr), test=str(te), max_train_rows=10, max_test_rows=5)
+    cfg = Config.model_validate({"stream": {"tasks": [spec.model_dump()]}})
+    (task,) = load_stream(cfg.stream)
+    again = load_stream(cfg.stream)[0]
+    assert len(task.train) == 10 and len(task.test) == 5 and (task.train_total, task.test_total) == (50, 20)
+    assert [e.prompt for e in task.train] == [e.prompt for e in again.train]  # seeded
+    assert [e.prompt for e in task.train] != [f"q{i}" for i in range(10)]  # a sample, not the first rows
+    assert [e.line for e in task.train] == sorted(e.line for e in task.train)  # in file order
+    other = Config.model_validate({"stream": {"tasks": [spec.model_dump()], "data_seed": 7}})
+    assert [e.prompt for e in load_stream(other.stream)[0].train] != [e.prompt for e in task.train]
+    stats = [{"rows": 10, "tokens": 100, "max_length": 12, "truncated": 0}]
+    plan = build_plan(cfg, [task], stats, build_strategy("fixed", cfg.replay))
+    capped = "capped by max_train_rows / max_test_rows (a seeded random sample): "
+    assert capped + "x: 10 of 50 train rows; x: 5 of 20 test rows" in format_plan(plan)
