@@ -463,4 +463,5 @@ def analyse(
     strategies = {r["strategy"] for r in runs}
     if reference not in strategies:
         raise UserError(f"--reference {reference!r}: no such strategy among the runs ({', '.join(sorted(strategies))})")
+    runs.sort(key=lambda r: r["strategy"] != reference)  # the reference's rows first, the rest by name
     return write_outputs(out, runs, reference, primary, detect, allow_mixed)
