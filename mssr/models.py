@@ -128,10 +128,16 @@ def resolve_model_path(name: str) -> str:
 
 
 def _tiny_model(vocab_size: int, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    return LlamaForCausalLM(_tiny_config(vocab_size))
+
+
+def _tiny_config(vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
@@ -141,7 +147,6 @@ def _tiny_model(vocab_size: int, seed: int):
         max_position_embeddings=512,
         tie_word_embeddings=True,
     )
-    return LlamaForCausalLM(config)
 
 
 def load_tokenizer(model_cfg):
@@ -239,14 +244,40 @@ def _contiguous_head_input(model) -> None:
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
 
 
+def _check_targets(model, target_modules) -> None:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in target_modules if m not in names]
+    if missing:
+        known = sorted(n for n in names if n.endswith("proj"))
+        raise ModelError(
+            f"model.lora.target_modules: {missing} not found in the model"
+            + (f" (its projections: {', '.join(known)})" if known else "")
+        )
+
+
+def check_model_structure(model_cfg) -> None:
+    """What needs the model's structure, checked before anything starts: the LoRA target
+    modules exist. The model is built on PyTorch's ``meta`` device (shapes, no weights: well
+    under a second), so a typo fails here in one line, not in every worker after Ray started."""
+    if model_cfg.finetune not in ("lora", "qlora"):
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if model_cfg.name == TINY_MODEL:
+        config = _tiny_config(32)
+    else:
+        path = resolve_model_path(model_cfg.name)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
+    _check_targets(skeleton, model_cfg.lora.target_modules)
+
+
 def _with_lora(model, lora_cfg, seed: int):
     """LoRA adapters on ``lora_cfg.target_modules`` (initialised from ``seed``); the base frozen."""
     from peft import LoraConfig, get_peft_model
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [m for m in lora_cfg.target_modules if m not in names]
-    if missing:
-        raise ModelError(f"model.lora.target_modules: {missing} not found in the model")
+    _check_targets(model, lora_cfg.target_modules)
     torch.manual_seed(seed)
     return get_peft_model(
         model,

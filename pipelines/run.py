@@ -29,7 +29,7 @@ from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
 from mssr.errors import ConfigError, RunFailed, UserError
 from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, format_metric, loss_metrics
-from mssr.models import load_tokenizer
+from mssr.models import check_model_structure, load_tokenizer
 from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy
@@ -242,6 +242,7 @@ def run_stream(
     run_dir = _resume_dir(cfg, resume) if resume is not None else _new_run_dir(cfg)
     tasks = load_stream(cfg.stream)
     load_tokenizer(cfg.model)  # fail early on a broken model folder
+    check_model_structure(cfg.model)  # and on LoRA targets the model does not have, before Ray starts
 
     init_ray(cfg)
     from pipelines.data import mix_tasks, tokenise_tasks

@@ -82,6 +82,16 @@ CASES = {
     "unreachable tracking server": ({}, ["mlflow.tracking_uri=http://127.0.0.1:9"], "no MLflow server answers"),
     "output directory that cannot be made": ({}, ["run.output_dir=/proc/mssr-runs"], "run.output_dir: cannot"),
     "an empty task list": (dict(tasks=()), [], "tasks: the list is empty"),
+    "a LoRA target the model lacks": (
+        {},
+        ["model.lora.target_modules=[q_proj,nosuch_proj]"],
+        "model.lora.target_modules: ['nosuch_proj'] not found in the model (its projections: ",
+    ),
+    "a LoRA target SmolLM2 lacks": (
+        {},
+        ["model.name=smollm2-135m-instruct", "model.lora.target_modules=[qkv_proj]"],
+        "['qkv_proj'] not found in the model",
+    ),
     "qlora on this machine": (
         {},
         ["model.finetune=qlora"],
