@@ -147,9 +147,8 @@ class ReplayPlanner:
         self.budget = resolve_budget(replay_cfg.budget, total_new_samples)
         self.cfg = replay_cfg = with_fixed_interval(replay_cfg, self.budget, replay_steps)
         self.strategy = build_strategy(replay_cfg.strategy, replay_cfg)
-        on_budget = getattr(self.strategy.scheduler, "on_budget", None)  # optional: see BaseScheduler
-        if on_budget is not None:
-            on_budget(self.budget, replay_cfg.samples_per_event, replay_steps)
+        self.replay_steps = replay_steps
+        self._tell_budget()
         self.memory = MemoryState(replay_cfg.mssr)
         self.clock = build_clock(replay_cfg)
         self.rng = np.random.default_rng(seed)
@@ -160,6 +159,13 @@ class ReplayPlanner:
         self.task_index = -1
         self.task_losses: list[float] = []  # mean new-sample loss of each step of the current task
         self.replay_log: list[ReplayRecord] = []  # every replayed sample, as the memory model saw it
+
+    def _tell_budget(self) -> None:
+        """The scheduler learns this run's budget and steps (``on_budget``, optional: see
+        BaseScheduler)."""
+        on_budget = getattr(self.strategy.scheduler, "on_budget", None)
+        if on_budget is not None:
+            on_budget(self.budget, self.cfg.samples_per_event, self.replay_steps)
 
     @property
     def now(self) -> float:
@@ -284,6 +290,10 @@ class ReplayPlanner:
     def load_state_dict(self, s: dict) -> None:
         self.memory.load_state_dict(s["memory"])
         self.strategy.scheduler.load_state_dict(s["scheduler"])
+        # the budget and steps are this run's plan, not the checkpoint's: a run continued with
+        # more tasks (mssr continue) re-plans them over the extended stream, and a scheduler
+        # restored with the old plan would find its budget spent and replay nothing more
+        self._tell_budget()
         self.clock.load_state_dict(s["clock"])
         self.rng.bit_generator.state = s["rng"]
         self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)

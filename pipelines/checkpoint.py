@@ -85,6 +85,19 @@ class Progress:
             row_losses=[row + [[] for _ in range(added)] for row in self.row_losses],
         )
 
+    def without_costs(self) -> Progress:
+        """This progress with its time and token counts at zero: a run that continues a finished
+        one (``mssr continue``) keeps its matrices and reports its own costs, not the sum of both
+        runs' (its wall time is its own, so the sums made "start-up and the rest" negative)."""
+        return dataclasses.replace(
+            self,
+            tokens=_zero_tokens(),
+            train_seconds=0.0,
+            probe_seconds=0.0,
+            step_seconds=[],
+            pipeline=_zero_pipeline(),
+        )
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 

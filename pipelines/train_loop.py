@@ -216,7 +216,7 @@ class Worker:
         set_rng_state(trainer_state["torch_rng"][self.rank % len(trainer_state["torch_rng"])], self.device)
         if continuing:
             before = len(progress.task_names)
-            progress = progress.with_tasks([t.name for t in self.tasks])
+            progress = progress.with_tasks([t.name for t in self.tasks]).without_costs()
             self.unscored = list(range(before, len(self.tasks)))
         # this part of the run is recorded as the run's provenance; an earlier part that ran
         # elsewhere (another machine, commit or precision) is kept beside it

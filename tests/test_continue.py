@@ -63,6 +63,10 @@ def test_the_continued_run_is_the_whole_stream_run_where_both_measure(tiny_run, 
     ref_plans = (tiny_run[0] / "tiny" / "plans" / "rank_0.jsonl").read_text().splitlines()
     assert plans == [p for p in ref_plans if json.loads(p)["step"] >= 24]
     assert "scoring the model as the finished run left it on the new tasks: syllogism, aiw" in stdout
+    # its own costs, not the sum of both runs' (which made "start-up and the rest" negative)
+    times = summary["pipeline_seconds"]
+    assert times["train_wall"] + times["eval_wall"] < summary["wall_seconds"]
+    assert 0 < summary["tokens"]["train_new"] < reference["tokens"]["train_new"]
 
 
 @pytest.mark.e2e

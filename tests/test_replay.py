@@ -515,3 +515,21 @@ def test_the_at_risk_sampler_favours_the_fresh_unrehearsed_task_over_the_long_fo
     assert fresh_share > 0.9 and strength_share < 0.1
     planner = ReplayPlanner(cfg, seed=0)
     assert isinstance(planner.strategy.sampler.inner, AtRiskSampler)  # by name, inside mssr's split over tasks
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "mssr", "mssr-scheduler", "surprise", "loss", "accuracy"])
+def test_a_continued_run_spends_its_re_planned_budget_on_the_new_tasks(strategy):
+    """mssr continue restores the planner from the finished run's checkpoint with a budget and
+    steps re-planned over the extended stream: the schedule follows the new plan (restored with
+    the old one, the paced schedule found its budget spent and replayed nothing in new tasks)."""
+    first = ReplayPlanner(ReplayConfig(strategy=strategy, budget=0.08, pool_per_task=16, samples_per_event=4), seed=0,
+                          total_new_samples=3 * 40 * 4, replay_steps=2 * 40)  # fmt: skip
+    simulate(first, tasks=3, steps=40, batch=4)
+    spent = first.replayed
+    longer = ReplayConfig(strategy=strategy, budget=0.08, pool_per_task=16, samples_per_event=4)
+    continued = ReplayPlanner(longer, seed=0, total_new_samples=5 * 40 * 4, replay_steps=4 * 40)
+    continued.load_state_dict(first.state_dict())
+    plans = simulate(continued, tasks=2, steps=40, batch=4, first_task=3)
+    assert continued.budget == int(0.08 * 5 * 40 * 4) > spent
+    assert replayed(plans) > 0  # the new tasks are replayed with the old ones
+    assert continued.replayed <= continued.budget
