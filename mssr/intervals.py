@@ -29,10 +29,10 @@ even over hundreds of rows) and b is s^2/n at its upper 75% confidence bound (se
 ``_degrees_of_freedom``): with few blocks the quantile is Student's t at about n-1 degrees of
 freedom, not the normal one, which is what makes it cover. tests/test_intervals.py simulates
 comparisons at the noise of the 11-task comparison and requires 93-97% coverage at 3, 5, 8
-and 16 blocks; the normal quantile with the same spread covers 84% at 3 blocks. Rejected in
-that simulation: t at n-1 degrees of freedom (97.5% at 3 blocks: the row part sets a floor
-under the width that t_{n-1} does not know), and Satterthwaite fed the block estimate itself
-(91.5% at 3 blocks where the rows' noise inside each block is small).
+and 16 blocks; benchmarks/interval_coverage.py prints it beside the normal quantile (81-84%
+at 3 blocks), t at n-1 degrees of freedom (over-covers where the row part is large: it sets
+a floor under the width that t_{n-1} does not know) and Satterthwaite fed the block estimate
+itself (under-covers where the rows' noise inside each block is small).
 
 With one block there is no estimate of the run-to-run noise: the interval is the test rows'
 alone (normal quantile) and says so.
@@ -239,9 +239,8 @@ def _degrees_of_freedom(block_part: float, row_part: float, n: int, row_df: floa
     """Satterthwaite's degrees of freedom of ``block_part + row_part``, with the block part at
     its upper 75% confidence bound. Fed the estimate itself, the formula gives many degrees of
     freedom exactly when the estimate is by chance small (the row part then looks dominant),
-    which is when the interval is already too narrow: it covered 91.5% at 3 blocks where the
-    rows' noise inside each block is small. With the bound, the coverage stays at 94-96% from
-    3 to 16 blocks across the noise levels of the 11-task comparison (tests/test_intervals.py)."""
+    which is when the interval is already too narrow (benchmarks/interval_coverage.py shows
+    that variant below the bound's coverage at 3 blocks)."""
     bound = block_part * (n - 1) / float(chi2.ppf(BLOCK_BOUND, n - 1))
     return _satterthwaite(bound, row_part, n, row_df)
 

@@ -184,13 +184,15 @@ def _check_pair(a: dict, b: dict, allow_mixed: bool) -> bool:
     return True
 
 
-def _interval(a: list[dict], b: list[dict], metric: str) -> Optional[PairedDifference]:
+def _interval(a: dict, b: dict, names: list, metric: str) -> Optional[PairedDifference]:
+    """``a``/``b``: per matrix kind, the blocks' per-row results (parsed once for every metric)."""
     spec = METRIC_SPECS[metric]
-    a_runs = [per_row_results(r["eval_rows"], spec.matrix) for r in a]
-    b_runs = [per_row_results(r["eval_rows"], spec.matrix) for r in b]
-    names = [r["eval_rows"]["tasks"] for r in a]
-    diff = paired_interval(a_runs, b_runs, spec.fn, name=spec.label, task_names=names)
+    diff = paired_interval(a[spec.matrix], b[spec.matrix], spec.fn, name=spec.label, task_names=names)
     return None if np.isnan(diff.mean) else diff  # None: the runs did not score the cells it reads
+
+
+def _per_row(runs: list[dict]) -> dict[str, list]:
+    return {kind: [per_row_results(r["eval_rows"], kind) for r in runs] for kind in ("scores", "losses")}
 
 
 def paired_differences(runs: list[dict], reference: str, metrics: list[str], allow_mixed: bool = False) -> list[dict]:
@@ -209,7 +211,8 @@ def paired_differences(runs: list[dict], reference: str, metrics: list[str], all
         a, b = [mine[k] for k in blocks], [ref[k] for k in blocks]
         mixed = sum(_check_pair(x, y, allow_mixed) for x, y in zip(a, b))
         row = {"strategy": strategy, "reference": reference, "seeds": len(blocks), "mixed": mixed}
-        row.update({m: _interval(a, b, m) for m in metrics})
+        rows_a, rows_b, names = _per_row(a), _per_row(b), [r["eval_rows"]["tasks"] for r in a]
+        row.update({m: _interval(rows_a, rows_b, names, m) for m in metrics})
         out.append(row)
     return out
 
