@@ -333,6 +333,10 @@ class ReplayConfig(_Strict):
     balance_tasks: Optional[bool] = None
     """null: the strategy decides (mssr and mssr-sampler split draws over tasks, the others do not);
     true: split each draw evenly over the pool's tasks; false: the sampler alone decides."""
+    reference_pass: Optional[bool] = None
+    """null: the strategy decides (those fitted to excess loss need it); true: when a task ends, its
+    pooled samples' loss is measured in a no-grad pass (their reference, the level they were learned
+    to; replay logs then record each replay's excess over it), counted as probe cost; false: never."""
     clock: Literal["steps", "update_norm"] = "steps"
     """what "time" is for the memory model and the schedulers: optimizer steps, or "model time", the
     cumulative update norm in units of a typical step (see mssr/clock.py)."""

@@ -39,6 +39,8 @@ class ReplayRecord:
     predicted_retention: float  # R = exp(-age / S) just before the replay
     entry_loss: float  # its loss when it entered the pool (the end of its task)
     loss: float  # its loss in the replay step's forward pass
+    # its own loss in a no-grad pass at its task's end (NaN: not measured, as in older runs)
+    reference_loss: float = float("nan")
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -60,7 +60,7 @@ def eval_mode_for(scorer: str, mode: str) -> str:
     return "forced" if mode == "forced" and scorer in FORCED_SCORERS else "generate"
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Row indices grouped into batches of similar length (longest first)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -80,7 +80,7 @@ def forced_pass(
     was_training = model.training
     model.eval()
     try:
-        for rows in _length_batches([len(r) for r in ids], batch_size):
+        for rows in length_batches([len(r) for r in ids], batch_size):
             b = to_device(collate([ids[i] for i in rows], [plens[i] for i in rows], encoder.tok.pad_token_id), device)
             with autocast or contextlib.nullcontext():
                 logits, labels = answer_logits(model, b, [plens[i] for i in rows])  # from the last prompt token on
@@ -113,7 +113,7 @@ def generate_answers(
     was_training = model.training
     model.eval()
     try:
-        for rows in _length_batches([len(r) for r in prompt_ids], batch_size):
+        for rows in length_batches([len(r) for r in prompt_ids], batch_size):
             width = max(len(prompt_ids[i]) for i in rows)
             ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -28,7 +28,7 @@ import torch
 
 from mssr.config import Config
 from mssr.distributed import to_device
-from mssr.evaluation import EvalResult, evaluate_examples
+from mssr.evaluation import EvalResult, evaluate_examples, length_batches
 from mssr.isolation import make_isolation
 from mssr.losses import answer_logits, answer_reproduced, per_sample_loss
 from mssr.models import load_model, load_trainable_state_dict, resolve_dtype, trainable_state_dict
@@ -143,20 +143,31 @@ class Learner:
 
     @torch.no_grad()
     def probe(self, rows: Sequence[Row]) -> ProbeResult:
-        """Loss and greedy exact match of pool samples in one no-grad forward pass."""
+        """Loss and greedy exact match of pool samples, no gradients, in batches of
+        ``eval.batch_size`` rows of similar length (evaluation's forced pass: one batch of
+        every row, padded to the longest, cost several times as much per row)."""
         if not rows:
             return ProbeResult([], [], 0, 0.0)
         started = time.perf_counter()
+        losses, correct = [0.0] * len(rows), [False] * len(rows)
+        tokens = 0
         self.core.eval()
         try:
-            b = self._batch(rows)
-            with self._autocast():
-                logits, labels = answer_logits(self.core, b, [int(r[1]) for r in rows])
-            losses = per_sample_loss(logits, labels).float().cpu().tolist()
-            correct = [bool(c) for c in answer_reproduced(logits, labels).cpu().tolist()]
+            for part in length_batches([len(r[0]) for r in rows], self.cfg.eval.batch_size):
+                chunk = [rows[i] for i in part]
+                b = self._batch(chunk)
+                with self._autocast():
+                    logits, labels = answer_logits(self.core, b, [int(r[1]) for r in chunk])
+                tokens += int(b["attention_mask"].sum())
+                for i, loss, ok in zip(
+                    part.tolist(),
+                    per_sample_loss(logits, labels).float().cpu().tolist(),
+                    answer_reproduced(logits, labels).cpu().tolist(),
+                ):
+                    losses[i], correct[i] = float(loss), bool(ok)
         finally:
             self.core.train()
-        return ProbeResult(losses, correct, int(b["attention_mask"].sum()), time.perf_counter() - started)
+        return ProbeResult(losses, correct, tokens, time.perf_counter() - started)
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, examples: Sequence[Example], scorer: str) -> EvalResult:

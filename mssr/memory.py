@@ -1,7 +1,9 @@
 """Memory strength of every sample in the replay pool, vectorised with NumPy.
 
-For sample i: last-trained time tau_i, strength S_i > 0, last loss l_i, and its loss when
-it entered the pool (``entry_loss``: what replay diagnostics compare later losses with).
+For sample i: last-trained time tau_i, strength S_i > 0, last loss l_i, its loss when it
+entered the pool (``entry_loss``: what replay diagnostics compare later losses with), the time
+it entered, and its **reference loss** l*_i: its own loss in a no-grad pass when its task
+ended (``set_reference``; NaN until measured), the level it was learned to.
 
 * retention       R_i(t) = exp(-(t - tau_i) / S_i)
 * on entering     S_i = S0 / (1 + e_i / loss_ref)           (S0 = 1 / decay, e_i its entry loss)
@@ -13,6 +15,11 @@ Recalled means l_i <= recall_loss, or with ``recall_margin`` set, l_i <= e_i + r
 (the same rise above its entry level on every task). The entry loss e_i is the sample's own
 loss when it joined (``add``), or what the caller gives as ``entry_losses`` (the planner: its
 task's learned level, with ``entry_loss: task_end``).
+
+Every replay of samples with a reference adds one **excess observation** per task replayed:
+the mean of ``loss - reference`` over the task's replayed samples, at that time (``history``).
+That is what was forgotten, measured for free by the training forward pass; the forgetting
+models of ``mssr.forgetting`` are fitted to it.
 
 Reviewing a half-forgotten sample strengthens it most (the spacing effect): the gain is
 scaled by how much was forgotten, 1 - R. (A factor ``alpha * R`` would, with R close to 1
@@ -34,7 +41,10 @@ MEAN_SAMPLE = 1 << 16  # larger pools: the mean over this many evenly spaced sam
 
 
 class MemoryState:
-    ARRAYS = ("ids", "task", "tau", "strength", "loss", "entry_loss")  # one value per pooled sample each
+    # one value per pooled sample each
+    ARRAYS = ("ids", "task", "tau", "strength", "loss", "entry_loss", "reference", "entered")
+    # one value per excess observation each (a task at a replay), in time order
+    HISTORY = ("obs_step", "obs_task", "obs_excess", "obs_samples")
 
     def __init__(self, params):
         self.p = params
@@ -44,6 +54,12 @@ class MemoryState:
         self.strength = np.zeros(0, dtype=np.float64)
         self.loss = np.zeros(0, dtype=np.float64)
         self.entry_loss = np.zeros(0, dtype=np.float64)
+        self.reference = np.zeros(0, dtype=np.float64)
+        self.entered = np.zeros(0, dtype=np.float64)
+        self.obs_step = np.zeros(0, dtype=np.float64)
+        self.obs_task = np.zeros(0, dtype=np.int32)
+        self.obs_excess = np.zeros(0, dtype=np.float64)
+        self.obs_samples = np.zeros(0, dtype=np.int32)
         self._task_bounds: dict[int, tuple[int, int]] | None = None  # task -> its slice, when contiguous
 
     def __len__(self) -> int:
@@ -69,6 +85,8 @@ class MemoryState:
         self.strength = np.concatenate([self.strength, self.initial_strength(entry)])
         self.loss = np.concatenate([self.loss, losses])
         self.entry_loss = np.concatenate([self.entry_loss, entry])
+        self.reference = np.concatenate([self.reference, np.full(ids.size, np.nan)])
+        self.entered = np.concatenate([self.entered, np.full(ids.size, float(now))])
         order = np.argsort(self.ids, kind="stable")
         for name in self.ARRAYS:
             setattr(self, name, getattr(self, name)[order])
@@ -80,6 +98,14 @@ class MemoryState:
         if ids.size and (pos.max(initial=0) >= self.ids.size or (self.ids[pos] != ids).any()):
             raise KeyError("some ids are not in the pool")
         return pos
+
+    def set_reference(self, ids, losses) -> None:
+        """The samples' reference losses: their loss in a no-grad pass at their task's end."""
+        self.reference[self.positions(ids)] = np.asarray(losses, dtype=np.float64)
+
+    def task_end(self, task: int) -> float:
+        """When ``task``'s samples joined the pool (its training ended)."""
+        return float(self.entered[self.task == task].min())
 
     def retention(self, now: float, positions: np.ndarray | None = None) -> np.ndarray:
         """R_i(now) of every sample (or of ``positions``)."""
@@ -113,6 +139,29 @@ class MemoryState:
         self.strength[pos] = np.where(recalled, grown, shrunk)
         self.tau[pos] = float(now)
         self.loss[pos] = losses
+        self._observe_excess(pos, losses, now)
+
+    def _observe_excess(self, pos: np.ndarray, losses: np.ndarray, now: float) -> None:
+        """One excess observation per task among the replayed samples that have a reference."""
+        known = ~np.isnan(self.reference[pos])
+        if not known.any():
+            return
+        tasks, excess = self.task[pos][known], (losses - self.reference[pos])[known]
+        for t in np.unique(tasks):
+            at = tasks == t
+            self.obs_step = np.append(self.obs_step, float(now))
+            self.obs_task = np.append(self.obs_task, np.int32(t))
+            self.obs_excess = np.append(self.obs_excess, float(excess[at].mean()))
+            self.obs_samples = np.append(self.obs_samples, np.int32(at.sum()))
+
+    def history(self) -> list[tuple[float, int, float, float]]:
+        """Every excess observation so far, in time order: (time, task, the time the task
+        ended, mean excess)."""
+        ends = {int(t): self.task_end(int(t)) for t in np.unique(self.obs_task)}
+        return [
+            (float(s), int(t), ends[int(t)], float(x))
+            for s, t, x in zip(self.obs_step.tolist(), self.obs_task.tolist(), self.obs_excess.tolist())
+        ]
 
     def tasks(self) -> dict[int, tuple[int, int]]:
         """Each task in the pool and its (start, stop) positions, if every task's samples are
@@ -144,9 +193,19 @@ class MemoryState:
         return out
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k).copy() for k in self.ARRAYS}
+        return {k: getattr(self, k).copy() for k in (*self.ARRAYS, *self.HISTORY)}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in self.ARRAYS:
-            setattr(self, k, np.asarray(state[k]).copy())
+        """Also a state saved before reference losses existed: no references, no observations,
+        and each sample taken to have entered when it was last trained."""
+        fresh = MemoryState(self.p)
+        for k in (*self.ARRAYS, *self.HISTORY):
+            if k in state:
+                setattr(self, k, np.asarray(state[k]).copy())
+            elif k == "reference":
+                self.reference = np.full(len(state["ids"]), np.nan)
+            elif k == "entered":
+                self.entered = np.asarray(state["tau"], dtype=np.float64).copy()
+            else:
+                setattr(self, k, getattr(fresh, k))
         self._task_bounds = None

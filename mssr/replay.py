@@ -254,6 +254,7 @@ class ReplayPlanner:
                     predicted_retention=float(r),
                     entry_loss=float(m.entry_loss[p]),
                     loss=float(loss),
+                    reference_loss=float(m.reference[p]),
                 )
             )
 
@@ -266,6 +267,10 @@ class ReplayPlanner:
         entry = self.learned_level() if self.cfg.mssr.entry_loss == "task_end" and self.task_losses else None
         self.memory.add(ids, task=task_index, losses=losses, now=self.now, entry_losses=entry)
         return ids
+
+    def set_reference(self, ids, losses) -> None:
+        """The reference losses of pooled samples (their no-grad loss at their task's end)."""
+        self.memory.set_reference(ids, losses)
 
     def learned_level(self) -> float:
         """The current task's mean training loss over its last quarter of steps (at least one)."""

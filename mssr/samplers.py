@@ -197,6 +197,7 @@ class TaskBalancedSampler:
 
     def __init__(self, inner: ReplaySampler):
         self.inner = inner
+        self.reads_reference = getattr(inner, "reads_reference", False)
 
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
         bounds = memory.tasks()  # contiguous tasks (as in a run): no pass over the pool

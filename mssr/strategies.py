@@ -49,6 +49,13 @@ class Strategy:
     # split every draw evenly over the pool's tasks unless replay.balance_tasks says otherwise
     balances_tasks: bool = False
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the sampler or the scheduler reads the pooled samples' reference losses (a
+        class attribute ``reads_reference = True``): then, unless ``replay.reference_pass``
+        says otherwise, the workers measure them in a no-grad pass when each task ends."""
+        return any(getattr(part, "reads_reference", False) for part in (self.sampler, self.scheduler))
+
 
 def _combo(name: str, sampler: str, scheduler: str, mixes_tasks: bool = False, balances_tasks: bool = False):
     def make(replay_cfg) -> Strategy:
@@ -71,6 +78,14 @@ _combo("mssr", "strength", "paced", balances_tasks=True)
 _combo("mssr-sampler", "strength", "fixed", balances_tasks=True)
 _combo("mssr-scheduler", "uniform", "paced")
 _combo("mssr-expanding", "strength", "adaptive")
+
+
+def reference_pass(replay_cfg) -> bool:
+    """Whether a run measures its pooled samples' reference losses: ``replay.reference_pass``,
+    or when null, whether its strategy reads them."""
+    if replay_cfg.reference_pass is not None:
+        return replay_cfg.reference_pass
+    return build_strategy(replay_cfg.strategy, replay_cfg).needs_reference
 
 
 def build_strategy(name: str, replay_cfg) -> Strategy:

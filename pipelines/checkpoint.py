@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from mssr.memory import MemoryState
 
-_MEMORY_ARRAYS = MemoryState.ARRAYS
+_MEMORY_ARRAYS = (*MemoryState.ARRAYS, *MemoryState.HISTORY)
 
 
 def _zero_tokens() -> dict[str, float]:
@@ -52,6 +52,7 @@ class Progress:
     tokens: dict[str, float] = field(default_factory=_zero_tokens)  # summed over ranks
     train_seconds: float = 0.0  # rank 0's time in training steps
     probe_seconds: float = 0.0  # worker-seconds spent in the strategy's probes, all ranks
+    reference_seconds: float = 0.0  # of which in reference passes at task ends (mssr.strategies)
     step_seconds: list[float] = field(default_factory=list)  # rank 0's wall time of every step
     # rank 0's wall time in the training loops (evaluation aside), two of its parts (where the
     # pipeline waits), and in evaluation
@@ -94,6 +95,7 @@ class Progress:
             tokens=_zero_tokens(),
             train_seconds=0.0,
             probe_seconds=0.0,
+            reference_seconds=0.0,
             step_seconds=[],
             pipeline=_zero_pipeline(),
         )
@@ -129,7 +131,7 @@ def save_actor_state(directory: Path, state: dict) -> None:
 def load_actor_state(directory: Path) -> dict:
     state = json.loads((directory / "memory.json").read_text())
     with np.load(directory / "memory.npz") as z:
-        state["planner"]["memory"] = {k: z[k] for k in _MEMORY_ARRAYS}
+        state["planner"]["memory"] = {k: z[k] for k in _MEMORY_ARRAYS if k in z}  # older checkpoints: fewer
     return state
 
 

@@ -25,6 +25,7 @@ import time
 import ray
 
 from mssr.replay import ReplayPlan, ReplayPlanner, StepObservation
+from mssr.strategies import reference_pass
 
 
 class MemoryCoordinator:
@@ -34,18 +35,26 @@ class MemoryCoordinator:
         self.planner = ReplayPlanner(
             replay_cfg, seed=seed, total_new_samples=total_new_samples, replay_steps=replay_steps
         )
+        self.needs_reference = reference_pass(replay_cfg)
         self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
         self.applied_through = -1  # every step <= this has been applied
         self.plans: dict[int, ReplayPlan] = {}
         self.started: set[int] = set()
         self.ended: dict[int, list[int]] = {}
+        # reference losses of a finished task's pool samples, per rank, until every rank's are in
+        self.references: dict[int, dict[int, tuple[list[int], list[float]]]] = {}
+        self.awaiting_reference: set[int] = set()  # tasks whose references are not all in yet
         self.changed = asyncio.Condition()
         self.bookkeeping_seconds = 0.0
         self.events: list[list] = []  # [step, replayed ids] of every replay event, in step order
 
-    async def _wait_applied(self, step: int) -> None:
+    async def _wait_applied(self, step: int, references: bool = True) -> None:
+        """Until every step up to ``step`` has been applied and (``references``) every finished
+        task's reference losses are in: plans never depend on which rank's message came first."""
         async with self.changed:
-            await self.changed.wait_for(lambda: self.applied_through >= step)
+            await self.changed.wait_for(
+                lambda: self.applied_through >= step and not (references and self.awaiting_reference)
+            )
 
     async def start_task(self, task_index: int, step: int) -> None:
         """Idempotent: the first rank to arrive starts the task for all."""
@@ -82,10 +91,31 @@ class MemoryCoordinator:
 
     async def end_task(self, task_index: int, end_step: int) -> list[int]:
         """After every rank's last step of the task: the reservoir joins the pool (once)."""
-        await self._wait_applied(end_step - 1)
+        # not waiting for references: the ranks arriving after the first send theirs after this
+        await self._wait_applied(end_step - 1, references=False)
         if task_index not in self.ended:
             self.ended[task_index] = self.planner.end_task(task_index)
+            if self.needs_reference:
+                self.awaiting_reference.add(task_index)
         return self.ended[task_index]
+
+    async def set_reference(self, task_index: int, rank: int, world: int, ids: list[int], losses: list[float]) -> None:
+        """One rank's reference losses of its share of ``task_index``'s new pool samples; applied
+        in rank order once every rank's share is in. Idempotent."""
+        if task_index not in self.awaiting_reference:
+            return
+        shares = self.references.setdefault(task_index, {})
+        shares[rank] = (ids, losses)
+        if len(shares) < world:
+            return
+        t = time.perf_counter()
+        for r in sorted(shares):
+            self.planner.set_reference(*shares[r])
+        self.bookkeeping_seconds += time.perf_counter() - t
+        del self.references[task_index]
+        self.awaiting_reference.discard(task_index)
+        async with self.changed:
+            self.changed.notify_all()
 
     def stats(self) -> dict:
         return {
@@ -124,6 +154,8 @@ class MemoryCoordinator:
         self.events = state.get("events", [])
         self.pending.clear()
         self.plans.clear()
+        self.references.clear()  # a checkpoint is taken between tasks or within one, never while awaiting
+        self.awaiting_reference.clear()
 
 
 MemoryActor = ray.remote(num_cpus=0)(MemoryCoordinator)

@@ -32,7 +32,7 @@ from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, form
 from mssr.models import check_model_structure, load_tokenizer
 from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
-from mssr.strategies import Strategy, build_strategy
+from mssr.strategies import Strategy, build_strategy, reference_pass
 from mssr.tasks import Task, load_stream
 from pipelines.console import quiet_env
 
@@ -356,6 +356,7 @@ def _loop_config(
         actor_name=actor_name,
         recorder_name=recorder_name,
         needs_update_norm=cfg.replay.clock == "update_norm",
+        needs_reference=reference_pass(cfg.replay),
         tasks=[
             TaskToTrain(t.name, t.scorer, p["steps"], [(e.prompt, e.answer) for e in t.test])
             for t, p in zip(tasks, plan["tasks"])
@@ -589,6 +590,7 @@ def _summary(
         "train_seconds": round(progress.train_seconds, 1),
         "median_step_seconds": round(statistics.median(progress.step_seconds), 4),
         "probe_seconds": round(progress.probe_seconds, 2),
+        "reference_seconds": round(progress.reference_seconds, 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
         # rank 0: training-loop wall time (evaluation aside), and its waits for batches and plans
         "pipeline_seconds": {k: round(v, 2) for k, v in progress.pipeline.items()},

@@ -137,6 +137,7 @@ class LoopConfig:
     actor_name: str  # the memory actor, found by name
     recorder_name: str  # the run recorder (pipelines.recorder), found by name
     needs_update_norm: bool  # the replay clock runs on the weights' update norm
+    needs_reference: bool  # each finished task's pool samples get a reference loss (mssr.strategies)
     tasks: list[TaskToTrain]
     task_rows: list  # per task, its tokenised rows in Ray's object store (pipelines.pool)
     continue_from: Optional[str] = None  # a finished run's last checkpoint, for `mssr continue`
@@ -173,6 +174,7 @@ class Worker:
         )
         self.window = LogWindow()  # since the last progress line
         self.needs_update_norm = config.needs_update_norm and self.rank == 0
+        self.needs_reference = config.needs_reference
         self.pool = PoolRows(config.task_rows)
         self.continue_from = config.continue_from
         self.unscored: list[int] = []  # tasks a continuation added: not yet scored on the loaded model
@@ -454,8 +456,19 @@ class Worker:
             )
 
     def end_task(self, k: int) -> None:
-        """The task's reservoir joins the replay pool (in the memory actor: its rows need no move)."""
-        ray.get(self.actor.end_task.remote(k, self.progress.step))
+        """The task's reservoir joins the replay pool (in the memory actor: its rows need no move);
+        where the strategy reads them, each rank measures the reference loss of its share of
+        the new pool samples (a no-grad pass, counted as probe cost) and hands it to the actor."""
+        ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
+        if not self.needs_reference:
+            return
+        mine = ids[self.rank :: self.world]
+        result = self.learner.probe(self.pool.get(mine))
+        ray.get(self.actor.set_reference.remote(k, self.rank, self.world, mine, result.losses))
+        seconds, tokens = all_sum([result.seconds, result.tokens])
+        self.progress.probe_seconds += seconds
+        self.progress.reference_seconds += seconds
+        self.progress.tokens["probe"] += tokens
 
     def _read_ahead(self, k: int) -> None:
         if k < len(self.tasks):

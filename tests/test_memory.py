@@ -72,7 +72,7 @@ def test_tasks_are_found_as_slices_and_views_match_copies():
         mem.add(np.arange(k * 100, k * 100 + 10 + k), task=k, losses=np.full(10 + k, 0.5), now=k)
     assert mem.tasks() == {0: (0, 10), 1: (10, 21), 2: (21, 33)}
     view, copy = mem.of_tasks([1]), mem.subset(mem.task == 1)
-    assert all((getattr(view, f) == getattr(copy, f)).all() for f in MemoryState.ARRAYS)
+    assert all(np.array_equal(getattr(view, f), getattr(copy, f), equal_nan=True) for f in MemoryState.ARRAYS)
     both = mem.of_tasks([0, 2])
     assert sorted(set(both.task.tolist())) == [0, 2] and len(both) == 22
     mixed = MemoryState(params)  # a task whose ids fall between another's: no slices, same samples

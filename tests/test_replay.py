@@ -170,7 +170,7 @@ def test_task_end_entry_loss_is_the_learned_level_of_the_task_and_survives_a_mid
     assert planner.memory.loss.tolist() != planner.memory.entry_loss.tolist()  # own-step losses kept
     assert restored.memory.state_dict().keys() == planner.memory.state_dict().keys()
     for k, v in planner.memory.state_dict().items():
-        assert np.array_equal(v, restored.memory.state_dict()[k]), k
+        assert np.array_equal(v, restored.memory.state_dict()[k], equal_nan=True), k
     own = ReplayPlanner(ReplayConfig(strategy="mssr", pool_per_task=8, mssr={"entry_loss": "own_step"}), seed=0)
     own.start_task(0)
     own.observe_step([StepObservation(new_ids=[1, 2], new_losses=[4.0, 0.5])])
