@@ -8,7 +8,7 @@ task, loss, the loss its task was learned to (``entry_loss``, the task's mean tr
 over its last quarter of steps) and what the memory model predicted for it (retention R). An
 **observation** is one task at one replay event: the mean excess loss ``loss - entry_loss``
 of the task's replayed samples. Going through a run's observations in step order, each
-predictor (``mssr.forgetting.MODELS``, and today's memory model, whose 1 - R the log holds)
+predictor (``mssr.forgetting.FORGETTING_MODELS``, and today's memory model, whose 1 - R the log holds)
 predicts the observation from the earlier ones only, then is shown it. Printed per predictor,
 over the runs (mean and range over runs):
 
@@ -39,9 +39,18 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mssr.forgetting import MODELS  # noqa: E402
+from mssr.forgetting import FORGETTING_MODELS  # noqa: E402
+
+MODELS = {name: FORGETTING_MODELS.get(name) for name in FORGETTING_MODELS.names()}
 
 RETENTION = "memory model (1 - R)"
+
+
+def reference(record: dict) -> float:
+    """The level a replayed sample was learned to: its own reference loss where the run measured
+    one (``replay.reference_pass``), else its task's mean training loss at the end."""
+    ref = record.get("reference_loss", float("nan"))
+    return ref if ref is not None and np.isfinite(ref) else record["entry_loss"]
 
 
 def observations(log: list[dict]) -> list[dict]:
@@ -57,7 +66,7 @@ def observations(log: list[dict]) -> list[dict]:
             "step": step,
             "task": task,
             "entry": entry[task],
-            "excess": float(np.mean([r["loss"] - r["entry_loss"] for r in rows])),
+            "excess": float(np.mean([r["loss"] - reference(r) for r in rows])),
             "forgotten": float(np.mean([1 - r["predicted_retention"] for r in rows])),
         }
         for (step, task), rows in sorted(groups.items())

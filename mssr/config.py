@@ -282,6 +282,23 @@ class MSSRConfig(_Strict):
     (about one replay interval at a 5-10% budget on the built-in streams)."""
     epsilon: float = Field(0.01, ge=0)
     """keeps every sample reachable by the sampler."""
+    forgetting_model: str = "rehearsal"
+    """excess sampler and paced-excess schedule: the model of mssr/forgetting.py fitted to the excess
+    loss replays observe (a registered name or "package.module:Class")."""
+    floor: float = Field(0.2, ge=0, le=1)
+    """excess sampler: the fraction of each draw split evenly over the tasks, so that every task
+    keeps being replayed and its forgetting measured (a tenth of a draw's worth per task at 10 tasks
+    and two tenths)."""
+    cap: float = Field(0.5, gt=0, le=1)
+    """excess sampler: no task gets more than this share of a draw (2 of 4 samples an event)."""
+
+    @field_validator("forgetting_model")
+    @classmethod
+    def _known_forgetting_model(cls, name: str) -> str:
+        from mssr.forgetting import FORGETTING_MODELS
+
+        return _registered(FORGETTING_MODELS, name)
+
     initial_interval: int = Field(2, gt=0)
     """adaptive schedule (mssr-expanding): first replay soon after a task switch, when forgetting
     is fastest."""

@@ -29,6 +29,11 @@ The models (all share ``ForgettingModel``'s two methods):
   time term is ``(t - t_last) ** power``, the shifted power law in steps that forgetting in
   fine-tuning has been reported to follow (Kalajdzievski 2024, arXiv 2401.05605).
 
+Registered by name in ``FORGETTING_MODELS`` (``replay.mssr.forgetting_model``); a user's model
+is any class with the two methods, by import path. ``forecast`` fits one to a memory state's
+excess observations and predicts every pooled task's excess now: what MSSR's sampler and
+scheduler read.
+
 No Ray, no torch: plain numpy over a handful of numbers per observation.
 """
 
@@ -38,6 +43,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from mssr.registry import Registry
+
+FORGETTING_MODELS = Registry("forgetting model")
 
 
 class ForgettingModel(Protocol):
@@ -50,6 +59,7 @@ class ForgettingModel(Protocol):
         ...
 
 
+@FORGETTING_MODELS.register("last-excess")
 @dataclass
 class LastExcess:
     """The task's last observed excess; the mean of all observations for a task not yet seen."""
@@ -67,6 +77,7 @@ class LastExcess:
         self.seen.append(excess)
 
 
+@FORGETTING_MODELS.register("task-age")
 @dataclass
 class TaskAge:
     """Steps since the task ended, times the mean excess per step of age observed so far."""
@@ -83,6 +94,7 @@ class TaskAge:
             self.per_step.append(excess / age)
 
 
+@FORGETTING_MODELS.register("rehearsal")
 @dataclass
 class RehearsalModel:
     """``x(t) = keep * x_last + rate_k * (t - t_last) ** power``, fitted online (module docstring).
@@ -95,6 +107,7 @@ class RehearsalModel:
     prior_weight: float = 3.0
     state: dict[int, tuple[float, float]] = field(default_factory=dict)  # task -> (t_last, x_last)
     rows: list[tuple[int, float, float, float]] = field(default_factory=list)  # (task, x_prev, dt^p, x)
+    fitted: tuple | None = field(default=None, repr=False)  # _fit's answer until the next observation
 
     def _time(self, dt: float) -> float:
         return max(dt, 0.0) ** self.power
@@ -130,7 +143,9 @@ class RehearsalModel:
         return keep, rates, pooled
 
     def predict(self, task: int, step: float, entry_step: float) -> float:
-        keep, rates, pooled = self._fit()
+        if self.fitted is None:
+            self.fitted = self._fit()
+        keep, rates, pooled = self.fitted
         t_last, x_last = self._previous(task, entry_step)
         return keep * x_last + rates.get(task, pooled) * self._time(step - t_last)
 
@@ -138,11 +153,19 @@ class RehearsalModel:
         t_last, x_last = self._previous(task, entry_step)
         self.rows.append((task, x_last, self._time(step - t_last), excess))
         self.state[task] = (step, excess)
+        self.fitted = None
 
 
-MODELS = {
-    "last excess": LastExcess,
-    "task age": TaskAge,
-    "rehearsal, linear": RehearsalModel,
-    "rehearsal, power 0.5": lambda: RehearsalModel(power=0.5),
-}
+@FORGETTING_MODELS.register("rehearsal-sqrt")
+def rehearsal_sqrt() -> RehearsalModel:
+    """The rehearsal model with forgetting growing as the square root of the time since."""
+    return RehearsalModel(power=0.5)
+
+
+def forecast(name: str, memory, now: float) -> dict[int, float]:
+    """Every pooled task's predicted excess loss at ``now``, by the forgetting model ``name``
+    fitted to ``memory``'s excess observations (``MemoryState.history``), oldest first."""
+    model = FORGETTING_MODELS.get(name)()
+    for step, task, end, excess in memory.history():
+        model.observe(task, step, end, excess)
+    return {task: model.predict(task, now, memory.task_end(task)) for task in memory.pooled_tasks()}

@@ -155,13 +155,19 @@ class MemoryState:
             self.obs_samples = np.append(self.obs_samples, np.int32(at.sum()))
 
     def history(self) -> list[tuple[float, int, float, float]]:
-        """Every excess observation so far, in time order: (time, task, the time the task
-        ended, mean excess)."""
-        ends = {int(t): self.task_end(int(t)) for t in np.unique(self.obs_task)}
+        """Every excess observation so far of the tasks in this state, in time order: (time,
+        task, the time the task ended, mean excess)."""
+        ends = {t: self.task_end(t) for t in self.pooled_tasks()}
         return [
             (float(s), int(t), ends[int(t)], float(x))
             for s, t, x in zip(self.obs_step.tolist(), self.obs_task.tolist(), self.obs_excess.tolist())
+            if int(t) in ends
         ]
+
+    def pooled_tasks(self) -> list[int]:
+        """The tasks with samples in this state, in order."""
+        bounds = self.tasks()
+        return list(bounds) if bounds else [int(t) for t in np.unique(self.task)]
 
     def tasks(self) -> dict[int, tuple[int, int]]:
         """Each task in the pool and its (start, stop) positions, if every task's samples are
@@ -182,14 +188,19 @@ class MemoryState:
             a, b = bounds[int(tasks[0])]
             for k in self.ARRAYS:
                 setattr(out, k, getattr(self, k)[a:b])
+            for k in self.HISTORY:  # views too: the observations of other tasks are skipped on reading
+                setattr(out, k, getattr(self, k))
             return out
         return self.subset(np.isin(self.task, np.asarray(tasks)))
 
     def subset(self, mask: np.ndarray) -> MemoryState:
-        """A copy holding the samples where ``mask`` is true (e.g. one task's samples)."""
+        """A copy holding the samples where ``mask`` is true (e.g. one task's samples), with
+        the excess observations."""
         out = MemoryState(self.p)
         for k in self.ARRAYS:
             setattr(out, k, getattr(self, k)[mask])
+        for k in self.HISTORY:
+            setattr(out, k, getattr(self, k).copy())
         return out
 
     def state_dict(self) -> dict:

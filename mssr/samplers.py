@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from mssr.forgetting import forecast
 from mssr.memory import MemoryState
 from mssr.registry import Registry
 
@@ -212,3 +213,80 @@ class TaskBalancedSampler:
         share = np.minimum(share, sizes)  # a task smaller than its share gives what it has
         picks = [self.inner.sample(memory.of_tasks([t]), now, int(k), rng) for t, k in zip(tasks, share) if k > 0]
         return np.sort(np.concatenate(picks)) if picks else memory.ids[:0]
+
+
+def allocate_shares(predicted: np.ndarray, floor: float, cap: float) -> np.ndarray:
+    """Each task's share of a draw: ``floor`` split evenly (every task keeps being observed),
+    the rest in proportion to its predicted excess (negatives count as 0; evenly when every
+    prediction is 0), no share above ``cap`` (at least 1 / tasks): what a capped share gives up
+    goes to the others in proportion to their shares, until none is above."""
+    k = predicted.size
+    w = np.maximum(np.nan_to_num(np.asarray(predicted, dtype=np.float64)), 0.0)
+    w = w / w.sum() if w.sum() > 0 else np.full(k, 1.0 / k)
+    shares = floor / k + (1.0 - floor) * w
+    cap = max(cap, 1.0 / k)
+    for _ in range(k):  # each round caps at least one more task, or stops
+        over = shares > cap + 1e-12
+        if not over.any():
+            break
+        free = ~over & (shares < cap - 1e-12)
+        spare = float((shares[over] - cap).sum())
+        shares[over] = cap
+        if not free.any():
+            break
+        shares[free] += spare * shares[free] / shares[free].sum()
+    return shares
+
+
+def counts_from_shares(shares: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws split by systematic sampling: task k gets floor(n * share_k) or one more,
+    each in proportion to its share on average, and the counts sum to ``n``."""
+    edges = np.floor(np.concatenate([[0.0], np.cumsum(n * shares)]) + rng.random())
+    counts = np.diff(edges).astype(np.int64)
+    counts[-1] += n - counts.sum()  # rounding of the cumulative sum: at most one draw
+    return counts
+
+
+@SAMPLERS.register("excess")
+class ExcessSampler:
+    """MSSR's sampler: replay where forgetting is predicted, within bounds.
+
+    Each draw is split over the pool's tasks by ``allocate_shares``: in proportion to each
+    task's excess loss predicted now by the forgetting model (``mssr.forgetting``, fitted to
+    what earlier replays observed, ``replay.mssr.forgetting_model``), with an exploration floor
+    (``floor``: every task keeps being replayed, so its forgetting keeps being measured) and a
+    cap on any one task's share (``cap``: a model that fixes on one task, as surprise replay's
+    highest-loss picks do on the task learned last, cannot starve the rest). A rehearsal's
+    benefit is what it removes of the excess, proportional to the excess itself in the
+    rehearsal model, so the proportion to predicted excess is also the proportion to benefit.
+    Within a task, the samples least recently trained go first (ties at random): a task's
+    pool is cycled through before any sample repeats."""
+
+    reads_reference = True
+
+    def __init__(self, params):
+        self.model, self.floor, self.cap = params.forgetting_model, params.floor, params.cap
+
+    def shares(self, memory: MemoryState, now: float) -> tuple[list[int], np.ndarray]:
+        """The pool's tasks and each one's share of the next draw."""
+        predicted = forecast(self.model, memory, now)
+        tasks = list(predicted)
+        return tasks, allocate_shares(np.array([predicted[t] for t in tasks]), self.floor, self.cap)
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        n = min(n, len(memory))
+        if n <= 0:
+            return memory.ids[:0]
+        tasks, shares = self.shares(memory, now)
+        picks = []
+        for task, k in zip(tasks, counts_from_shares(shares, n, rng)):
+            if k > 0:
+                picks.append(least_recent(memory.of_tasks([task]), int(k), rng))
+        return np.sort(np.concatenate(picks)) if picks else memory.ids[:0]
+
+
+def least_recent(memory: MemoryState, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``n`` samples trained longest ago (ties at random)."""
+    n = min(n, len(memory))
+    keys = memory.tau + 1e-6 * rng.random(len(memory))  # the jitter only orders equal times
+    return memory.ids[np.argpartition(keys, n - 1)[:n]] if n < len(memory) else memory.ids.copy()

@@ -31,6 +31,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from mssr.forgetting import forecast
 from mssr.memory import MemoryState
 from mssr.registry import Registry
 
@@ -178,7 +179,8 @@ class PacedScheduler(BaseScheduler):
         self.steps_seen = 0  # steps with a pool so far
         self.events_done = 0
         self.credit = 0.0
-        self.p_sum = 0.0
+        self.p_sum = 0.0  # the signal summed over the steps that had one
+        self.p_steps = 0
 
     def on_budget(self, budget: Optional[int], samples_per_event: int, replay_steps: Optional[int]) -> None:
         self.events_total = None if budget is None else -(-budget // samples_per_event)
@@ -194,12 +196,20 @@ class PacedScheduler(BaseScheduler):
         left = self.events_total - self.events_done
         return left / max(1, self.replay_steps - self.steps_seen + 1)
 
+    def signal(self, now: float, memory: MemoryState) -> Optional[float]:
+        """The pool's predicted forgetting now: 1 - mean retention (None: no prediction yet)."""
+        return 1.0 - memory.mean_retention(now)
+
     def is_due(self, now: float, memory: MemoryState) -> bool:
         self.steps_seen += 1
-        p = 1.0 - memory.mean_retention(now)
-        self.p_sum += p
-        p_bar = self.p_sum / self.steps_seen
-        self.credit += min(1.0, self._base_rate() * (p / p_bar if p_bar > 0 else 1.0))
+        p = self.signal(now, memory)
+        ratio = 1.0  # no signal yet, or none so far: the base rate
+        if p is not None:
+            self.p_sum += p
+            self.p_steps += 1
+            p_bar = self.p_sum / self.p_steps
+            ratio = p / p_bar if p_bar > 0 else 1.0
+        self.credit += min(1.0, self._base_rate() * ratio)
         if self.credit < 1.0 - 1e-9:
             return False
         if self.events_done + 1 > self._allowance():  # would run ahead of an even spend: wait, without banking more
@@ -217,6 +227,36 @@ class PacedScheduler(BaseScheduler):
     def on_replay(self, now: float) -> None:
         self.credit = max(0.0, self.credit - 1.0)
         self.events_done += 1
+
+    def load_state_dict(self, state: dict) -> None:
+        # saved before steps without a signal existed: every step seen had one
+        vars(self).update({"p_steps": state.get("steps_seen", 0), **state})
+
+
+@SCHEDULERS.register("paced-excess")
+class ExcessPacedScheduler(PacedScheduler):
+    """The paced schedule following the forgetting model's predicted excess loss, the mean over
+    the pool's tasks (``mssr.forgetting.forecast``; ``replay.mssr.forgetting_model``), instead
+    of the memory model's 1 - R. Replay comes when predicted forgetting runs above its mean so
+    far, within ``PACE_LEAD`` events of an even spend of the budget."""
+
+    reads_reference = True
+
+    def __init__(self, replay_cfg):
+        super().__init__(replay_cfg)
+        self.model = replay_cfg.mssr.forgetting_model
+
+    def signal(self, now: float, memory: MemoryState) -> Optional[float]:
+        """The mean predicted excess over the pool's tasks; None before any replay observed one
+        (a model fitted to nothing predicts nothing, and zeros would drag the mean so far down
+        that the first observation looked like a burst of forgetting)."""
+        if memory.obs_step.size == 0:
+            return None
+        predicted = forecast(self.model, memory, now)
+        return max(0.0, float(np.mean(list(predicted.values())))) if predicted else None
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "model"}
 
 
 @SCHEDULERS.register("loss")

@@ -7,7 +7,7 @@ A user strategy is a factory function or class taking the replay config and retu
 ``Strategy``; it plugs in by import path without editing this module. ``replay.sampler`` and
 ``replay.scheduler`` (a registered name or an import path) replace one half of any strategy,
 and ``replay.balance_tasks`` (true or false) overrides whether every draw is split evenly over
-the pool's tasks (by default mssr and mssr-sampler split them, the others do not).
+the pool's tasks (by default mssr-strength and mssr-sampler split them, the others do not).
 
 The built-in strategies:
 
@@ -17,10 +17,16 @@ The built-in strategies:
     loss            when the loss jumps above its running mean + z*std, uniform draws
     accuracy        when a past task's probed accuracy drops by more than delta, draws from it
     surprise        the fixed schedule, drawing the pool samples with the highest last loss (SuRe)
-    mssr            memory-strength sampler, draws split over tasks + a replay rate that follows
-                    predicted forgetting, paced to spend the budget by the end of the stream
-    mssr-sampler    ablation: MSSR's sampler (draws split over tasks) on the fixed schedule
-    mssr-scheduler  ablation: MSSR's paced schedule with uniform draws
+    mssr            draws split over tasks by the excess loss a forgetting model fitted to the
+                    replays' observations predicts (floor and cap per task, least recently
+                    trained first within a task) + a replay rate that follows the predicted
+                    total, paced to spend the budget by the end of the stream
+    observed-loss   ablation: mssr's draws from each task's last observed excess (no forgetting
+                    model), on the fixed schedule
+    mssr-strength   the formulation before: memory-strength sampler (retention from a strength per
+                    sample), draws split evenly over tasks + the paced schedule on 1 - mean R
+    mssr-sampler    ablation of mssr-strength: its sampler on the fixed schedule
+    mssr-scheduler  ablation of mssr-strength: its paced schedule with uniform draws
     mssr-expanding  the first formulation: memory-strength sampler + expanding, retention-aware
                     intervals after each task switch (with entry_loss: own_step and
                     recall_margin: null, the first memory model too)
@@ -72,12 +78,23 @@ _combo("fixed", "uniform", "fixed")
 _combo("loss", "uniform", "loss")
 _combo("accuracy", "uniform", "accuracy")  # the scheduler narrows draws to the dropped tasks
 _combo("surprise", "surprise", "fixed")
-# draws split over tasks keep the task learned last from being starved: its samples are the
-# freshest (highest retention), yet the next task overwrites them first
-_combo("mssr", "strength", "paced", balances_tasks=True)
+# draws follow the excess loss predicted by a forgetting model fitted to what replays observed,
+# paced by its predicted total (floor and cap: replay.mssr.floor, replay.mssr.cap)
+_combo("mssr", "excess", "paced-excess")
+# the formulation before: draws split evenly over tasks keep the task learned last from being
+# starved (its samples are the freshest, highest retention, yet the next task overwrites them first)
+_combo("mssr-strength", "strength", "paced", balances_tasks=True)
 _combo("mssr-sampler", "strength", "fixed", balances_tasks=True)
 _combo("mssr-scheduler", "uniform", "paced")
 _combo("mssr-expanding", "strength", "adaptive")
+
+
+@STRATEGIES.register("observed-loss")
+def observed_loss(replay_cfg) -> Strategy:
+    """observed-loss: the excess sampler fed the last observed excess of each task (no model of
+    forgetting over time), on the fixed schedule: the ablation of mssr's forgetting model."""
+    params = replay_cfg.mssr.model_copy(update={"forgetting_model": "last-excess"})
+    return Strategy("observed-loss", SAMPLERS.get("excess")(params), SCHEDULERS.get("fixed")(replay_cfg))
 
 
 def reference_pass(replay_cfg) -> bool:

@@ -399,11 +399,13 @@ def test_mssr_splits_its_draws_over_tasks_unless_the_config_says_otherwise():
         inner = s.sampler.inner if isinstance(s.sampler, TaskBalancedSampler) else None
         return type(s.sampler).__name__, type(inner).__name__, type(s.scheduler).__name__
 
-    assert parts("mssr") == ("TaskBalancedSampler", "StrengthSampler", "PacedScheduler")
+    assert parts("mssr") == ("ExcessSampler", "NoneType", "ExcessPacedScheduler")
+    assert parts("mssr-strength") == ("TaskBalancedSampler", "StrengthSampler", "PacedScheduler")
     assert parts("mssr-sampler") == ("TaskBalancedSampler", "StrengthSampler", "FixedIntervalScheduler")
     assert parts("mssr-scheduler") == ("UniformSampler", "NoneType", "PacedScheduler")
     assert parts("mssr-expanding") == ("StrengthSampler", "NoneType", "AdaptiveScheduler")
-    assert parts("mssr", balance_tasks=False)[0] == "StrengthSampler"
+    assert parts("mssr-strength", balance_tasks=False)[0] == "StrengthSampler"
+    assert parts("observed-loss") == ("ExcessSampler", "NoneType", "FixedIntervalScheduler")
     assert parts("fixed") == ("UniformSampler", "NoneType", "FixedIntervalScheduler")
     assert parts("fixed", balance_tasks=True)[:2] == ("TaskBalancedSampler", "UniformSampler")
 
@@ -500,7 +502,7 @@ def test_the_at_risk_sampler_favours_the_fresh_unrehearsed_task_over_the_long_fo
     retention falls the most over the horizon."""
     from mssr.samplers import AtRiskSampler
 
-    cfg = ReplayConfig(sampler="at-risk", mssr={"horizon": 8})
+    cfg = ReplayConfig(strategy="mssr-strength", sampler="at-risk", mssr={"horizon": 8})
     mem = MemoryState(cfg.mssr)
     mem.add(np.arange(50), task=0, losses=np.full(50, 0.5), now=0)
     mem.add(np.arange(50, 100), task=1, losses=np.full(50, 0.5), now=200)

@@ -1,0 +1,119 @@
+"""MSSR's replay from excess loss: reference losses, excess observations, forecasts, the
+allocation of draws over tasks (proportional, floor, cap) and the paced schedule on it."""
+
+import numpy as np
+import pytest
+
+from mssr.config import ReplayConfig
+from mssr.forgetting import forecast
+from mssr.memory import MemoryState
+from mssr.replay import ReplayPlanner
+from mssr.samplers import ExcessSampler, allocate_shares, counts_from_shares
+from mssr.schedulers import ExcessPacedScheduler
+from mssr.strategies import build_strategy, reference_pass
+from tests.planner_sim import EXCESS_RATES, simulate
+
+
+def pool(tasks=3, per_task=8, params=None) -> MemoryState:
+    """``tasks`` tasks of ``per_task`` samples, task k ending at step 10 k, references 0.5."""
+    mem = MemoryState(params or ReplayConfig().mssr)
+    for k in range(tasks):
+        ids = np.arange(k * 100, k * 100 + per_task)
+        mem.add(ids, task=k, losses=np.full(per_task, 0.4), now=10.0 * k)
+        mem.set_reference(ids, np.full(per_task, 0.5))
+    return mem
+
+
+def test_a_replay_of_referenced_samples_adds_one_excess_observation_per_task():
+    mem = pool()
+    mem.update([0, 1, 100], losses=[0.9, 0.7, 0.6], now=30.0)
+    assert mem.history() == [(30.0, 0, 0.0, pytest.approx(0.3)), (30.0, 1, 10.0, pytest.approx(0.1))]
+    unreferenced = MemoryState(ReplayConfig().mssr)
+    unreferenced.add([1, 2], task=0, losses=[0.4, 0.4], now=0.0)
+    unreferenced.update([1], losses=[0.9], now=5.0)
+    assert unreferenced.history() == []  # no reference, nothing to measure the excess against
+    one_task = mem.of_tasks([1])
+    assert one_task.history() == [(30.0, 1, 10.0, pytest.approx(0.1))]  # a view keeps its task's observations
+
+
+def test_the_excess_observations_survive_a_state_round_trip_and_older_states_load():
+    mem = pool()
+    mem.update([0, 100], losses=[0.9, 0.6], now=30.0)
+    again = MemoryState(mem.p)
+    again.load_state_dict(mem.state_dict())
+    assert again.history() == mem.history()
+    old = {k: v for k, v in mem.state_dict().items() if k in ("ids", "task", "tau", "strength", "loss", "entry_loss")}
+    legacy = MemoryState(mem.p)
+    legacy.load_state_dict(old)
+    assert np.isnan(legacy.reference).all() and legacy.history() == [] and len(legacy) == len(mem)
+
+
+def test_shares_follow_the_predicted_excess_above_the_floor_and_below_the_cap():
+    shares = allocate_shares(np.array([0.1, 0.3, 0.6]), floor=0.0, cap=1.0)
+    assert shares == pytest.approx([0.1, 0.3, 0.6])
+    floored = allocate_shares(np.array([0.0, 0.0, 1.0]), floor=0.3, cap=1.0)
+    assert floored == pytest.approx([0.1, 0.1, 0.8])  # every task keeps floor / tasks
+    capped = allocate_shares(np.array([0.0, 0.1, 0.9]), floor=0.2, cap=0.5)
+    assert capped.max() == pytest.approx(0.5) and capped.sum() == pytest.approx(1.0)
+    assert capped[1] > capped[0] >= 0.2 / 3  # what the cap took goes to the others, in their proportion
+    assert allocate_shares(np.array([-1.0, 0.0]), floor=0.0, cap=1.0) == pytest.approx([0.5, 0.5])
+    assert allocate_shares(np.ones(4), floor=0.0, cap=0.1) == pytest.approx([0.25] * 4)  # a cap below 1/tasks
+
+
+@pytest.mark.parametrize("n", [1, 4, 7])
+def test_counts_are_the_shares_rounded_and_sum_to_the_draw(n):
+    shares = np.array([0.05, 0.15, 0.3, 0.5])
+    rng = np.random.default_rng(0)
+    counts = np.array([counts_from_shares(shares, n, rng) for _ in range(4000)])
+    assert (counts.sum(axis=1) == n).all()
+    assert (counts >= np.floor(n * shares)).all() and (counts <= np.ceil(n * shares)).all()
+    assert counts.mean(axis=0) == pytest.approx(n * shares, abs=0.05)
+
+
+def test_the_excess_sampler_draws_from_the_task_forgetting_most_and_cycles_within_it():
+    params = ReplayConfig(mssr={"floor": 0.2, "cap": 0.5}).mssr
+    mem = pool(params=params)
+    for step in (30.0, 40.0):  # task 2 forgets fastest, task 0 barely
+        mem.update([0, 100, 200], losses=[0.55, 0.7, 0.5 + 0.1 * (step - 20)], now=step)
+    sampler, rng = ExcessSampler(params), np.random.default_rng(0)
+    tasks, shares = sampler.shares(mem, 50.0)
+    assert tasks == [0, 1, 2] and shares[2] == pytest.approx(0.5) and shares[2] > shares[1] > shares[0]
+    drawn = [sampler.sample(mem, 50.0, 4, rng) for _ in range(200)]
+    per_task = np.bincount(np.concatenate(drawn) // 100, minlength=3) / (4 * 200)
+    assert per_task == pytest.approx(shares, abs=0.03)
+    # within a task, the least recently trained first: 0, 100 and 200 were just replayed
+    first = sampler.sample(mem, 50.0, 4, np.random.default_rng(1))
+    assert not set(first.tolist()) & {0, 100, 200}
+
+
+def test_the_forecast_of_the_rehearsal_model_ranks_the_simulated_rates():
+    """Replays of a synthetic stream whose tasks forget at known rates: mssr's forecast ranks
+    the tasks by their rates, and its draws lean towards the fastest-forgetting task."""
+    cfg = ReplayConfig(strategy="mssr", budget=0.2, pool_per_task=16, samples_per_event=4)
+    planner = ReplayPlanner(cfg, seed=0, total_new_samples=6 * 40 * 4, replay_steps=5 * 40)
+    plans = simulate(planner, tasks=6, steps=40, batch=4)
+    predicted = forecast("rehearsal", planner.memory, planner.now)
+    slow, middle, fast = ([k for k in range(5) if EXCESS_RATES[k % 3] == r] for r in sorted(set(EXCESS_RATES)))
+    assert max(predicted[k] for k in slow) < min(predicted[k] for k in middle)  # tasks 0 and 3, then 2
+    assert max(predicted[k] for k in middle) < min(predicted[k] for k in fast)  # then 1 and 4
+    # from the fifth task on: with two or three tasks pooled, the cap (half a draw) keeps the split near even
+    drawn = np.concatenate([p.replay for p in plans[160:] if p.replay]) // 1000
+    assert np.isin(drawn, fast).mean() > 2 * np.isin(drawn, slow).mean()
+
+
+def test_the_excess_schedule_has_no_signal_before_a_replay_observed_one():
+    cfg = ReplayConfig(strategy="mssr")
+    sched = ExcessPacedScheduler(cfg)
+    mem = pool()
+    assert sched.signal(40.0, mem) is None
+    mem.update([0, 100], losses=[0.9, 0.6], now=30.0)
+    assert sched.signal(40.0, mem) > 0
+
+
+def test_the_reference_pass_runs_where_the_strategy_reads_it_unless_configured():
+    assert build_strategy("mssr", ReplayConfig()).needs_reference
+    assert reference_pass(ReplayConfig(strategy="mssr")) and reference_pass(ReplayConfig(strategy="observed-loss"))
+    assert not reference_pass(ReplayConfig(strategy="fixed"))
+    assert reference_pass(ReplayConfig(strategy="fixed", reference_pass=True))
+    assert not reference_pass(ReplayConfig(strategy="mssr", reference_pass=False))
+    assert reference_pass(ReplayConfig(strategy="fixed", sampler="excess"))  # the sampler reads it
