@@ -340,6 +340,25 @@ class AccuracyTriggerConfig(_Strict):
     """replay events after a probe that found a drop."""
 
 
+class MIRConfig(_Strict):
+    """The lagged maximally-interfered-retrieval baseline (mssr/schedulers.py)."""
+
+    candidates: int = Field(16, gt=0)
+    """pool samples probed twice before each event, of which samples_per_event are replayed (4 of 16:
+    MIR's ratio of candidates to replayed samples, 10 of 50, at this event size)."""
+
+
+class LeitnerConfig(_Strict):
+    """The Leitner-queue baseline (mssr/samplers.py)."""
+
+    base_interval: float = Field(16.0, gt=0)
+    """time before a sample in box 0 is due again; box b waits base_interval * 2^b (one task's
+    steps on the built-in streams)."""
+    recall_margin: float = Field(0.1, ge=0)
+    """a replayed sample moves up a box when its loss is at most its reference loss plus this (nats),
+    else back to box 0 (mssr's recall margin)."""
+
+
 class ReplayConfig(_Strict):
     strategy: str = "mssr"
     """a registered name (none, fixed, mssr, ...) or "package.module:Class"."""
@@ -361,6 +380,10 @@ class ReplayConfig(_Strict):
     """update_norm: steps averaged into the unit of time."""
     pool_per_task: int = Field(32, gt=0)
     """samples each finished task leaves in the replay pool."""
+    storage: Optional[Literal["reservoir", "surprise"]] = None
+    """which of a task's samples join the pool: null, the strategy's choice (surprise for sure, else
+    reservoir); reservoir, a uniform sample; surprise, those with the highest loss in their training
+    step (SuRe's buffer)."""
     samples_per_event: int = Field(4, gt=0)
     """replayed samples mixed into a step's batch on replay."""
     budget: Optional[Union[int, float]] = None
@@ -368,6 +391,8 @@ class ReplayConfig(_Strict):
     fixed: FixedConfig = FixedConfig()
     loss: LossTriggerConfig = LossTriggerConfig()
     accuracy: AccuracyTriggerConfig = AccuracyTriggerConfig()
+    mir: MIRConfig = MIRConfig()
+    leitner: LeitnerConfig = LeitnerConfig()
     mssr: MSSRConfig = MSSRConfig()
 
     @model_validator(mode="after")

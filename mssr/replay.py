@@ -2,9 +2,10 @@
 
 It is the single source of replay decisions. The planner consumes each step's
 observations from all ranks at once, in rank order, so the same seed gives the same plan
-sequence whatever the timing of the workers. It also runs the reservoir that picks which
-samples of the current task join the pool at the task's end (the storage policy, separate
-from the strategy). Time is the replay clock's (``mssr.clock``): optimizer steps by default.
+sequence whatever the timing of the workers. It also runs the storage policy that picks which
+samples of the current task join the pool at the task's end: a reservoir (a uniform sample),
+or SuRe's highest-loss samples (``replay.storage``). Time is the replay clock's
+(``mssr.clock``): optimizer steps by default.
 
     planner = ReplayPlanner(cfg.replay, seed=0)
     planner.start_task(0)
@@ -108,6 +109,26 @@ class Reservoir:
         )
 
 
+class SurpriseStore(Reservoir):
+    """SuRe's buffer (arXiv 2511.22367): of a task's samples, keep the ``size`` with the highest
+    loss in their training step (the most surprising when seen), not a uniform sample. A kept
+    sample seen again (a later epoch) takes its new loss; the rest compete on theirs. Same
+    interface as ``Reservoir``; no randomness."""
+
+    def offer(self, ids, losses) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+        merged = dict(zip(self.ids.tolist(), self.losses.tolist()))
+        merged.update(zip(ids.tolist(), losses.tolist()))
+        keys, values = np.array(list(merged), dtype=np.int64), np.array(list(merged.values()), dtype=np.float64)
+        keep = np.lexsort((keys, -values))[: self.size]  # highest loss first, ties by id
+        self.ids, self.losses = keys[keep], values[keep]
+        self.seen += ids.size
+
+
+STORAGES = {"reservoir": Reservoir, "surprise": SurpriseStore}
+
+
 @dataclass(frozen=True)
 class ReplayPlan:
     """One step's plan, the same for every rank: pool ids to replay and pool ids to probe.
@@ -152,7 +173,8 @@ class ReplayPlanner:
         self.memory = MemoryState(replay_cfg.mssr)
         self.clock = build_clock(replay_cfg)
         self.rng = np.random.default_rng(seed)
-        self.reservoir = Reservoir(replay_cfg.pool_per_task, self.rng)
+        self.storage = STORAGES[self.strategy.storage]
+        self.reservoir = self.storage(replay_cfg.pool_per_task, self.rng)
         self.replayed = 0
         self.events = 0
         self.probed = 0
@@ -174,7 +196,7 @@ class ReplayPlanner:
     def start_task(self, task_index: int) -> None:
         self.task_index = task_index
         self.task_losses = []
-        self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
+        self.reservoir = self.storage(self.cfg.pool_per_task, self.rng)
         self.strategy.scheduler.on_task_start(task_index, self.now)
 
     def plan(self) -> ReplayPlan:
@@ -197,11 +219,15 @@ class ReplayPlanner:
             n = min(n, self.budget - self.replayed)
         if n <= 0:
             return []
-        focus = getattr(scheduler, "focus_tasks", lambda: None)()
-        candidates = self.memory if not focus else self.memory.of_tasks(focus)
-        if len(candidates) == 0:
-            return []
-        ids = self.strategy.sampler.sample(candidates, self.now, n, self.rng)
+        picked = getattr(scheduler, "pick", lambda n, memory: None)(n, self.memory)
+        if picked is not None:
+            ids = np.asarray(picked, dtype=np.int64)[:n]
+        else:
+            focus = getattr(scheduler, "focus_tasks", lambda: None)()
+            candidates = self.memory if not focus else self.memory.of_tasks(focus)
+            if len(candidates) == 0:
+                return []
+            ids = self.strategy.sampler.sample(candidates, self.now, n, self.rng)
         scheduler.on_replay(self.now)
         self.replayed += len(ids)
         self.events += 1
@@ -228,6 +254,8 @@ class ReplayPlanner:
             replay_losses = joined("replay_losses", np.float64)
             self._record_replays(replay_ids, replay_losses, now)
             self.memory.update(replay_ids, replay_losses, now)
+            if hasattr(self.strategy.sampler, "on_replayed"):
+                self.strategy.sampler.on_replayed(now, replay_ids, replay_losses, self.memory)
         probe_ids = joined("probe_ids", np.int64)
         probe_losses, probe_correct = joined("probe_losses", np.float64), joined("probe_correct", bool)
         scheduler = self.strategy.scheduler
@@ -281,6 +309,7 @@ class ReplayPlanner:
         return {
             "memory": self.memory.state_dict(),
             "scheduler": self.strategy.scheduler.state_dict(),
+            **({"sampler": self.strategy.sampler.state_dict()} if hasattr(self.strategy.sampler, "state_dict") else {}),
             "clock": self.clock.state_dict(),
             "rng": self.rng.bit_generator.state,
             "reservoir": self.reservoir.state_dict(),
@@ -301,8 +330,10 @@ class ReplayPlanner:
         self._tell_budget()
         self.clock.load_state_dict(s["clock"])
         self.rng.bit_generator.state = s["rng"]
-        self.reservoir = Reservoir(self.cfg.pool_per_task, self.rng)
+        self.reservoir = self.storage(self.cfg.pool_per_task, self.rng)
         self.reservoir.load_state_dict(s["reservoir"])
+        if "sampler" in s:
+            self.strategy.sampler.load_state_dict(s["sampler"])
         self.replayed, self.events, self.task_index = s["replayed"], s["events"], s["task_index"]
         self.probed = s["probed"]
         self.task_losses = list(s.get("task_losses", []))  # absent from checkpoints of older versions

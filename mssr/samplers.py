@@ -2,6 +2,10 @@
 
 A sampler is any class with ``__init__(self, params)`` and
 ``sample(memory, now, n, rng) -> np.ndarray`` of pool sample ids (without replacement).
+``params`` is the ``replay.mssr`` section, or the section named by the class attribute
+``config_section``. Optional: ``on_replayed(now, ids, losses, memory)``, told the losses of
+every replay, and ``state_dict``/``load_state_dict`` for a sampler that keeps state; a class
+attribute ``reads_reference = True`` asks for the pooled samples' reference losses.
 
     sampler = SAMPLERS.get("strength")(cfg.replay.mssr)
     ids = sampler.sample(memory, now=120, n=4, rng=np.random.default_rng(0))
@@ -199,6 +203,9 @@ class TaskBalancedSampler:
     def __init__(self, inner: ReplaySampler):
         self.inner = inner
         self.reads_reference = getattr(inner, "reads_reference", False)
+        for hook in ("on_replayed", "state_dict", "load_state_dict"):  # the wrapped sampler's, if it has them
+            if hasattr(inner, hook):
+                setattr(self, hook, getattr(inner, hook))
 
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
         bounds = memory.tasks()  # contiguous tasks (as in a run): no pass over the pool
@@ -290,3 +297,44 @@ def least_recent(memory: MemoryState, n: int, rng: np.random.Generator) -> np.nd
     n = min(n, len(memory))
     keys = memory.tau + 1e-6 * rng.random(len(memory))  # the jitter only orders equal times
     return memory.ids[np.argpartition(keys, n - 1)[:n]] if n < len(memory) else memory.ids.copy()
+
+
+@SAMPLERS.register("leitner")
+class LeitnerSampler:
+    """A Leitner queue (after Amiri et al. 2017, "Repeat before Forgetting"): every pooled
+    sample sits in a box, 0 when it joins; a sample in box b is due ``base_interval * 2^b``
+    after it was last trained. An event replays the due samples, longest overdue first (then
+    the next ones to fall due); a replayed sample recalled (loss at most its reference loss
+    plus ``recall_margin``; its task's learned level where no reference was measured) moves up
+    a box, otherwise back to box 0."""
+
+    config_section = "leitner"
+    reads_reference = True
+
+    def __init__(self, params):
+        self.base, self.margin = params.base_interval, params.recall_margin
+        self.box: dict[int, int] = {}  # pool id -> box, for samples replayed at least once
+
+    def due_times(self, memory: MemoryState) -> np.ndarray:
+        boxes = np.array([self.box.get(int(i), 0) for i in memory.ids.tolist()], dtype=np.float64)
+        return memory.tau + self.base * np.power(2.0, boxes)
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        n = min(n, len(memory))
+        if n <= 0:
+            return memory.ids[:0]
+        keys = self.due_times(memory) + 1e-6 * rng.random(len(memory))  # the jitter only orders ties
+        top = np.argpartition(keys, n - 1)[:n] if n < len(memory) else np.arange(len(memory))
+        return np.sort(memory.ids[top])
+
+    def on_replayed(self, now: float, ids: np.ndarray, losses: np.ndarray, memory: MemoryState) -> None:
+        pos = memory.positions(ids)
+        level = np.where(np.isnan(memory.reference[pos]), memory.entry_loss[pos], memory.reference[pos])
+        for i, recalled in zip(np.asarray(ids).tolist(), (np.asarray(losses) <= level + self.margin).tolist()):
+            self.box[int(i)] = self.box.get(int(i), 0) + 1 if recalled else 0
+
+    def state_dict(self) -> dict:
+        return {"box": [[i, b] for i, b in self.box.items()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.box = {int(i): int(b) for i, b in state["box"]}

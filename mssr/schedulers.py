@@ -20,6 +20,8 @@ Signals a scheduler can use besides time and the memory state:
   (every answer token is the argmax given the answer's prefix, which is exactly when greedy
   generation would output it).
 * ``focus_tasks()``: restrict the next replay draw to these tasks (None: the whole pool).
+* ``pick(n, memory)``: the samples the due event replays, chosen by the scheduler itself from
+  what it probed (MIR), or None to leave the choice to the sampler.
 * ``on_budget(budget, samples_per_event, replay_steps)``: told once, before the first step,
   the replay budget (None: no cap), the samples per event and the number of steps after the
   first task (None when unknown), for a scheduler that paces its events.
@@ -118,6 +120,69 @@ class FixedIntervalScheduler(BaseScheduler):
         self.next_due += self.interval
         if self.next_due <= now:
             self.next_due = now + self.interval
+
+
+@SCHEDULERS.register("mir")
+class LaggedMIRScheduler(FixedIntervalScheduler):
+    """Maximally interfered retrieval (Aljundi et al. 2019, arXiv 1908.04742) in a lagged form,
+    on the fixed schedule: an event replays the candidates whose loss the last update raised
+    the most.
+
+    MIR scores a random candidate set by the loss rise a virtual update on the incoming batch
+    would cause, which costs an extra forward and backward pass per event. Here the rise is
+    measured on a real update instead: two steps before each event of the grid a random set of
+    ``replay.mir.candidates`` pool samples is probed (a no-grad pass), the step before the
+    event the same set again; the difference is what that step's update did to each
+    candidate. The event replays the ``samples_per_event`` candidates with the largest rise
+    (``pick``); where the grid leaves no room for both probes (an interval under two steps), the
+    sampler draws instead. The probes are this baseline's cost."""
+
+    def __init__(self, replay_cfg):
+        super().__init__(replay_cfg)
+        self.candidates = replay_cfg.mir.candidates
+        self.candidate_ids: list[int] = []
+        self.before: list[float] = []  # the candidates' losses at the first probe
+        self.rise: list[float] = []  # their rise at the second
+        self.events_total: Optional[int] = None  # no probes once the budget is spent (None: no budget)
+        self.events_done = 0
+
+    def on_budget(self, budget: Optional[int], samples_per_event: int, replay_steps: Optional[int]) -> None:
+        self.events_total = None if budget is None else -(-budget // samples_per_event)
+
+    def on_replay(self, now: float) -> None:
+        super().on_replay(now)
+        self.events_done += 1
+
+    def probe(self, now: float, memory: MemoryState, rng: np.random.Generator) -> Optional[np.ndarray]:
+        spent = self.events_total is not None and self.events_done >= self.events_total
+        if self.next_due is None or len(memory) == 0 or spent:
+            return None
+        until = self.next_due - now
+        if 1.0 < until <= 2.0:  # two steps before the event: a new candidate set
+            n = min(self.candidates, len(memory))
+            self.candidate_ids = [int(i) for i in np.sort(rng.choice(memory.ids, size=n, replace=False))]
+            self.before, self.rise = [], []
+            return np.asarray(self.candidate_ids, dtype=np.int64)
+        if 0.0 < until <= 1.0 and self.before:  # the step before: the same set after one update
+            return np.asarray(self.candidate_ids, dtype=np.int64)
+        return None
+
+    def on_probe(self, now, ids, losses, correct, memory) -> None:
+        by_id = dict(zip(np.asarray(ids).tolist(), np.asarray(losses, dtype=float).tolist()))
+        losses_now = [by_id[i] for i in self.candidate_ids]
+        if not self.before:
+            self.before = losses_now
+        else:
+            self.rise = [after - before for after, before in zip(losses_now, self.before)]
+
+    def pick(self, n: int, memory: MemoryState) -> Optional[np.ndarray]:
+        """The ``n`` candidates whose loss the measured update raised most (None: not measured)."""
+        if not self.rise:
+            return None
+        order = np.argsort(-np.asarray(self.rise), kind="stable")[:n]
+        picked = np.sort(np.asarray(self.candidate_ids, dtype=np.int64)[order])
+        self.candidate_ids, self.before, self.rise = [], [], []
+        return picked
 
 
 @SCHEDULERS.register("adaptive")

@@ -16,7 +16,12 @@ The built-in strategies:
     fixed           every K steps, uniform draws from the pool
     loss            when the loss jumps above its running mean + z*std, uniform draws
     accuracy        when a past task's probed accuracy drops by more than delta, draws from it
-    surprise        the fixed schedule, drawing the pool samples with the highest last loss (SuRe)
+    surprise        the fixed schedule, drawing the pool samples with the highest last loss
+    sure            SuRe as published (arXiv 2511.22367): the pool keeps each task's samples with
+                    the highest loss in their training step; uniform draws on the fixed schedule
+    mir             lagged maximally interfered retrieval: the fixed schedule, replaying the
+                    probed candidates whose loss the last update raised most
+    leitner         a Leitner queue (boxes with doubling intervals) on the fixed schedule
     mssr            draws split over tasks by the excess loss a forgetting model fitted to the
                     replays' observations predicts (floor and cap per task, least recently
                     trained first within a task) + a replay rate that follows the predicted
@@ -54,6 +59,8 @@ class Strategy:
     mixes_tasks: bool = False
     # split every draw evenly over the pool's tasks unless replay.balance_tasks says otherwise
     balances_tasks: bool = False
+    # which of a task's samples join the pool unless replay.storage says otherwise (mssr.replay)
+    storage: str = "reservoir"
 
     @property
     def needs_reference(self) -> bool:
@@ -63,10 +70,24 @@ class Strategy:
         return any(getattr(part, "reads_reference", False) for part in (self.sampler, self.scheduler))
 
 
-def _combo(name: str, sampler: str, scheduler: str, mixes_tasks: bool = False, balances_tasks: bool = False):
+def build_sampler(name: str, replay_cfg):
+    """A sampler by name or import path, given its settings: ``replay.mssr``, or the section of
+    the replay config its class names in ``config_section``."""
+    cls = SAMPLERS.get(name)
+    return cls(getattr(replay_cfg, getattr(cls, "config_section", "mssr")))
+
+
+def _combo(
+    name: str,
+    sampler: str,
+    scheduler: str,
+    mixes_tasks: bool = False,
+    balances_tasks: bool = False,
+    storage: str = "reservoir",
+):
     def make(replay_cfg) -> Strategy:
-        sampler_, scheduler_ = SAMPLERS.get(sampler)(replay_cfg.mssr), SCHEDULERS.get(scheduler)(replay_cfg)
-        return Strategy(name, sampler_, scheduler_, mixes_tasks, balances_tasks)
+        sampler_, scheduler_ = build_sampler(sampler, replay_cfg), SCHEDULERS.get(scheduler)(replay_cfg)
+        return Strategy(name, sampler_, scheduler_, mixes_tasks, balances_tasks, storage)
 
     make.__doc__ = f"{name}: {sampler} sampler, {scheduler} scheduler"
     STRATEGIES.register(name)(make)
@@ -78,6 +99,9 @@ _combo("fixed", "uniform", "fixed")
 _combo("loss", "uniform", "loss")
 _combo("accuracy", "uniform", "accuracy")  # the scheduler narrows draws to the dropped tasks
 _combo("surprise", "surprise", "fixed")
+_combo("sure", "uniform", "fixed", storage="surprise")  # SuRe as published: surprise picks what is stored
+_combo("mir", "uniform", "mir")
+_combo("leitner", "leitner", "fixed")
 # draws follow the excess loss predicted by a forgetting model fitted to what replays observed,
 # paced by its predicted total (floor and cap: replay.mssr.floor, replay.mssr.cap)
 _combo("mssr", "excess", "paced-excess")
@@ -110,9 +134,11 @@ def build_strategy(name: str, replay_cfg) -> Strategy:
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"strategy {name!r} must return an mssr.strategies.Strategy, got {type(strategy).__name__}")
     if replay_cfg.sampler:
-        strategy.sampler = SAMPLERS.get(replay_cfg.sampler)(replay_cfg.mssr)
+        strategy.sampler = build_sampler(replay_cfg.sampler, replay_cfg)
     if replay_cfg.scheduler:
         strategy.scheduler = SCHEDULERS.get(replay_cfg.scheduler)(replay_cfg)
+    if replay_cfg.storage:
+        strategy.storage = replay_cfg.storage
     balance = strategy.balances_tasks if replay_cfg.balance_tasks is None else replay_cfg.balance_tasks
     if balance:
         strategy.sampler = TaskBalancedSampler(strategy.sampler)

@@ -117,3 +117,60 @@ def test_the_reference_pass_runs_where_the_strategy_reads_it_unless_configured()
     assert reference_pass(ReplayConfig(strategy="fixed", reference_pass=True))
     assert not reference_pass(ReplayConfig(strategy="mssr", reference_pass=False))
     assert reference_pass(ReplayConfig(strategy="fixed", sampler="excess"))  # the sampler reads it
+
+
+def test_mir_replays_the_candidates_whose_loss_the_probed_update_raised():
+    """Two probes of the same candidates a step apart, then the event: the picks are the
+    candidates with the largest rise between the probes, not the highest loss."""
+    from mssr.schedulers import LaggedMIRScheduler
+
+    sched = LaggedMIRScheduler(ReplayConfig(fixed={"interval": 4}, mir={"candidates": 6}))
+    mem, rng = pool(tasks=2, per_task=8), np.random.default_rng(0)
+    assert sched.probe(20.0, mem, rng) is None and not sched.is_due(20.0, mem)  # the grid starts: due at 24
+    first = sched.probe(22.0, mem, rng)
+    assert first.size == 6
+    before = np.linspace(2.0, 0.5, 6)  # the highest loss first
+    rise = np.array([0.0, 0.1, 0.9, 0.0, 0.5, -0.2])
+    sched.on_probe(22.0, first, before, np.zeros(6, bool), mem)
+    assert sched.probe(23.0, mem, rng).tolist() == first.tolist()  # the same set, one update later
+    sched.on_probe(23.0, first, before + rise, np.zeros(6, bool), mem)
+    assert sched.probe(24.0, mem, rng) is None and sched.is_due(24.0, mem)
+    assert sched.pick(2, mem).tolist() == sorted(first[[2, 4]].tolist())
+    assert sched.pick(2, mem) is None  # used once
+
+
+def test_mir_runs_in_the_planner_within_its_budget_and_probes_twice_per_event():
+    cfg = ReplayConfig(strategy="mir", budget=0.1, pool_per_task=16, samples_per_event=4)
+    planner = ReplayPlanner(cfg, seed=0, total_new_samples=3 * 40 * 4, replay_steps=2 * 40)
+    plans = simulate(planner, tasks=3, steps=40, batch=4)
+    events = [i for i, p in enumerate(plans) if p.replay]
+    assert planner.replayed == 48 and len(events) == 12
+    probed = [i for i, p in enumerate(plans) if p.probe]
+    assert len(probed) == 2 * len(events) and all(e - 1 in probed and e - 2 in probed for e in events)
+
+
+def test_leitner_boxes_move_up_on_recall_and_back_on_a_lapse():
+    from mssr.samplers import LeitnerSampler
+
+    cfg = ReplayConfig(leitner={"base_interval": 10.0, "recall_margin": 0.1})
+    sampler, mem = LeitnerSampler(cfg.leitner), pool(tasks=1, per_task=4)  # references 0.5, entered at 0
+    mem.update([0, 1], losses=[0.55, 0.9], now=10.0)
+    sampler.on_replayed(10.0, np.array([0, 1]), np.array([0.55, 0.9]), mem)
+    assert sampler.box == {0: 1, 1: 0}
+    assert sampler.due_times(mem).tolist() == [30.0, 20.0, 10.0, 10.0]  # box 1 waits twice as long
+    assert sorted(sampler.sample(mem, 12.0, 3, np.random.default_rng(0)).tolist()) == [1, 2, 3]
+    again = LeitnerSampler(cfg.leitner)
+    again.load_state_dict(sampler.state_dict())
+    assert again.box == sampler.box
+
+
+def test_sure_stores_each_tasks_most_surprising_samples():
+    cfg = ReplayConfig(strategy="sure", pool_per_task=3)
+    planner = ReplayPlanner(cfg, seed=0)
+    planner.start_task(0)
+    from mssr.replay import StepObservation
+
+    planner.observe_step([StepObservation(new_ids=[0, 1, 2, 3], new_losses=[0.1, 2.0, 0.5, 1.5])])
+    planner.observe_step([StepObservation(new_ids=[4, 5, 6, 7], new_losses=[0.2, 3.0, 0.3, 0.4])])
+    assert planner.end_task(0) == [1, 3, 5]  # losses 2.0, 1.5, 3.0
+    assert ReplayPlanner(ReplayConfig(strategy="sure", storage="reservoir"), seed=0).storage.__name__ == "Reservoir"
