@@ -21,8 +21,10 @@ over the runs (mean and range over runs):
   right after its training to the end (the loss matrix's last row less its diagonal): which
   tasks the run forgot most. For 1 - R, the task's last logged value.
 
-The excess is measured against the task's mean training loss, not each sample's own learned
-level (runs did not record one), so it carries each sample's own difficulty as noise.
+The excess is measured against each replayed sample's own reference loss (its loss in a
+no-grad pass when its task ended) where the run measured one (``replay.reference_pass``),
+else against its task's mean training loss, which leaves each sample's own difficulty in the
+excess as noise; the header of each folder's table says how many samples had a reference.
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ def gate(paths: list[str]) -> dict:
                 continue
             preds, end = predictions(obs)
             rise = loss_rise(json.loads((diag.parent / "summary.json").read_text()))
-            runs[diag.parent.name] = {"observations": len(obs)}
+            referenced = sum(np.isfinite(r.get("reference_loss") or np.nan) for r in log)
+            runs[diag.parent.name] = {"observations": len(obs), "samples": len(log), "referenced": int(referenced)}
             for name, pred in preds.items():
                 runs[diag.parent.name][name] = {**scores(obs, pred), "end": end_spearman(end[name], rise)}
         result[folder.name] = runs
@@ -149,8 +152,12 @@ def table(result: dict) -> str:
     lines = []
     for folder, runs in result.items():
         n_obs = sum(r["observations"] for r in runs.values())
+        samples = sum(r["samples"] for r in runs.values())
+        referenced = sum(r["referenced"] for r in runs.values())
         lines += [
-            f"{folder}: {len(runs)} runs, {n_obs} observations (task x replay event)",
+            f"{folder}: {len(runs)} runs, {n_obs} observations (task x replay event); "
+            f"excess against the sample's own reference loss for {referenced} of {samples} replayed samples, "
+            "else against its task's learned level",
             "",
             "| predictor | Spearman | within events | MAE (nats) | at the end (against the test loss rise) |",
             "|---|---|---|---|---|",

@@ -373,6 +373,10 @@ class ReplayConfig(_Strict):
     """null: the strategy decides (those fitted to excess loss need it); true: when a task ends, its
     pooled samples' loss is measured in a no-grad pass (their reference, the level they were learned
     to; replay logs then record each replay's excess over it), counted as probe cost; false: never."""
+    reference_samples: int = Field(16, gt=0)
+    """of each finished task's pool samples, how many get their own reference loss (a seeded random
+    choice); the others take the mean of their task's. Half a pool of 32: the pass over all 32 cost
+    9% of training time on the long stream (docs/results.md), over 16 it stays under 5%."""
     clock: Literal["steps", "update_norm"] = "steps"
     """what "time" is for the memory model and the schedulers: optimizer steps, or "model time", the
     cumulative update norm in units of a typical step (see mssr/clock.py)."""

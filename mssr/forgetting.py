@@ -19,6 +19,8 @@ The models (all share ``ForgettingModel``'s two methods):
 
 * ``LastExcess``: the task's last observed excess (a task not yet observed: the mean of
   every observation so far). The naive baseline.
+* ``MeanExcess``: the mean of the task's observations, shrunk towards the mean over all tasks
+  while the task has few: how much the task tends to be found forgotten.
 * ``TaskAge``: the steps since the task ended, times the mean excess per step of age seen so
   far: forgetting grows with age alone.
 * ``RehearsalModel``: ``x(t) = keep * x_last + rate_k * (t - t_last)``: what the last replay
@@ -75,6 +77,28 @@ class LastExcess:
     def observe(self, task: int, step: float, entry_step: float, excess: float) -> None:
         self.last[task] = excess
         self.seen.append(excess)
+
+
+@FORGETTING_MODELS.register("mean-excess")
+@dataclass
+class MeanExcess:
+    """The mean of the task's observed excesses, shrunk towards the mean over every task as if
+    that were ``prior_weight`` more observations of it: how much the task tends to be found
+    forgotten, robust to single observations (a replayed sample is often either intact or off
+    by nats)."""
+
+    prior_weight: float = 2.0
+    sums: dict[int, float] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def predict(self, task: int, step: float, entry_step: float) -> float:
+        n = sum(self.counts.values())
+        pooled = sum(self.sums.values()) / n if n else 0.0
+        return (self.sums.get(task, 0.0) + self.prior_weight * pooled) / (self.counts.get(task, 0) + self.prior_weight)
+
+    def observe(self, task: int, step: float, entry_step: float, excess: float) -> None:
+        self.sums[task] = self.sums.get(task, 0.0) + excess
+        self.counts[task] = self.counts.get(task, 0) + 1
 
 
 @FORGETTING_MODELS.register("task-age")

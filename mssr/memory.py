@@ -99,9 +99,16 @@ class MemoryState:
             raise KeyError("some ids are not in the pool")
         return pos
 
-    def set_reference(self, ids, losses) -> None:
-        """The samples' reference losses: their loss in a no-grad pass at their task's end."""
-        self.reference[self.positions(ids)] = np.asarray(losses, dtype=np.float64)
+    def set_reference(self, ids, losses, fill_tasks: bool = False) -> None:
+        """The samples' reference losses: their loss in a no-grad pass at their task's end.
+        ``fill_tasks``: the other samples of their tasks without one take the mean of these."""
+        pos = self.positions(ids)
+        losses = np.asarray(losses, dtype=np.float64)
+        self.reference[pos] = losses
+        if fill_tasks:
+            for t in np.unique(self.task[pos]):
+                missing = (self.task == t) & np.isnan(self.reference)
+                self.reference[missing] = losses[self.task[pos] == t].mean()
 
     def task_end(self, task: int) -> float:
         """When ``task``'s samples joined the pool (its training ended)."""

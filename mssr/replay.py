@@ -39,6 +39,16 @@ def resolve_budget(budget: int | float | None, total_new_samples: int | None) ->
     return int(budget)
 
 
+def reference_subset(pool_ids: Sequence[int], n: int, seed: int, task: int) -> list[int]:
+    """The ``n`` of a task's pool samples that get their own reference loss: a random choice
+    seeded by the run's seed and the task (its own generator, so the plans do not depend on
+    whether the reference pass runs), in id order."""
+    ids = np.sort(np.asarray(pool_ids, dtype=np.int64))
+    if ids.size <= n:
+        return ids.tolist()
+    return np.sort(np.random.default_rng([seed, task]).choice(ids, size=n, replace=False)).tolist()
+
+
 def derived_fixed_interval(budget: int | None, samples_per_event: int, replay_steps: int | None) -> float | None:
     """The fixed-interval schedule that spends ``budget`` replayed samples evenly over the
     ``replay_steps`` steps that have a pool to replay from (every step after the first task):
@@ -297,8 +307,9 @@ class ReplayPlanner:
         return ids
 
     def set_reference(self, ids, losses) -> None:
-        """The reference losses of pooled samples (their no-grad loss at their task's end)."""
-        self.memory.set_reference(ids, losses)
+        """The reference losses of pooled samples (their no-grad loss at their task's end); the
+        other samples of their tasks take their task's mean (``replay.reference_samples``)."""
+        self.memory.set_reference(ids, losses, fill_tasks=True)
 
     def learned_level(self) -> float:
         """The current task's mean training loss over its last quarter of steps (at least one)."""

@@ -109,8 +109,8 @@ class MemoryCoordinator:
         if len(shares) < world:
             return
         t = time.perf_counter()
-        for r in sorted(shares):
-            self.planner.set_reference(*shares[r])
+        ids_all = [i for r in sorted(shares) for i in shares[r][0]]
+        self.planner.set_reference(ids_all, [x for r in sorted(shares) for x in shares[r][1]])
         self.bookkeeping_seconds += time.perf_counter() - t
         del self.references[task_index]
         self.awaiting_reference.discard(task_index)

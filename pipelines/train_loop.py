@@ -49,7 +49,7 @@ from mssr.config import Config
 from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, set_rng_state
 from mssr.learner import Learner
 from mssr.metrics import all_metrics, loss_metrics, tasks_to_score
-from mssr.replay import StepObservation
+from mssr.replay import StepObservation, reference_subset
 from mssr.step_gather import gather_step
 from mssr.tasks import Example
 from pipelines.checkpoint import Progress, load_checkpoint, memory_digest, save_checkpoint
@@ -458,11 +458,12 @@ class Worker:
     def end_task(self, k: int) -> None:
         """The task's reservoir joins the replay pool (in the memory actor: its rows need no move);
         where the strategy reads them, each rank measures the reference loss of its share of
-        the new pool samples (a no-grad pass, counted as probe cost) and hands it to the actor."""
+        the new pool samples' ``replay.reference_samples`` (a no-grad pass, counted as probe cost) and hands it to the actor."""
         ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
         if not self.needs_reference:
             return
-        mine = ids[self.rank :: self.world]
+        measured = reference_subset(ids, self.cfg.replay.reference_samples, self.cfg.seed, k)
+        mine = measured[self.rank :: self.world]
         result = self.learner.probe(self.pool.get(mine))
         ray.get(self.actor.set_reference.remote(k, self.rank, self.world, mine, result.losses))
         seconds, tokens = all_sum([result.seconds, result.tokens])

@@ -174,3 +174,21 @@ def test_sure_stores_each_tasks_most_surprising_samples():
     planner.observe_step([StepObservation(new_ids=[4, 5, 6, 7], new_losses=[0.2, 3.0, 0.3, 0.4])])
     assert planner.end_task(0) == [1, 3, 5]  # losses 2.0, 1.5, 3.0
     assert ReplayPlanner(ReplayConfig(strategy="sure", storage="reservoir"), seed=0).storage.__name__ == "Reservoir"
+
+
+def test_a_reference_subset_is_seeded_by_run_and_task_and_the_rest_take_its_mean():
+    from mssr.replay import reference_subset
+
+    pool_ids = list(range(100, 132))
+    chosen = reference_subset(pool_ids, 16, seed=0, task=3)
+    assert len(chosen) == 16 and chosen == sorted(chosen) and set(chosen) <= set(pool_ids)
+    assert chosen == reference_subset(list(reversed(pool_ids)), 16, seed=0, task=3)
+    assert chosen != reference_subset(pool_ids, 16, seed=0, task=4)
+    assert reference_subset(pool_ids[:8], 16, seed=0, task=3) == pool_ids[:8]
+    cfg = ReplayConfig(strategy="mssr", pool_per_task=4)
+    planner = ReplayPlanner(cfg, seed=0)
+    planner.memory.add([1, 2, 3, 4], task=0, losses=[0.5] * 4, now=0.0)
+    planner.memory.add([5, 6], task=1, losses=[0.5] * 2, now=9.0)
+    planner.set_reference([1, 2], [0.2, 0.4])
+    assert planner.memory.reference[:4] == pytest.approx([0.2, 0.4, 0.3, 0.3])
+    assert np.isnan(planner.memory.reference[4:]).all()  # another task: untouched
