@@ -458,7 +458,8 @@ class Worker:
     def end_task(self, k: int) -> None:
         """The task's reservoir joins the replay pool (in the memory actor: its rows need no move);
         where the strategy reads them, each rank measures the reference loss of its share of
-        the new pool samples' ``replay.reference_samples`` (a no-grad pass, counted as probe cost) and hands it to the actor."""
+        ``replay.reference_samples`` of the new pool samples (a no-grad pass, counted as probe
+        cost) and hands it to the actor."""
         ids = ray.get(self.actor.end_task.remote(k, self.progress.step))
         if not self.needs_reference:
             return

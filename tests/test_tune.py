@@ -57,12 +57,12 @@ def test_worker_cpus_fit_the_concurrent_trials():
     "args, fragment",
     [
         (["--space", "tune_spaces/nope.yaml"], "search space file not found"),
-        (["--space", "tune_spaces/mssr-strength.yaml", "--metric", "loss"], "invalid choice: 'loss'"),
-        (["--space", "tune_spaces/mssr-strength.yaml", "--resume"], "--resume needs the --name"),
-        (["--space", "tune_spaces/mssr-strength.yaml", "--max-concurrent", "0"], "must be at least 1"),
-        (["--space", "tune_spaces/mssr-strength.yaml", "train.batch_size=5"], "multiple of train.num_workers"),
+        (["--space", "tune_spaces/mssr.yaml", "--metric", "loss"], "invalid choice: 'loss'"),
+        (["--space", "tune_spaces/mssr.yaml", "--resume"], "--resume needs the --name"),
+        (["--space", "tune_spaces/mssr.yaml", "--max-concurrent", "0"], "must be at least 1"),
+        (["--space", "tune_spaces/mssr.yaml", "train.batch_size=5"], "multiple of train.num_workers"),
         (
-            ["--space", "tune_spaces/mssr-strength.yaml", "stream.split=eval"],
+            ["--space", "tune_spaces/mssr.yaml", "stream.split=eval"],
             "a sweep never runs on the evaluation prompts",
         ),
     ],
