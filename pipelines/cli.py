@@ -349,8 +349,9 @@ def _add_tune(sub) -> None:
     tun.add_argument(
         "--metric",
         default="ap",
-        choices=["ap", "bwt", "fwt", "avg", "forgetting"],
-        help="what the sweep optimises (default ap; forgetting is minimised)",
+        choices=["ap", "bwt", "fwt", "avg", "forgetting", "loss_final"],
+        help="what the sweep optimises (default ap; forgetting and loss_final, the mean final answer loss "
+        "and comparisons' primary metric, are minimised)",
     )
     tun.add_argument("--name", metavar="ID", help="sweep name (default sweep-<timestamp>)")
     tun.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")

@@ -49,8 +49,9 @@ from mssr.search_space import SearchSpace, load_space, trial_overrides
 from mssr.tasks import load_stream
 from pipelines.tables import markdown_table, write_csv
 
-# what a sweep may optimise, and in which direction
-METRICS = {name: "max" if higher else "min" for name, higher in METRIC_DIRECTIONS.items()}
+# what a sweep may optimise, and in which direction: the accuracy metrics, and the mean final
+# answer loss that comparisons lead with (every report after a task carries it)
+METRICS = {name: "max" if higher else "min" for name, higher in {**METRIC_DIRECTIONS, "loss_final": False}.items()}
 TRIAL_CPU = 0.05  # the Tune function of a trial only waits on its TorchTrainer
 
 

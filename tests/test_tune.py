@@ -45,6 +45,12 @@ def test_every_distribution_maps_onto_ray_tune(tmp_path):
     assert min(lrs) >= 0.0001 and max(lrs) <= 0.01
 
 
+def test_a_sweep_can_minimise_the_final_loss_that_comparisons_lead_with():
+    from pipelines.tune import METRICS
+
+    assert METRICS["loss_final"] == "min" and METRICS["ap"] == "max"
+
+
 def test_worker_cpus_fit_the_concurrent_trials():
     from pipelines.tune import TRIAL_CPU, worker_cpus
 
