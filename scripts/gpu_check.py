@@ -55,8 +55,9 @@ from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, se
 from mssr.evaluation import evaluate_examples  # noqa: E402
 from mssr.learner import Learner  # noqa: E402
 from mssr.models import DEFAULT_MODEL, resolve_model_path  # noqa: E402
-from mssr.replay import ReplayPlanner, StepObservation  # noqa: E402
+from mssr.replay import ReplayPlanner, StepObservation, reference_subset  # noqa: E402
 from mssr.step_gather import gather_step  # noqa: E402
+from mssr.strategies import reference_pass  # noqa: E402
 from mssr.tasks import Example  # noqa: E402
 
 # Llama shapes: "tiny" is the test model's, "1b" Llama-3.2-1B's body with the tokenizer's vocabulary
@@ -178,6 +179,7 @@ def make_learner(folder: Path, finetune: str, args, device: torch.device, total_
             "replay.accuracy.every=2",
             "replay.pool_per_task=16",
             "replay.samples_per_event=4",
+            "replay.budget=8",  # two events in the second task: the paced schedule spends it
         ],
     )
     return Learner(cfg, total_steps, device, wrap_model=ddp_wrapper(device))
@@ -233,8 +235,12 @@ def train_stream(learner: Learner, tasks, args, device: torch.device, result: Ca
             )  # fmt: skip
             planner.observe_step(observed)
         barrier()  # the workers' task boundary
-        for i in planner.end_task(k):
+        pooled = planner.end_task(k)
+        for i in pooled:
             pool[i] = rows[(i - k * 10**6)]
+        if reference_pass(learner.cfg.replay):  # the pooled samples' reference losses, as the workers measure them
+            measured = reference_subset(pooled, learner.cfg.replay.reference_samples, learner.cfg.seed, k)
+            planner.set_reference(measured, learner.probe([pool[i] for i in measured]).losses)
     result.losses_first_last = (round(losses[0], 4), round(losses[-1], 4))
     result.replayed, result.probed, result.pool = planner.replayed, planner.probed, len(pool)
     if planner.replayed + planner.probed == 0:
