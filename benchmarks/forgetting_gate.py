@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -41,38 +40,11 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mssr.forgetting import FORGETTING_MODELS  # noqa: E402
+from mssr.forgetting import FORGETTING_MODELS, prequential, replay_observations  # noqa: E402
 
-MODELS = {name: FORGETTING_MODELS.get(name) for name in FORGETTING_MODELS.names()}
+MODELS = FORGETTING_MODELS.names()
 
 RETENTION = "memory model (1 - R)"
-
-
-def reference(record: dict) -> float:
-    """The level a replayed sample was learned to: its own reference loss where the run measured
-    one (``replay.reference_pass``), else its task's mean training loss at the end."""
-    ref = record.get("reference_loss", float("nan"))
-    return ref if ref is not None and np.isfinite(ref) else record["entry_loss"]
-
-
-def observations(log: list[dict]) -> list[dict]:
-    """The replay log grouped by (step, task), in step order, with each task's end step."""
-    entry: dict[int, float] = {}
-    for r in log:
-        entry[r["task"]] = min(entry.get(r["task"], np.inf), r["step"] - r["age"])
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in log:
-        groups[(r["step"], r["task"])].append(r)
-    return [
-        {
-            "step": step,
-            "task": task,
-            "entry": entry[task],
-            "excess": float(np.mean([r["loss"] - reference(r) for r in rows])),
-            "forgotten": float(np.mean([1 - r["predicted_retention"] for r in rows])),
-        }
-        for (step, task), rows in sorted(groups.items())
-    ]
 
 
 def predictions(obs: list[dict]) -> tuple[dict[str, np.ndarray], dict[str, dict[int, float]]]:
@@ -82,12 +54,8 @@ def predictions(obs: list[dict]) -> tuple[dict[str, np.ndarray], dict[str, dict[
     entries = {o["task"]: o["entry"] for o in obs}
     out = {RETENTION: np.array([o["forgotten"] for o in obs])}
     end = {RETENTION: {o["task"]: o["forgotten"] for o in obs}}  # each task's last value
-    for name, make in MODELS.items():
-        model, preds = make(), []
-        for o in obs:
-            preds.append(model.predict(o["task"], o["step"], o["entry"]))
-            model.observe(o["task"], o["step"], o["entry"], o["excess"])
-        out[name] = np.array(preds)
+    for name in MODELS:
+        out[name], model = prequential(name, obs)
         end[name] = {task: model.predict(task, last_step, entry) for task, entry in entries.items()}
     return out, end
 
@@ -129,7 +97,7 @@ def gate(paths: list[str]) -> dict:
         runs = {}
         for diag in sorted(folder.glob("*/diagnostics.json")):
             log = json.loads(diag.read_text()).get("replay_log") or []
-            obs = observations(log)
+            obs = replay_observations(log)
             if len(obs) < 5:
                 continue
             preds, end = predictions(obs)

@@ -126,8 +126,30 @@ def picks_by_task(plan_replays: Sequence[Sequence[int]], task_steps: Sequence[in
     return out
 
 
+def forgetting_fit(replay_log: Sequence[dict], model: str) -> dict:
+    """How well the forgetting model ``model`` (mssr.forgetting) predicted this run's excess
+    observations, each from the earlier ones only: Spearman's rank correlation of prediction and
+    observation, and their number. Only where the run measured reference losses (else n = 0)."""
+    from mssr.forgetting import prequential, replay_observations
+
+    referenced = [r for r in replay_log if np.isfinite(r.get("reference_loss", float("nan")))]
+    obs = replay_observations(referenced)
+    if len(obs) < 3:
+        return {"model": model, "n": len(obs), "spearman": float("nan")}
+    predicted, _ = prequential(model, obs)
+    actual = np.array([o["excess"] for o in obs])
+    rho = (
+        float(spearmanr(predicted, actual).statistic) if np.ptp(predicted) > 0 and np.ptp(actual) > 0 else float("nan")
+    )
+    return {"model": model, "n": len(obs), "spearman": rho}
+
+
 def summarise(
-    replay_log: Sequence[dict], events: Sequence[Sequence], task_steps: Sequence[int], budget: int | None
+    replay_log: Sequence[dict],
+    events: Sequence[Sequence],
+    task_steps: Sequence[int],
+    budget: int | None,
+    forgetting_model: str = "rehearsal",
 ) -> dict:
     """Every diagnostic of a run from the memory actor's record: ``replay_log`` (ReplayRecord
     dicts) and ``events`` ([step, ids] of each replay event)."""
@@ -137,6 +159,7 @@ def summarise(
     records = [ReplayRecord(**r) for r in replay_log]
     return {
         "calibration": calibration(records),
+        "forgetting": forgetting_fit(replay_log, forgetting_model),
         **events_by_task_phase(replays, task_steps),
         "spend_by_task": spend_by_task(replays, task_steps, budget),
         "picks_by_task": picks_by_task(replays, task_steps, lambda i: i >> 32),
@@ -147,10 +170,17 @@ def format_summary(d: dict) -> str:
     """One line for the console."""
     rho = d["calibration"]["spearman"]
     spend = "/".join(str(t["replayed"]) for t in d["spend_by_task"])
+    fit = d.get("forgetting") or {"n": 0}
+    model = (
+        f"; the {fit['model']} forgetting model predicted the excess loss replays observed at Spearman "
+        f"{fit['spearman']:+.2f} over {fit['n']} observations (each from the earlier ones)"
+        if fit["n"]
+        else ""
+    )
     return (
         f"replay diagnostics: events by third of their task {d['phases']['first']}/{d['phases']['middle']}/"
         f"{d['phases']['last']} (first/middle/last); replayed per task {spend}; calibration of predicted "
-        f"retention against the loss rise at replay: Spearman {rho:+.2f} over {d['calibration']['n']} samples"
+        f"retention against the loss rise at replay: Spearman {rho:+.2f} over {d['calibration']['n']} samples" + model
     )
 
 

@@ -193,3 +193,41 @@ def forecast(name: str, memory, now: float) -> dict[int, float]:
     for step, task, end, excess in memory.history():
         model.observe(task, step, end, excess)
     return {task: model.predict(task, now, memory.task_end(task)) for task in memory.pooled_tasks()}
+
+
+def replay_observations(log: list[dict]) -> list[dict]:
+    """A run's replay log (``ReplayRecord`` dicts) as observations, in step order: per replay
+    event and task replayed, its ``step``, ``task``, ``entry`` (when the task ended: its first
+    replayed sample's last training), ``excess`` (the mean of loss less reference over its
+    replayed samples, each against its own reference loss, or its task's learned level where
+    the run measured none) and ``forgotten`` (the mean 1 - R the strength model predicted)."""
+    entry: dict[int, float] = {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in log:
+        entry[r["task"]] = min(entry.get(r["task"], np.inf), r["step"] - r["age"])
+        groups.setdefault((r["step"], r["task"]), []).append(r)
+
+    def level(r: dict) -> float:
+        ref = r.get("reference_loss")
+        return ref if ref is not None and np.isfinite(ref) else r["entry_loss"]
+
+    return [
+        {
+            "step": step,
+            "task": task,
+            "entry": entry[task],
+            "excess": float(np.mean([r["loss"] - level(r) for r in rows])),
+            "forgotten": float(np.mean([1 - r["predicted_retention"] for r in rows])),
+        }
+        for (step, task), rows in sorted(groups.items())
+    ]
+
+
+def prequential(name: str, observations: list[dict]) -> tuple[np.ndarray, ForgettingModel]:
+    """The forgetting model ``name``'s prediction of every observation from the earlier ones
+    only (predicted, then shown it), and the model after the last."""
+    model, predicted = FORGETTING_MODELS.get(name)(), []
+    for o in observations:
+        predicted.append(model.predict(o["task"], o["step"], o["entry"]))
+        model.observe(o["task"], o["step"], o["entry"], o["excess"])
+    return np.array(predicted), model

@@ -499,10 +499,15 @@ def _fit(
     summary = _summary(cfg, tasks, plan, progress, stats, run_id, run_dir, started)
     summary["mlflow_unlogged_entries"] = unlogged
     diagnostics = summarise_diagnostics(
-        record["replay_log"], record["events"], [t["steps"] for t in plan["tasks"]], plan["replay_budget"]
+        record["replay_log"],
+        record["events"],
+        [t["steps"] for t in plan["tasks"]],
+        plan["replay_budget"],
+        cfg.replay.mssr.forgetting_model,
     )
     summary["diagnostics"] = {k: diagnostics[k] for k in ("phases", "events_per_task", "spend_by_task")}
     summary["diagnostics"]["calibration_spearman"] = diagnostics["calibration"]["spearman"]
+    summary["diagnostics"]["forgetting_fit"] = diagnostics["forgetting"]
     artifacts = _write_results(run_dir, summary, progress, {**diagnostics, **record})
     model_line = _log_model(cfg, run_dir, uri, run_id, register)
     try:

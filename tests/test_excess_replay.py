@@ -192,3 +192,17 @@ def test_a_reference_subset_is_seeded_by_run_and_task_and_the_rest_take_its_mean
     planner.set_reference([1, 2], [0.2, 0.4])
     assert planner.memory.reference[:4] == pytest.approx([0.2, 0.4, 0.3, 0.3])
     assert np.isnan(planner.memory.reference[4:]).all()  # another task: untouched
+
+
+def test_a_runs_diagnostics_say_how_well_its_forgetting_model_predicted_its_replays():
+    from mssr.diagnostics import forgetting_fit, format_summary, summarise
+
+    cfg = ReplayConfig(strategy="mssr", budget=0.2, pool_per_task=16, samples_per_event=4)
+    planner = ReplayPlanner(cfg, seed=0, total_new_samples=5 * 40 * 4, replay_steps=4 * 40)
+    simulate(planner, tasks=5, steps=40, batch=4)
+    log = [r.to_json() for r in planner.replay_log]
+    fit = forgetting_fit(log, "rehearsal")
+    assert fit["n"] > 20 and fit["spearman"] > 0.5  # the simulated excess grows with age at per-task rates
+    assert forgetting_fit([{**r, "reference_loss": float("nan")} for r in log], "rehearsal")["n"] == 0
+    line = format_summary(summarise(log, [], [40] * 5, 160, "rehearsal"))
+    assert "the rehearsal forgetting model predicted the excess loss" in line
