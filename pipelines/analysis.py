@@ -43,11 +43,11 @@ SECONDARY = ("ap", "loss_final", "loss_anytime", "bwt", "forgetting", "loss_forg
 
 
 def _overhead_percent(summary: dict) -> float:
-    """What a strategy spends besides training on replayed rows: its probes' and the memory
-    model's seconds, as a percentage of the run's training seconds (NaN for a run that did not
-    record them)."""
+    """What a strategy spends besides training on replayed rows: its probes' seconds per worker
+    (``probe_seconds`` sums the workers') and the memory model's, as a percentage of the run's
+    training seconds (rank 0's; NaN for a run that did not record them)."""
     train = summary.get("train_seconds") or float("nan")
-    return 100 * (summary["probe_seconds"] + summary["bookkeeping_seconds"]) / train
+    return 100 * (summary["probe_seconds"] / summary.get("workers", 1) + summary["bookkeeping_seconds"]) / train
 
 
 # (column, how to read it from a run summary, format)

@@ -594,6 +594,7 @@ def _summary(
         "wall_seconds": round(time.time() - started, 1),
         "train_seconds": round(progress.train_seconds, 1),
         "median_step_seconds": round(statistics.median(progress.step_seconds), 4),
+        "workers": cfg.train.num_workers,  # probe_seconds sums theirs; train_seconds is rank 0's
         "probe_seconds": round(progress.probe_seconds, 2),
         "reference_seconds": round(progress.reference_seconds, 2),
         "bookkeeping_seconds": round(stats["bookkeeping_seconds"], 4),
