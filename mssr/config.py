@@ -60,18 +60,41 @@ class ModelConfig(_Strict):
     lora: LoraConfig = LoraConfig()
 
 
+ROW_FIELDS = ("prompt", "answer", "completion", "instruction", "input", "output", "messages", "system", "history")
+
+
+class DatasetSource(_Strict):
+    """One split of a Hugging Face dataset as a task's rows (``mssr/sources.py``)."""
+
+    dataset: str
+    """a folder written by datasets' save_to_disk, or a hub name (org/name, needs the network once)."""
+    split: Optional[str] = None
+    """null: the dataset's only split; else the split's name (train, test, ...)."""
+    config: Optional[str] = None
+    """the hub dataset's configuration (subset) name, where it has several; null: its default."""
+    revision: Optional[str] = None
+    """a hub dataset's branch, tag or commit; null: its main branch."""
+
+
+RowSource = Union[str, DatasetSource]
+
+
 class TaskSpec(_Strict):
     name: str = Field(min_length=1)
     """the task's name in the matrices, the console and MLflow; unique within the stream."""
-    train: str
-    """a JSONL, JSON array, Parquet or CSV file of {"prompt","answer"}, {"prompt","completion"},
-    {"instruction","input","output"} or chat {"messages"} rows; every row trains (`stream.train_size`
-    does not cap it) unless max_train_rows says otherwise, less those `stream.split` leaves out."""
-    test: str
-    """the test rows (same formats), scored after every task for the accuracy and loss matrices; every row
-    is scored (`stream.test_size` does not cap it), less those `stream.split` leaves out."""
-    validation: Optional[str] = None
-    """optional held-out rows (same formats): checked and counted in the data report, not scored; null: none."""
+    train: RowSource
+    """a JSONL, JSON array, Parquet or CSV file (a local path, or s3://, gs://, https://) of {"prompt","answer"},
+    {"prompt","completion"}, {"instruction","input","output"} or chat {"messages"} rows, or a Hugging Face
+    dataset ({dataset: ..., split: ...}); every row trains (`stream.train_size` does not cap it) unless
+    max_train_rows says otherwise, less those `stream.split` leaves out."""
+    test: RowSource
+    """the test rows (same sources and formats), scored after every task for the accuracy and loss matrices;
+    every row is scored (`stream.test_size` does not cap it), less those `stream.split` leaves out."""
+    validation: Optional[RowSource] = None
+    """optional held-out rows (same sources): checked and counted in the data report, not scored; null: none."""
+    columns: dict[str, str] = {}
+    """the rows' own column names mapped to the accepted fields, e.g. {question: prompt, solution: answer};
+    empty: the rows already use them."""
     scorer: str = "exact_match"
     """exact match after normalisation: the strictest, least ambiguous."""
     max_train_rows: Optional[int] = Field(None, gt=0)
@@ -79,6 +102,17 @@ class TaskSpec(_Strict):
     the task's name) and kept in file order, and the plan says "N of M"."""
     max_test_rows: Optional[int] = Field(None, gt=0)
     """null: every test row; a number: a seeded random sample of that many, as max_train_rows."""
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        for source, target in columns.items():
+            if target not in ROW_FIELDS:
+                raise ValueError(
+                    f"columns.{source}: {target!r} is not a row field{did_you_mean(target, ROW_FIELDS)} "
+                    f"(fields: {', '.join(ROW_FIELDS)})"
+                )
+        return columns
 
 
 class StreamConfig(_Strict):
@@ -559,6 +593,20 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def _relative_to(folder: Path, source: Any) -> Any:
+    """A task source's local path made absolute against the config file's ``folder``; remote
+    URIs and hub dataset names are left as they are."""
+    from mssr.sources import is_remote
+
+    if isinstance(source, str) and not is_remote(source) and not Path(source).is_absolute():
+        return str((folder / source).resolve())
+    if isinstance(source, dict) and isinstance(source.get("dataset"), str):
+        local = folder / source["dataset"]
+        if source["dataset"].startswith(".") or local.is_dir():  # a save_to_disk folder, not org/name
+            return {**source, "dataset": str(local.resolve())}
+    return source
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> Config:
     """Read a YAML config (or defaults when ``path`` is None), apply ``key=value`` overrides, validate."""
     tree: dict = {}
@@ -579,8 +627,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         for t in (tree.get("stream") or {}).get("tasks") or []:
             if isinstance(t, dict):
                 for split in ("train", "test", "validation"):
-                    if isinstance(t.get(split), str) and not Path(t[split]).is_absolute():
-                        t[split] = str((p.parent / t[split]).resolve())
+                    if split in t:
+                        t[split] = _relative_to(p.parent, t[split])
     if overrides:
         tree = _merge(tree, parse_overrides(overrides))
         source = f"{source} + overrides"

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from mssr.config import Config, TaskSpec
+from mssr.config import Config, DatasetSource, TaskSpec
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
@@ -50,7 +50,9 @@ def _type_name(annotation) -> str:
         inner = ", ".join(_type_name(a) for a in args if a is not Ellipsis)
         return f"list of {inner}" if origin is list else f"[{inner}]"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "task (see the last table)" if annotation is TaskSpec else "section"
+        if annotation is TaskSpec:
+            return "task (see the task table)"
+        return "dataset (see the dataset table)" if annotation is DatasetSource else "section"
     return {"str": "string", "int": "integer", "float": "number", "bool": "true/false"}.get(
         getattr(annotation, "__name__", str(annotation)), str(annotation)
     )
@@ -100,6 +102,9 @@ def reference_markdown() -> str:
         out.append("\n" + "\n".join(_table(cls, f"{section}." if section else "")) + "\n")
     out.append("## `stream.tasks[]`: one task\n")
     out.append("\n".join(_table(TaskSpec, "")) + "\n")
+    out.append("## A task's `train`, `test` or `validation` as a Hugging Face dataset\n")
+    out.append(" ".join(DatasetSource.__doc__.split()) + "\n")
+    out.append("\n".join(_table(DatasetSource, "")) + "\n")
     return "\n".join(out)
 
 

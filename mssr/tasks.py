@@ -1,11 +1,14 @@
 """Task streams: an ordered list of tasks, each with train/test (optional validation) rows.
 
-Rows come from JSONL or Parquet files in either of two shapes:
+Rows come from JSONL, JSON-array, Parquet or CSV files (local or remote) or from a Hugging
+Face dataset split (``mssr/sources.py`` reads them), in any of four shapes:
 
-* TRACE:  ``{"prompt": ..., "answer": ...}``
+* ``{"prompt": ..., "answer": ...}`` (or ``"completion"`` for the answer, TRL's name)
 * Alpaca: ``{"instruction": ..., "input": ..., "output": ...}`` (``input`` may be empty)
+* chat: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`` (one turn)
 
-Everything is validated up front; a bad row raises ``DataError("file:line: what is wrong")``.
+A task's ``columns`` renames a source's own fields to these first. Everything is validated
+up front; a bad row raises ``DataError("source:line: what is wrong")``.
 
     tasks = load_stream(cfg.stream)          # list[Task], in training order
 
@@ -23,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from mssr.config import DatasetSource, RowSource
 from mssr.errors import DataError
 from mssr.scoring import SCORERS, get_scorer
+from mssr.sources import dataset_records, read_bytes
 from mssr.splits import split_task
 
 
@@ -124,70 +129,104 @@ def _normalise_row(row: object, where: str, line: int) -> Example:
     return Example(prompt=str(prompt), answer=str(answer), line=line)
 
 
-def _text(p: Path) -> str:
+def _text(data: bytes, name: str) -> str:
     try:
-        return p.read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 (byte {e.start}): save the file as UTF-8") from None
+        raise DataError(f"{name}: not UTF-8 (byte {e.start}): save the file as UTF-8") from None
 
 
-def _json_rows(p: Path) -> list[Example]:
-    """One JSON object a line, or in a ``.json`` file a JSON array of rows (LLaMA-Factory's)."""
-    text = _text(p)
-    if p.suffix.lower() == ".json" and text.lstrip().startswith("["):
+def _json_records(text: str, name: str, array: bool) -> list[tuple[str, int, object]]:
+    """(where, line, object) of one JSON object a line, or with ``array`` of a JSON array of rows
+    (LLaMA-Factory's ``.json`` files)."""
+    if array and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
-        return [_normalise_row(obj, f"{p}: row {i}", i) for i, obj in enumerate(records, start=1)]
-    rows = []
+            raise DataError(f"{name}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+        return [(f"{name}: row {i}", i, obj) for i, obj in enumerate(records, start=1)]
+    out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            out.append((f"{name}:{lineno}", lineno, json.loads(line)))
         except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
-        rows.append(_normalise_row(obj, f"{p}:{lineno}", lineno))
-    return rows
+            raise DataError(f"{name}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+    return out
 
 
-def _csv_rows(p: Path) -> list[Example]:
+def _csv_records(text: str, name: str) -> list[tuple[str, int, object]]:
     """A CSV file with a header line naming the fields (empty cells read as empty)."""
-    reader = csv.DictReader(io.StringIO(_text(p), newline=""))
-    rows = []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out = []
     for record in reader:
         if None in record:  # more cells than the header names
             raise DataError(
-                f"{p}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or [])} columns"
+                f"{name}:{reader.line_num}: more cells than the header's {len(reader.fieldnames or [])} columns"
             )
-        obj = {k: v for k, v in record.items() if v != "" or k in ("prompt", "answer", "output", "instruction")}
-        rows.append(_normalise_row(obj, f"{p}:{reader.line_num}", reader.line_num))
-    return rows
+        out.append((f"{name}:{reader.line_num}", reader.line_num, record))
+    return out
 
 
-def read_rows(path: str | Path) -> list[Example]:
-    """Read and validate one file of examples: JSONL, a JSON array, Parquet or CSV."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        rows = _json_rows(p)
-    elif suffix == ".csv":
-        rows = _csv_rows(p)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+def _parquet_records(data: bytes, name: str) -> list[tuple[str, int, object]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        try:
-            records = pq.read_table(p).to_pylist()
-        except Exception as e:  # pyarrow raises several types for corrupt files
-            raise DataError(f"{p}: cannot read Parquet: {e}") from None
-        rows = [_normalise_row(obj, f"{p}:{i}", i) for i, obj in enumerate(records, start=1)]
+    try:
+        records = pq.read_table(pa.BufferReader(data)).to_pylist()
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{name}: cannot read Parquet: {e}") from None
+    return [(f"{name}:{i}", i, obj) for i, obj in enumerate(records, start=1)]
+
+
+def _suffix(location: str) -> str:
+    """A file's type from its path or URI (an https:// query string left out)."""
+    return Path(location.split("?")[0]).suffix.lower()
+
+
+def _file_records(location: str) -> list[tuple[str, int, object]]:
+    suffix = _suffix(location)
+    if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
+        raise DataError(f"{location}: unsupported file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
+    data = read_bytes(location)
+    if suffix == ".parquet":
+        return _parquet_records(data, location)
+    text = _text(data, location)
+    return _csv_records(text, location) if suffix == ".csv" else _json_records(text, location, suffix == ".json")
+
+
+_CSV_KEEP_EMPTY = ("prompt", "answer", "output", "instruction")  # empty there: "field is empty", not "missing"
+
+
+def source_name(source: RowSource) -> str:
+    """How messages and the data report name a source: its path or URI, or ``dataset[split]``."""
+    if isinstance(source, DatasetSource):
+        return f"{source.dataset}[{source.split}]" if source.split else source.dataset
+    return str(source)
+
+
+def read_rows(source: RowSource, columns: Optional[dict[str, str]] = None) -> list[Example]:
+    """Read and validate one source of examples (a local or remote JSONL, JSON array, Parquet or
+    CSV file, or a Hugging Face dataset split), its columns renamed by ``columns`` first."""
+    if not isinstance(source, DatasetSource):
+        source = str(source)
+    if isinstance(source, DatasetSource):
+        name = source_name(source)
+        records = [(f"{name}: row {i}", i, obj) for i, obj in enumerate(dataset_records(source), start=1)]
     else:
-        raise DataError(f"{p}: unsupported file type {suffix!r}; expected .jsonl, .json, .parquet or .csv")
+        records = _file_records(str(source))
+    columns = columns or {}
+    csv_file = isinstance(source, str) and _suffix(source) == ".csv"
+    rows = []
+    for where, line, obj in records:
+        if isinstance(obj, dict):
+            obj = {columns.get(k, k): v for k, v in obj.items()}
+            if csv_file:  # every CSV row has every column: an empty cell is a field left out
+                obj = {k: v for k, v in obj.items() if v != "" or k in _CSV_KEEP_EMPTY}
+        rows.append(_normalise_row(obj, where, line))
     if not rows:
-        raise DataError(f"{p}: no rows; a task split needs at least one example")
+        raise DataError(f"{source_name(source)}: no rows; a task split needs at least one example")
     return rows
 
 
@@ -202,25 +241,21 @@ def sample_rows(rows: list[Example], n: Optional[int], seed: str) -> list[Exampl
 
 def load_task(
     name: str,
-    train: str,
-    test: str,
-    validation: Optional[str],
+    train: RowSource,
+    test: RowSource,
+    validation: Optional[RowSource],
     scorer: str,
-    max_train: Optional[int] = None,
-    max_test: Optional[int] = None,
+    columns: Optional[dict[str, str]] = None,
 ) -> Task:
     if scorer not in SCORERS:
         get_scorer(scorer)  # raises with the nearest valid name
-    tr = read_rows(train)
-    te = read_rows(test)
-    va = read_rows(validation) if validation else []
     return Task(
         name=name,
         scorer=scorer,
-        train=tr[:max_train] if max_train else tr,
-        test=te[:max_test] if max_test else te,
-        validation=va,
-        train_file=str(train),
+        train=read_rows(train, columns),
+        test=read_rows(test, columns),
+        validation=read_rows(validation, columns) if validation else [],
+        train_file=source_name(train),
     )
 
 
@@ -252,7 +287,11 @@ def load_stream(stream_cfg, cache_dir: Optional[Path] = None) -> list[Task]:
         specs = builtin_task_specs(stream_cfg, cache_dir)  # already ordered and split
         return [load_task(s.name, s.train, s.test, s.validation, s.scorer) for s in specs]
     return [
-        _capped(split_task(load_task(s.name, s.train, s.test, s.validation, s.scorer), stream_cfg.split), s, stream_cfg)
+        _capped(
+            split_task(load_task(s.name, s.train, s.test, s.validation, s.scorer, s.columns), stream_cfg.split),
+            s,
+            stream_cfg,
+        )
         for s in ordered(stream_cfg.tasks, stream_cfg.order_seed)
     ]
 

@@ -159,3 +159,39 @@ def chromium_path() -> str:
             pytest.fail("Debian's chromium is missing: scripts/setup.sh installs it when run as root")
         pytest.skip("no chromium on this machine (scripts/setup.sh installs it when run as root)")
     return chromium
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API on a free localhost port (moto's server, in a thread of this process), and
+    the environment that points pyarrow and boto3 at it: yields ``(endpoint, env)``. Buckets are
+    created with ``make_bucket(env, name)``."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    yield endpoint, env
+    server.stop()
+
+
+def make_bucket(env: dict, name: str):
+    """A new bucket on the ``s3_server``; returns a pyarrow filesystem for writing into it."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(
+        endpoint_override=env["AWS_ENDPOINT_URL"],
+        access_key=env["AWS_ACCESS_KEY_ID"],
+        secret_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["AWS_DEFAULT_REGION"],
+        allow_bucket_creation=True,
+    )
+    fs.create_dir(name)
+    return fs

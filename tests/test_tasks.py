@@ -64,11 +64,11 @@ def test_missing_file_and_bad_extension(tmp_path):
         read_rows(tmp_path / "x.txt")
 
 
-def test_load_task_caps_sizes_and_checks_scorer(write_jsonl):
+def test_load_task_keeps_every_row_and_checks_scorer(write_jsonl):
     tr = write_jsonl("tr.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(10)])
     te = write_jsonl("te.jsonl", [{"prompt": f"t{i}", "answer": "a"} for i in range(5)])
-    t = load_task("x", str(tr), str(te), None, "token_f1", max_train=4, max_test=2)
-    assert len(t.train) == 4 and len(t.test) == 2
+    t = load_task("x", str(tr), str(te), None, "token_f1")
+    assert len(t.train) == 10 and len(t.test) == 5 and t.train_file == str(tr)
     from mssr.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown scorer"):
