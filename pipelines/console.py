@@ -16,9 +16,9 @@ MLFLOW_QUICK_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQ
 
 
 def quiet_env() -> None:
-    """Environment defaults for Ray, Ray Data, Hugging Face and tokenizers: offline, and one line per event."""
+    """Environment defaults for Ray, Ray Data and tokenizers: one line per event. (Whether the
+    Hugging Face Hub is reached is the user's ``HF_HUB_OFFLINE``: a hub model downloads once.)"""
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # workers print their own progress: keep every line once (Ray Train's print patch would

@@ -94,7 +94,7 @@ def checkpoint_bytes(cfg: Config) -> int:
 
     if cfg.model.name == TINY_MODEL:
         return 0
-    folder = Path(resolve_model_path(cfg.model.name))
+    folder = Path(resolve_model_path(cfg.model.name, cfg.model.revision))
     if cfg.model.finetune == "full":
         weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(
             f.stat().st_size for f in folder.glob("*.bin")

@@ -29,12 +29,14 @@ from mssr.diagnostics import format_summary as format_diagnostics
 from mssr.diagnostics import summarise as summarise_diagnostics
 from mssr.errors import ConfigError, RunFailed, UserError
 from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, format_metric, loss_metrics
-from mssr.models import check_model_structure, load_tokenizer
+from mssr.models import check_model_structure, is_hub_id, load_tokenizer, pinned_revision
 from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy, reference_pass
 from mssr.tasks import Task, load_stream
 from pipelines.console import quiet_env
+
+HUB_ENV = ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")  # a private model, a mirror, offline
 
 
 def init_ray(cfg: Config) -> None:
@@ -43,7 +45,11 @@ def init_ray(cfg: Config) -> None:
 
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+            # a cluster's workers do not inherit this shell: pass what reaches the Hugging Face Hub
+            hub_env = {k: os.environ[k] for k in HUB_ENV if k in os.environ}
+            ray.init(
+                address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING, runtime_env={"env_vars": hub_env}
+            )
         else:
             # its processes inherit this environment (HF_HUB_OFFLINE, MSSR_CACHE, ...); no
             # dashboard on a laptop; Ray's own processes log errors only (without the dashboard,
@@ -186,7 +192,8 @@ def format_plan(plan: dict) -> str:
 
 def _resume_dir(cfg: Config, resume: str) -> Path:
     """The run directory to resume, checked: it exists, is unfinished, and was started with
-    this config (keys under ``run`` aside)."""
+    this config (keys under ``run`` aside). A hub model's revision left unset takes the commit
+    the run pinned (``cfg.model.revision`` is set to it)."""
     if resume:
         run_dir = Path(resume).resolve()
     elif cfg.run.name:
@@ -198,6 +205,8 @@ def _resume_dir(cfg: Config, resume: str) -> Path:
     if (run_dir / "summary.json").exists():
         raise ConfigError(f"--resume: {run_dir} already finished (summary.json exists)")
     saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if cfg.model.revision is None and saved.get("model.revision"):
+        cfg.model.revision = saved["model.revision"]
     given = flatten(config_to_dict(cfg))
     differ = [k for k in sorted(set(saved) | set(given)) if not k.startswith("run.") and saved.get(k) != given.get(k)]
     if differ:
@@ -238,8 +247,11 @@ def run_stream(
     from pipelines.preflight import preflight
     from pipelines.tracking import resolve_tracking_uri
 
+    resumed = _resume_dir(cfg, resume) if resume is not None else None
+    if is_hub_id(cfg.model.name):  # downloaded now if needed, and the commit kept in the run's config
+        cfg.model.revision = pinned_revision(cfg.model.name, cfg.model.revision, log)
     preflight(cfg, resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir)))
-    run_dir = _resume_dir(cfg, resume) if resume is not None else _new_run_dir(cfg)
+    run_dir = resumed or _new_run_dir(cfg)
     tasks = load_stream(cfg.stream)
     load_tokenizer(cfg.model)  # fail early on a broken model folder
     check_model_structure(cfg.model)  # and on LoRA targets the model does not have, before Ray starts
