@@ -1,15 +1,18 @@
 """The MLflow model of a run: a pyfunc that answers prompts with the run's final model.
 
 MLflow copies this file into the logged model ("models from code"), so loading the model
-needs MLflow, transformers and peft, not MSSR. The model's one artifact, ``model``, is the
-folder ``mssr export`` writes (a peft adapter or a merged model, the tokenizer, the model
-card) plus ``prompting.json``: how the run wrote prompts (chat template or plain, system
-prompt) and how many tokens an answer may take. Answers are greedy and stop at the
-end-of-sequence token, as the run's evaluation generates them.
+needs MLflow, transformers and peft, not MSSR. The model's one artifact, ``model``, is a
+folder ``mssr export`` writes (a merged model, or a peft adapter whose base is a hub model,
+named there by id and commit and downloaded where the model is loaded) plus
+``prompting.json``: how the run wrote prompts (chat template or plain, system prompt).
 
     model = mlflow.pyfunc.load_model("runs:/RUN_ID/model")        # or "models:/NAME/1"
     model.predict(["State the final answer: 2 + 3 ="])             # ["5"]
     model.predict(pandas.DataFrame({"prompt": [...]}))            # the same
+    model.predict(prompts, params={"max_new_tokens": 64, "temperature": 0.7, "batch_size": 16})
+
+Answers are generated in batches (left-padded), greedily unless ``temperature`` > 0, and stop
+at the end-of-sequence token; the defaults of the parameters are the run's evaluation's.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ class Answerer(PythonModel):
 
         folder = Path(context.artifacts["model"])
         self.prompting = json.loads((folder / PROMPTING_FILE).read_text())
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        adapter = folder / "adapter_config.json"
-        if adapter.exists():
-            from peft import PeftModel
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if (folder / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM  # the base by the id and revision the adapter names
 
-            base = json.loads(adapter.read_text())["base_model_name_or_path"]
-            self.model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)
+            self.model = AutoPeftModelForCausalLM.from_pretrained(folder)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(folder)
         self.model.eval()
@@ -55,19 +58,26 @@ class Answerer(PythonModel):
 
         if hasattr(model_input, "columns"):  # a DataFrame: its "prompt" column, else its only column
             model_input = model_input["prompt"] if "prompt" in model_input.columns else model_input.iloc[:, 0]
-        prompts = list(model_input)
+        prompts = [str(p) for p in model_input]
+        params = params or {}
+        max_new_tokens = int(params.get("max_new_tokens", 32))
+        temperature = float(params.get("temperature", 0.0))
+        batch_size = max(1, int(params.get("batch_size", 8)))
         tok, answers = self.tokenizer, []
-        for prompt in prompts:
-            ids = tok(self.prompt_text(str(prompt)), add_special_tokens=False, return_tensors="pt")
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        for start in range(0, len(prompts), batch_size):
+            texts = [self.prompt_text(p) for p in prompts[start : start + batch_size]]
+            batch = tok(texts, add_special_tokens=False, return_tensors="pt", padding=True)
             with torch.no_grad():
                 out = self.model.generate(
-                    **ids,
-                    max_new_tokens=self.prompting["max_new_tokens"],
-                    do_sample=False,
-                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id,
+                    **sampling,
                 )
-            answers.append(tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+            new = out[:, batch["input_ids"].shape[1] :]
+            answers += [tok.decode(row, skip_special_tokens=True).strip() for row in new]
         return answers
 
 

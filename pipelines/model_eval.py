@@ -25,7 +25,7 @@ import numpy as np
 
 from mssr.config import Config, config_to_dict, flatten
 from mssr.errors import ModelError
-from mssr.models import load_model, load_tokenizer
+from mssr.models import load_model, load_tokenizer, resolve_model_path
 from mssr.tasks import load_stream
 from pipelines.export import is_run_dir, run_model
 
@@ -40,9 +40,11 @@ def _export_folder(path: Path):
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        if not Path(base).exists() and base.count("/") != 1:
-            raise ModelError(f"eval: the adapter's base model {base} is not on this machine")
+        adapter = json.loads((path / "adapter_config.json").read_text())
+        try:  # the packaged model's name, a hub id (downloaded if need be) or a folder
+            base = resolve_model_path(adapter["base_model_name_or_path"], adapter.get("revision"))
+        except ModelError as e:
+            raise ModelError(f"eval: the adapter's base model: {e}") from None
         return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path), tok
     return AutoModelForCausalLM.from_pretrained(path), tok
 
