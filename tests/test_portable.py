@@ -104,16 +104,18 @@ for kind, model in (("adapter", AutoPeftModelForCausalLM.from_pretrained(adapter
                     ("merged", AutoModelForCausalLM.from_pretrained(merged))):
     model.eval()
     with torch.no_grad():
-        losses[kind] = [float(model(**tok(p, return_tensors="pt"), labels=tok(p, return_tensors="pt")["input_ids"]).loss)
-                        for p in prompts]
+        batches = [tok(p, return_tensors="pt") for p in prompts]
+        losses[kind] = [float(model(**b, labels=b["input_ids"]).loss) for b in batches]
 merged_dtype = str(AutoModelForCausalLM.from_pretrained(merged).dtype)
 mlflow.set_tracking_uri(tracking)
 pyfunc = mlflow.pyfunc.load_model(model_uri)
-answers = pyfunc.predict(["What is 16 + 16?", "What is 17 + 17?", "What is 18 + 18?"], params={"max_new_tokens": 2, "batch_size": 2})
+three = ["What is 16 + 16?", "What is 17 + 17?", "What is 18 + 18?"]
+answers = pyfunc.predict(three, params={"max_new_tokens": 2, "batch_size": 2})
 sampled = pyfunc.predict(["What is 16 + 16?"], params={"temperature": 0.8})
 params = {p.name: p.default for p in pyfunc.metadata.get_params_schema().params}
 assert not [m for m in sys.modules if m.split(".")[0] in ("mssr", "pipelines")], "imported MSSR"
-print(json.dumps({"losses": losses, "merged_dtype": merged_dtype, "answers": answers, "sampled": sampled, "params": params}))
+out = {"losses": losses, "merged_dtype": merged_dtype, "answers": answers, "sampled": sampled, "params": params}
+print(json.dumps(out))
 """
 
 
