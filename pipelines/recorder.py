@@ -62,6 +62,7 @@ class RestoreRecord:
     checkpoint_memory_digest: str
 
 
+STOPPED_FILE = "stopped.json"  # in the run directory: why a worker ended the run (one line)
 RETRY_S = 20.0  # after a failed send to MLflow, the next try waits this long
 
 
@@ -106,6 +107,10 @@ class RunRecorder:
 
     def restored(self, record: RestoreRecord) -> None:
         self._append("restores.jsonl", json.dumps(asdict(record)))
+
+    def stopped(self, rank: int, error: str) -> None:
+        """A worker ended on an error a restart cannot fix (``pipelines.train_loop.train_loop``)."""
+        self._write(STOPPED_FILE, json.dumps({"rank": rank, "error": error}))
 
     def progress(self, progress_json: dict) -> None:
         self._write("progress.json", json.dumps(progress_json, indent=1))

@@ -275,9 +275,10 @@ def run_stream(
         summary = _fit(
             cfg, tasks, datasets, task_rows, plan, run_dir, uri, run_id, started, log, train_callbacks, register
         )
-    except BaseException:
+    except BaseException as e:
         fail_run(uri, run_id)
-        log(f"run stopped; continue it from its last checkpoint with: mssr run CONFIG --resume {run_dir}")
+        if isinstance(e, RunFailed) or not isinstance(e, UserError):  # a user error: resuming meets it again
+            log(f"run stopped; continue it from its last checkpoint with: mssr run CONFIG --resume {run_dir}")
         raise
     if summary_json:
         Path(summary_json).parent.mkdir(parents=True, exist_ok=True)
@@ -477,7 +478,7 @@ def _fit(
     from ray.train.v2.api.exceptions import TrainingFailedError as TrainV2Failed
 
     from pipelines.memory_actor import MemoryActor
-    from pipelines.recorder import RecorderActor, recorder_options
+    from pipelines.recorder import STOPPED_FILE, RecorderActor, recorder_options
     from pipelines.tracking import finish_run
 
     actor_name = f"mssr-memory-{run_id}"
@@ -503,6 +504,10 @@ def _fit(
         raise RunFailed(training_failure(e, ray_logs_dir())) from None
     finally:
         unlogged = _close_recorder(recorder, log, CLOSE_WAIT_S if finished else 0)
+    if (run_dir / STOPPED_FILE).is_file():  # a worker's error that no restart can fix
+        stopped = json.loads((run_dir / STOPPED_FILE).read_text())
+        ray.kill(actor)
+        raise UserError(f"training stopped (rank {stopped['rank']}): {stopped['error']}")
     progress = _final_progress(result, len(tasks))
     stats = ray.get(actor.stats.remote())
     record = ray.get(actor.diagnostics.remote())

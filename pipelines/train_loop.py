@@ -47,6 +47,7 @@ import torch
 from mssr import provenance
 from mssr.config import Config
 from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, set_rng_state
+from mssr.errors import UserError
 from mssr.learner import Learner
 from mssr.metrics import all_metrics, loss_metrics, tasks_to_score
 from mssr.replay import StepObservation, reference_subset
@@ -564,6 +565,15 @@ def _quiet_worker() -> None:
 
 
 def train_loop(config: dict) -> None:
-    """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config={"loop": LoopConfig(...)})``)."""
+    """Ray Train entry point (``TorchTrainer(train_loop, train_loop_config={"loop": LoopConfig(...)})``).
+
+    An error the user must fix (``UserError``: a model this node cannot load, a user scorer
+    refusing its rows, ...) would meet every restart the same way: the worker reports it to
+    the run's recorder and ends without failing, and the driver ends the run once with it."""
     _quiet_worker()
-    Worker(config["loop"]).run()
+    loop = config["loop"]
+    try:
+        Worker(loop).run()
+    except UserError as e:
+        rank = ray.train.get_context().get_world_rank()
+        ray.get(ray.get_actor(loop.recorder_name).stopped.remote(rank, str(e)))

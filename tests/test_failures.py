@@ -4,6 +4,7 @@ uninterrupted run of the same config and seed (``tiny_run``), in one MLflow run.
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -169,6 +170,30 @@ def test_a_worker_that_keeps_failing_stops_the_run_with_one_line_and_a_resumable
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     _check_finished_like_uninterrupted(tmp_path, "dies", tiny_run)
+
+
+@pytest.mark.e2e
+def test_an_error_no_restart_can_fix_ends_the_run_once_with_one_line(tmp_path):
+    """A user scorer refuses the rows in the workers' first evaluation: the run ends at once,
+    without a restart (train.max_failures is 1) and without a --resume hint, exit code 2."""
+    rows = "".join(json.dumps({"prompt": f"Name colour {i}.", "answer": "blue"}) + "\n" for i in range(8))
+    (tmp_path / "colours.jsonl").write_text(rows)
+    task = f"{{name: colours, train: {tmp_path / 'colours.jsonl'}, test: {tmp_path / 'colours.jsonl'}"
+    proc = run_cli(
+        "run",
+        TINY,
+        f"run.output_dir={tmp_path}",
+        "run.name=refused",
+        f"stream.tasks=[{task}, scorer: 'tests.user_scorer:whole_numbers'}}]",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    expected = r"mssr: error: training stopped \(rank [01]\): whole_numbers: the reference answer 'blue' is not"
+    assert len(errors) == 1 and re.fullmatch(expected + " a whole number", errors[0]), proc.stderr[-3000:]
+    assert "--resume" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "refused" / "restores.jsonl").exists()  # no restart was tried
+    assert _mlflow_runs(tmp_path, "refused")[0].info.status == "FAILED"
 
 
 @pytest.mark.e2e
