@@ -6,12 +6,17 @@ act on; these keep the console to the run's own progress lines and to warnings t
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 # a tracking server that stops answering: a few quick tries, not MLflow's default minutes of
 # retries (the run recorder keeps the step metrics and sends them when it answers again)
+RAY_DATA_DEPRECATION = "`ExecutionOptions.exclude_resources` is deprecated"
 MLFLOW_QUICK_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
@@ -33,13 +38,41 @@ def quiet_env() -> None:
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     for key, value in MLFLOW_QUICK_RETRIES.items():
         os.environ.setdefault(key, value)
+    # a bar per logged or loaded model's files, in a console of one line per event
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's sqlite store announces each table it creates, and log_model that it checks the
+    # input example, at INFO
+    for name in ("mlflow.store.db.utils", "alembic", "mlflow.pyfunc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray's processes (Ray Train's controller, Ray Data's tasks) inherit this; with it set, Ray
+    # does not install its own filter that shows each of its deprecations once per module
+    os.environ.setdefault("PYTHONWARNINGS", f"ignore:{RAY_DATA_DEPRECATION}")
     quiet_library_warnings()
 
 
 def quiet_library_warnings() -> None:
     """Warnings that libraries raise about their own use of each other, which a user cannot act
-    on; each matched by its message, so that any other warning still shows."""
+    on; each matched by its message, so that any other warning still shows. Called again once
+    Ray is imported: importing it puts its own filter for its deprecations in front of these."""
     # Ray Train's state export reads a Ray Data option that Ray Data itself deprecated
-    warnings.filterwarnings("ignore", message=r"`ExecutionOptions\.exclude_resources` is deprecated")
+    warnings.filterwarnings("ignore", message=re.escape(RAY_DATA_DEPRECATION))
     # peft calls the old name of a transformers helper
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+@contextmanager
+def warnings_hidden(text: str) -> Iterator[None]:
+    """Drop shown warnings whose message contains ``text``, inside the block. For a library that
+    sets its own warning filters inside its call (MLflow's ``log_model`` shows every UserWarning
+    once, ahead of any filter of ours), so that only showing can be intercepted."""
+    shown = warnings.showwarning
+
+    def show(message, *args, **kwargs):
+        if text not in str(message):
+            shown(message, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown

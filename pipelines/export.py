@@ -252,19 +252,21 @@ def log_mlflow_model(run_dir: Path, uri: str, run_id: str, register: Optional[st
     from mlflow.models import infer_signature
 
     from mssr.models import is_hub_id
-    from pipelines.mlflow_answerer import PROMPTING_FILE
+    from pipelines.console import warnings_hidden
 
     cfg, _ = finished_run(run_dir, "log model")
     merge = not is_hub_id(cfg.model.name)
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(run_dir, Path(tmp) / "model", merge=merge, log=lambda *_: None)
         prompting = {"prompt_format": cfg.stream.prompt_format, "system_prompt": cfg.stream.system_prompt}
-        (folder / PROMPTING_FILE).write_text(json.dumps(prompting))
+        (folder / "prompting.json").write_text(json.dumps(prompting))  # mlflow_answerer.PROMPTING_FILE
         # inference parameters a caller may pass to predict(..., params=...), with their defaults
         params = {"max_new_tokens": cfg.eval.max_new_tokens, "temperature": 0.0, "batch_size": cfg.eval.batch_size}
         example = ["State the final answer: 2 + 3 ="]
         mlflow.set_tracking_uri(uri)
-        with mlflow.start_run(run_id=run_id):
+        # MLflow advises type hints on predict when it loads the model's code; the model has an
+        # explicit signature with params instead (type hints would replace it, params dropped)
+        with mlflow.start_run(run_id=run_id), warnings_hidden("Add type hints to the `predict` method"):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(Path(__file__).with_name("mlflow_answerer.py")),

@@ -34,7 +34,7 @@ from mssr.replay import resolve_budget, with_fixed_interval
 from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy, reference_pass
 from mssr.tasks import Task, load_stream
-from pipelines.console import quiet_env
+from pipelines.console import quiet_env, quiet_library_warnings
 
 HUB_ENV = ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")  # a private model, a mirror, offline
 
@@ -42,6 +42,8 @@ HUB_ENV = ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")  # a private model, a mi
 def init_ray(cfg: Config) -> None:
     """Connect to ``$RAY_ADDRESS`` if set, else start a local Ray sized for the workers."""
     import ray
+
+    quiet_library_warnings()  # again: importing Ray put its deprecation filter in front
 
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
@@ -58,6 +60,10 @@ def init_ray(cfg: Config) -> None:
             # one machine has no nodes to drain: Ray Train's preemption watcher would only add a
             # resident process and an error line about its restart arguments to the console
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+            # a run's dozen short-lived processes (Ray Data tasks, actors, workers) on a 2-core
+            # laptop set off the raylet's "worker processes have been started" warning, which
+            # is about clusters of thousands of tasks: its threshold is a multiple of this
+            os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(8, cpus)))
             ray.init(
                 num_cpus=cpus,
                 include_dashboard=False,

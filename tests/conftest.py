@@ -68,6 +68,7 @@ def tiny_run(tmp_path_factory):
         cwd=out,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out / "stderr.txt").write_text(proc.stderr)  # for the quiet-console test
     return out, json.loads((out / "summary.json").read_text()), proc.stdout
 
 

@@ -1,6 +1,7 @@
 """End to end: the real ``mssr`` command, real Ray (2 workers), the tiny model, a real MLflow store."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -166,3 +167,22 @@ def test_same_seed_same_run(tiny_run, tmp_path):
         return [(m.step, m.value) for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run_id, "train/loss")]
 
     assert losses(tmp_path / "mlflow.db", second["mlflow_run_id"]) == losses(out / "mlflow.db", first["mlflow_run_id"])
+
+
+# what a user cannot act on: warnings, deprecations, tracebacks, library INFO logging, progress bars
+NOISE = re.compile(r"warn|deprecat|traceback|\bINFO\b|\d+%\|", re.IGNORECASE)
+# Ray Train's placement-group cleaner cannot pick a cluster when several local Ray instances
+# run on one machine (a test machine running runs side by side): Ray's own thread, not the run's
+RAY_INSTANCES = re.compile(
+    r"Exception in thread PlacementGroupCleanerMonitor:\n.*?Found multiple active Ray instances[^\n]*\n", re.DOTALL
+)
+
+
+@pytest.mark.e2e
+def test_the_console_holds_nothing_a_user_cannot_act_on(tiny_run):
+    """Every line the tiny run printed, on stdout and stderr, is the run's own: no library
+    warning, deprecation, traceback, INFO log or progress bar."""
+    out, _, stdout = tiny_run
+    console = RAY_INSTANCES.sub("", stdout + (out / "stderr.txt").read_text())
+    unexpected = [line for line in console.splitlines() if NOISE.search(line)]
+    assert unexpected == [], "\n".join(unexpected[:20])
