@@ -67,7 +67,11 @@ CASES = {
     "negative decay": ({}, ["replay.mssr.decay=-0.1"], "replay.mssr.decay"),
     "zero budget": ({}, ["replay.budget=0"], "budget: must be positive"),
     "missing model path": ({}, ["model.name=/no/such/model"], "neither a local folder nor a hub id"),
-    "hub id while offline": ({}, ["model.name=some-org/some-model"], "not available"),
+    "hub id while offline": (
+        {},
+        ["model.name=some-org/some-model"],
+        "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+    ),
     "credentials in the tracking URI": (
         {},
         ["mlflow.tracking_uri=https://me:secret@mlflow.example.com"],
