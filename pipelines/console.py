@@ -11,8 +11,9 @@ import os
 import re
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
+
+from pipelines.unstable_ray import ray_data_logging_config
 
 # a tracking server that stops answering: a few quick tries, not MLflow's default minutes of
 # retries (the run recorder keeps the step metrics and sends them when it answers again)
@@ -30,7 +31,8 @@ def quiet_env() -> None:
     # echo each print through its logger a second time)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    if "RAY_DATA_LOGGING_CONFIG" not in os.environ and (layout := ray_data_logging_config()):
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = layout
     # Ray's C++ failure-signal handler catches SIGTERM too: it printed a stack dump and then
     # aborted the driver (exit -6) after the run had been stopped cleanly; without it, SIGTERM
     # (a cloud preemption) goes to Python and ends the run as Ctrl-C does. Read when Ray is

@@ -92,6 +92,12 @@ def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
     )
 
 
+def dataset_table(ds: ray.data.Dataset) -> pa.Table:
+    """A materialised dataset's rows as one Arrow table, in the dataset's order (Ray Data's
+    public iteration, block by block)."""
+    return pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
+
+
 def tokenise_tasks(
     tasks: Sequence[Task], model_cfg, stream_cfg, seed: int
 ) -> tuple[list[ray.data.Dataset], list[dict]]:
@@ -117,8 +123,7 @@ def tokenise_tasks(
             )
             .materialize()
         )
-        lengths = ds.select_columns(["source_row", "length", "truncated"]).to_arrow_refs()
-        table = pa.concat_tables(ray.get(lengths))
+        table = dataset_table(ds.select_columns(["source_row", "length", "truncated"]))
         length = table.column("length").to_numpy()
         if length.max() > max_length:
             bad = int(np.argmax(length > max_length))
@@ -146,7 +151,7 @@ def tokenise_tasks(
 def mix_tasks(datasets: Sequence[ray.data.Dataset], seed: int) -> tuple[list[ray.data.Dataset], list[dict]]:
     """The ``joint`` reference: every task's tokenised rows shuffled together (seeded) and cut
     into segments of the original tasks' sizes, so it trains the same steps on the same data."""
-    tables = [pa.concat_tables(ray.get(ds.to_arrow_refs())) for ds in datasets]
+    tables = [dataset_table(ds) for ds in datasets]
     union = pa.concat_tables(tables)
     mixed = union.take(np.random.default_rng([seed, len(tables)]).permutation(union.num_rows))
     segments, stats, start = [], [], 0
@@ -173,4 +178,4 @@ def write_tokens(datasets: Sequence[ray.data.Dataset], run_dir: Path) -> None:
     for k, ds in enumerate(datasets):
         out = run_dir / "tokens" / f"task_{k:02d}"
         out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.concat_tables(ray.get(ds.to_arrow_refs())), out / "rows.parquet")
+        pq.write_table(dataset_table(ds), out / "rows.parquet")

@@ -19,36 +19,19 @@ import contextlib
 import threading
 
 import ray
-from ray.core.generated import gcs_pb2
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-_LIVE = (
-    gcs_pb2.PlacementGroupTableData.PENDING,
-    gcs_pb2.PlacementGroupTableData.PREPARED,
-    gcs_pb2.PlacementGroupTableData.CREATED,
-    gcs_pb2.PlacementGroupTableData.RESCHEDULING,
-)
+from pipelines.unstable_ray import placement_group_records
+
 _NO_ACTOR = ray.ActorID.nil().binary()  # placement groups made by the driver itself (Tune's trials)
 
 
 def remove_orphaned_placement_groups() -> int:
-    """Remove every live placement group whose creator actor is dead; returns how many.
-
-    Reads the full placement-group records from Ray's GCS (the public
-    ``ray.util.placement_group_table()`` leaves out the creator fields).
-    """
-    from ray._private.state import state
-
+    """Remove every live placement group whose creator actor is dead; returns how many."""
     removed = 0
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (
-            info.state in _LIVE
-            and info.creator_actor_dead
-            and not info.is_detached
-            and info.creator_actor_id != _NO_ACTOR
-        ):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
+    for record in placement_group_records():
+        if record.live and record.creator_actor_dead and not record.detached and record.creator_actor_id != _NO_ACTOR:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(record.placement_group_id)))
             removed += 1
     return removed
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from pipelines.data import task_and_row
+from pipelines.data import dataset_table, task_and_row
 
 # token ids as int32 (every vocabulary fits): half the object-store memory of int64
 POOL_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("prompt_len", pa.int32())])
@@ -45,7 +45,7 @@ def share_task_rows(datasets: Sequence) -> list[ray.ObjectRef]:
     store once, ordered by row index. Keep the returned references for the whole run."""
     refs = []
     for ds in datasets:
-        table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+        table = dataset_table(ds)
         refs.append(ray.put(rows_by_index(table)))
     return refs
 

@@ -35,6 +35,7 @@ from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy, reference_pass
 from mssr.tasks import Task, load_stream
 from pipelines.console import quiet_env, quiet_library_warnings
+from pipelines.unstable_ray import session_logs_dir, worker_death_errors
 
 HUB_ENV = ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")  # a private model, a mirror, offline
 
@@ -437,13 +438,10 @@ def _final_progress(result, n_tasks: int):
 def training_failure(error: Exception, logs: str) -> str:
     """One line for a failed ``trainer.fit()``: the failing rank's error (its type and the last
     line of its message: the worker's own exception), and where the full logs are."""
-    from ray.exceptions import RayActorError
-    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
-
     failures = getattr(error, "worker_failures", None) or {}
     # a rank whose process died is the cause; the others' errors are its echo (a collective's
     # peer closed the connection)
-    died = (RayActorError, WorkerHealthCheckFailedError)
+    died = worker_death_errors()
     rank = next((r for r in sorted(failures) if isinstance(failures[r], died)), min(failures, default=None))
     cause = failures[rank] if failures else getattr(error, "controller_failure", error)
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
@@ -452,16 +450,6 @@ def training_failure(error: Exception, logs: str) -> str:
         f"training failed after train.max_failures restarts ({where}{type(cause).__name__}: "
         f"{lines[-1] if lines else 'no message'}); full logs in {logs}"
     )
-
-
-def ray_logs_dir() -> str:
-    """The logs of this Ray session (the workers' output is there)."""
-    try:
-        import ray._private.worker as ray_worker
-
-        return ray_worker._global_node.get_logs_dir_path()
-    except (AttributeError, ImportError):  # a Ray without this internal: the usual place
-        return "/tmp/ray/session_latest/logs"
 
 
 def _fit(
@@ -507,7 +495,7 @@ def _fit(
     except SystemExit:  # Ray Train's own Ctrl-C handler aborts the run, then exits
         raise KeyboardInterrupt from None
     except (ray.train.TrainingFailedError, TrainV2Failed) as e:
-        raise RunFailed(training_failure(e, ray_logs_dir())) from None
+        raise RunFailed(training_failure(e, session_logs_dir())) from None
     finally:
         unlogged = _close_recorder(recorder, log, CLOSE_WAIT_S if finished else 0)
     if (run_dir / STOPPED_FILE).is_file():  # a worker's error that no restart can fix

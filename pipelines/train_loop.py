@@ -57,6 +57,7 @@ from pipelines.checkpoint import Progress, load_checkpoint, memory_digest, save_
 from pipelines.console import quiet_library_warnings
 from pipelines.pool import PoolRows
 from pipelines.recorder import RestoreRecord, WorkerRecord
+from pipelines.unstable_ray import quiet_train_report_logger
 
 
 def _fmt_seconds(s: float) -> str:
@@ -554,12 +555,7 @@ def _quiet_worker() -> None:
     import transformers
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    try:  # the "Reporting training result" line comes from a logger named after its file path
-        from ray.train.v2._internal.execution import context as train_context
-
-        train_context.logger.setLevel(logging.WARNING)
-    except (ImportError, AttributeError):  # another Ray layout: keep the line
-        pass
+    quiet_train_report_logger()  # the "Reporting training result" line
     transformers.utils.logging.disable_progress_bar()
     quiet_library_warnings()
 
