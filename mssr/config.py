@@ -217,6 +217,10 @@ class TrainConfig(_Strict):
     """steps between progress lines and MLflow step metrics."""
     max_failures: int = Field(1, ge=0)
     """worker crashes survived by restarting from the last checkpoint."""
+    storage_path: Optional[str] = None
+    """where Ray Train keeps the checkpoints, under the run's name: null: `<run dir>/ray`, on this machine
+    (a run on one machine); an s3:// or gs:// URI (credentials and endpoint from the environment), or a
+    folder every node mounts, for a run on several; $MSSR_STORAGE_PATH, when set, takes its place."""
     checkpoint_every: int = Field(25, ge=0)
     """steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a second
     for a LoRA adapter, and a crash then redoes at most this many steps."""

@@ -112,11 +112,11 @@ def checkpoint_bytes(cfg: Config) -> int:
 
 
 def check_disk(cfg: Config) -> None:
-    """The filesystem of the run directory (and of ``MSSR_STORAGE_PATH``, when a local path) has
-    room for the checkpoints Ray Train keeps, plus a margin; remote storage (s3://...) is not
-    checked."""
+    """The filesystem of the run directory (and of the checkpoints' storage, when a local path)
+    has room for the checkpoints Ray Train keeps, plus a margin; remote storage (s3://...) is
+    not checked."""
     need = CHECKPOINTS_ON_DISK * checkpoint_bytes(cfg) + DISK_MARGIN
-    storage = os.environ.get("MSSR_STORAGE_PATH", "")
+    storage = os.environ.get("MSSR_STORAGE_PATH") or cfg.train.storage_path or ""
     places = [Path(cfg.run.output_dir).resolve()] + ([Path(storage)] if storage and "://" not in storage else [])
     for path in places:
         existing = path
@@ -128,7 +128,7 @@ def check_disk(cfg: Config) -> None:
                 f"run.output_dir: {free / 2**30:.1f} GiB free on the filesystem of {existing}, and a run "
                 f"needs about {need / 2**30:.1f} GiB ({CHECKPOINTS_ON_DISK} checkpoints of "
                 f"{checkpoint_bytes(cfg) / 2**30:.2f} GiB, plus {DISK_MARGIN / 2**30:.0f} GiB); free some "
-                "space or set run.output_dir (or MSSR_STORAGE_PATH) elsewhere"
+                "space or set run.output_dir (or train.storage_path) elsewhere"
             )
 
 

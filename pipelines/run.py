@@ -264,6 +264,7 @@ def run_stream(
     check_model_structure(cfg.model)  # and on LoRA targets the model does not have, before Ray starts
 
     init_ray(cfg)
+    check_durable_storage(cfg)
     from pipelines.data import mix_tasks, tokenise_tasks
     from pipelines.pool import share_task_rows
     from pipelines.tracking import fail_run
@@ -335,7 +336,7 @@ def _open_run(
     record = {
         "mlflow_run_id": run_id,
         "tracking_uri": redact(uri),
-        "checkpoints": f"{train_storage_path(run_dir)}/train",
+        "checkpoints": f"{train_storage_path(cfg, run_dir)}/train",
     }
     if continues:
         record["continues"] = continues
@@ -344,19 +345,35 @@ def _open_run(
     return uri, run_id
 
 
-def train_storage_path(run_dir: Path) -> str:
-    """Where Ray Train keeps the run's checkpoints: ``$MSSR_STORAGE_PATH/<run name>`` if
-    ``MSSR_STORAGE_PATH`` is set (shared storage every node can reach, e.g. ``s3://bucket/mssr``
-    or an NFS path; needed when workers run on several machines), else ``<run_dir>/ray``.
-    On several machines ``run.output_dir`` must also be a directory every node mounts at the
-    same path: the driver and the workers read and write the run directory.
+def storage_root(cfg: Config) -> Optional[str]:
+    """The durable storage the config names for checkpoints (``$MSSR_STORAGE_PATH``, else
+    ``train.storage_path``), or None for the run directory on this machine."""
+    return os.environ.get("MSSR_STORAGE_PATH") or cfg.train.storage_path
 
-        MSSR_STORAGE_PATH=s3://my-bucket/mssr mssr run configs/demo.yaml
+
+def train_storage_path(cfg: Config, run_dir: Path) -> str:
+    """Where Ray Train keeps the run's checkpoints: ``<storage root>/<run name>`` when
+    ``storage_root`` names one (an ``s3://`` or ``gs://`` URI, or a folder every node mounts:
+    what a run on several machines needs), else ``<run_dir>/ray``. The run directory itself
+    stays on the driver's machine: the workers write no file there.
+
+        mssr run configs/demo.yaml train.storage_path=s3://my-bucket/mssr
     """
-    shared = os.environ.get("MSSR_STORAGE_PATH")
-    if shared:
-        return f"{shared.rstrip('/')}/{run_dir.name}"
-    return str(run_dir / "ray")
+    root = storage_root(cfg)
+    return f"{root.rstrip('/')}/{run_dir.name}" if root else str(run_dir / "ray")
+
+
+def check_durable_storage(cfg: Config) -> None:
+    """A run whose Ray cluster has more than one node needs checkpoints that every node can
+    reach: refused, before anything is created, when the config names no storage for them."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1 and not storage_root(cfg):
+        raise ConfigError(
+            f"train.storage_path: this Ray cluster has {nodes} nodes, and its workers cannot reach checkpoints "
+            "on the driver's disk; give an s3:// or gs:// URI (or a folder every node mounts)"
+        )
 
 
 def _loop_config(
@@ -405,7 +422,7 @@ def _trainer(cfg: Config, loop_config, datasets, run_dir: Path, train_callbacks:
         ),
         run_config=RunConfig(
             name="train",
-            storage_path=train_storage_path(run_dir),
+            storage_path=train_storage_path(cfg, run_dir),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             # a worker's failure reaches the console as one line (RunFailed, or the restore's

@@ -1,8 +1,9 @@
 """A user's own data and model, and a model that leaves the machine, end to end: a run of a
 hub model (served by a local stand-in for the Hub) on one task read from S3 (a real S3 API
-on localhost) and one from a saved Hugging Face dataset with its own column names; then its
-adapter, its merged model and its MLflow model, each loaded in a fresh process that never
-imports MSSR, with an empty Hugging Face cache, finding the base by its hub id."""
+on localhost) and one from a saved Hugging Face dataset with its own column names, its
+checkpoints in the same S3 bucket; then its adapter and merged model (exported from the
+checkpoints in S3) and its MLflow model, each loaded in a fresh process that never imports
+MSSR, with an empty Hugging Face cache, finding the base by its hub id."""
 
 import json
 import os
@@ -61,7 +62,7 @@ def portable_run(tmp_path_factory, s3_server):
                 },
             ]
         },
-        "train": {"num_workers": 1, "batch_size": 4},
+        "train": {"num_workers": 1, "batch_size": 4, "storage_path": "s3://tasks/checkpoints"},
         "eval": {"max_new_tokens": 4},
         "replay": {"strategy": "fixed", "pool_per_task": 4, "samples_per_event": 2},
     }
@@ -86,6 +87,9 @@ def test_the_run_downloads_its_hub_model_once_and_pins_the_commit(portable_run):
     assert stdout.count("downloading acme/tiny-bf16 from the Hugging Face Hub") == 1
     saved = yaml.safe_load((tmp / "runs" / "port" / "config.yaml").read_text())
     assert saved["model"]["revision"] == fake_hub.COMMIT
+    # the checkpoints went to the bucket, not to the run directory; the exports read them there
+    record = json.loads((tmp / "runs" / "port" / "run.json").read_text())
+    assert record["checkpoints"] == "s3://tasks/checkpoints/port/train" and not (tmp / "runs" / "port" / "ray").exists()
     summary = json.loads((tmp / "runs" / "port" / "summary.json").read_text())
     assert summary["tasks"] == ["sums", "words"] and len(summary["accuracy_matrix"]) == 3
     assert all(auth == "Bearer hf_test_token" for _, path, auth in requests if "tiny-bf16" in path)
