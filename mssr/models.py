@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from mssr.errors import ModelError
+from mssr.sources import is_hub_name
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny"
@@ -106,12 +107,7 @@ def prepare_tiny_model(seed: int) -> Path:
 
 def is_hub_id(name: str) -> bool:
     """``org/name`` that is not a local folder: a model to take from the Hugging Face Hub."""
-    return (
-        name not in (DEFAULT_MODEL, TINY_MODEL)
-        and not Path(name).expanduser().exists()
-        and not name.startswith((".", "/", "~"))
-        and name.count("/") == 1
-    )
+    return name not in (DEFAULT_MODEL, TINY_MODEL) and is_hub_name(name)
 
 
 def hub_offline() -> bool:

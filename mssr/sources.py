@@ -37,6 +37,11 @@ def is_remote(location: str) -> bool:
     return location.startswith(REMOTE_SCHEMES)
 
 
+def is_hub_name(name: str) -> bool:
+    """``org/name`` that is no local path: a model or dataset to take from the Hugging Face Hub."""
+    return not name.startswith((".", "/", "~")) and name.count("/") == 1 and not Path(name).expanduser().exists()
+
+
 def read_bytes(location: str) -> bytes:
     """The whole file at ``location`` (a local path or a remote URI), or DataError naming it."""
     if location.startswith(("http://", "https://")):
@@ -76,7 +81,7 @@ def dataset_records(source: DatasetSource) -> list[dict]:
         if folder.is_dir():
             loaded = datasets.load_from_disk(str(folder))
         else:
-            if source.dataset.startswith((".", "/", "~")) or source.dataset.count("/") != 1:
+            if not is_hub_name(source.dataset):
                 raise DataError(f"{source.dataset}: neither a save_to_disk folder nor a hub dataset name (org/name)")
             loaded = datasets.load_dataset(source.dataset, source.config, revision=source.revision)
     except DataError:

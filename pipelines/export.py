@@ -108,13 +108,13 @@ def base_reference(cfg: Config) -> tuple[str, Optional[str]]:
 def hub_datasets(cfg: Config) -> list[str]:
     """The hub datasets the run's tasks came from (for the model card's ``datasets``)."""
     from mssr.config import DatasetSource
-    from mssr.models import is_hub_id
+    from mssr.sources import is_hub_name
 
     names = [
         source.dataset
         for t in cfg.stream.tasks
         for source in (t.train, t.test, t.validation)
-        if isinstance(source, DatasetSource) and is_hub_id(source.dataset)
+        if isinstance(source, DatasetSource) and is_hub_name(source.dataset)
     ]
     return sorted(set(names))
 
@@ -126,12 +126,13 @@ def _front_matter(cfg: Config, adapter: bool) -> str:
     base = (
         cfg.model.name if is_hub_id(cfg.model.name) else (PACKAGED_LINEAGE if cfg.model.name == DEFAULT_MODEL else None)
     )
+    datasets = hub_datasets(cfg)
     meta = {
         **({"base_model": base} if base else {}),
         "library_name": "peft" if adapter else "transformers",
         "pipeline_tag": "text-generation",
         "tags": ["mssr", "continual-learning", *(["lora"] if adapter else [])],
-        **({"datasets": hub_datasets(cfg)} if hub_datasets(cfg) else {}),
+        **({"datasets": datasets} if datasets else {}),
     }
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
 
