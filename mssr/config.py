@@ -17,6 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mssr.errors import ConfigError, did_you_mean
 
+STORAGE_SCHEMES = ("s3://", "gs://", "gcs://", "file://")  # what pyarrow's filesystems and MLflow both write to
+
+
+def _storage_location(value: Optional[str]) -> Optional[str]:
+    """A local folder or an object-storage URI, which every node can write to."""
+    if value and "://" in value and not value.startswith(STORAGE_SCHEMES):
+        raise ValueError(f"{value!r}: expected a folder or a URI starting with {', '.join(STORAGE_SCHEMES)}")
+    return value
+
 
 def _registered(registry, name: str) -> str:
     """A field validator's check of a registered name (the error names the nearest one); an
@@ -224,6 +233,8 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(25, ge=0)
     """steps between mid-task checkpoints (0: task boundaries only); one costs a fraction of a second
     for a LoRA adapter, and a crash then redoes at most this many steps."""
+
+    _storage_path = field_validator("storage_path")(_storage_location)
 
     @field_validator("optimizer")
     @classmethod
@@ -485,9 +496,15 @@ class MlflowConfig(_Strict):
     """null: $MLFLOW_TRACKING_URI if set, else a local sqlite store `mlflow.db` in the output dir."""
     experiment: str = "mssr"
     """one experiment collects comparable runs."""
+    artifact_location: Optional[str] = None
+    """where a new experiment keeps its artifacts (matrices, heatmaps, the logged model): null: beside
+    a local sqlite store, or where the tracking server puts them; an s3:// or gs:// URI for a cluster
+    (endpoint and credentials from the environment, as boto3 reads them). An existing experiment keeps its own."""
     log_model: bool = True
     """the final model as an MLflow model of the run (a pyfunc that answers prompts), for the
     Models pages and the registry; `mssr compare` and `mssr tune` turn it off unless set."""
+
+    _artifact_location = field_validator("artifact_location")(_storage_location)
 
     @model_validator(mode="after")
     def _no_credentials(self) -> MlflowConfig:

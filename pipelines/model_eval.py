@@ -116,6 +116,7 @@ def evaluate_source(
             **{k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("stream.", "eval."))},
         },
         tags={"mssr.kind": "evaluation"},
+        artifact_location=cfg.mlflow.artifact_location,
     )
     metrics = {**{f"score/{k}": v for k, v in scores.items()}, **{f"loss/{k}": v for k, v in losses.items()}}
     finish_run(uri, run_id, {**metrics, "score/mean": out["mean_score"]}, artifacts=[])

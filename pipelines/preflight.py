@@ -19,6 +19,9 @@ from pathlib import Path
 
 from mssr.config import Config
 from mssr.errors import ConfigError
+from mssr.sources import is_remote
+from pipelines.storage import STORAGE_ENV, check_writable, storage_root
+from pipelines.tracking import check_artifact_location
 
 TRACKING_TIMEOUT_S = 5.0  # a tracking server on the same network answers /health in milliseconds
 
@@ -116,8 +119,8 @@ def check_disk(cfg: Config) -> None:
     has room for the checkpoints Ray Train keeps, plus a margin; remote storage (s3://...) is
     not checked."""
     need = CHECKPOINTS_ON_DISK * checkpoint_bytes(cfg) + DISK_MARGIN
-    storage = os.environ.get("MSSR_STORAGE_PATH") or cfg.train.storage_path or ""
-    places = [Path(cfg.run.output_dir).resolve()] + ([Path(storage)] if storage and "://" not in storage else [])
+    storage = storage_root(cfg) or ""
+    places = [Path(cfg.run.output_dir).resolve()] + ([Path(storage)] if storage and not is_remote(storage) else [])
     for path in places:
         existing = path
         while not existing.exists():
@@ -151,6 +154,14 @@ def check_tracking_server(uri: str) -> None:
         ) from None
 
 
+def check_storage(cfg: Config) -> None:
+    """Remote checkpoint storage and artifact location take a write (see ``pipelines.storage``)."""
+    if root := storage_root(cfg):
+        check_writable(root, STORAGE_ENV if os.environ.get(STORAGE_ENV) else "train.storage_path")
+    if cfg.mlflow.artifact_location:
+        check_writable(cfg.mlflow.artifact_location, "mlflow.artifact_location")
+
+
 def preflight(cfg: Config, tracking_uri: str) -> None:
     """Every check, cheapest first."""
     check_cpus(cfg)
@@ -158,3 +169,5 @@ def preflight(cfg: Config, tracking_uri: str) -> None:
     check_output_dir(cfg)
     check_disk(cfg)
     check_tracking_server(tracking_uri)
+    check_storage(cfg)
+    check_artifact_location(tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)

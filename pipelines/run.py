@@ -35,6 +35,7 @@ from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
 from mssr.strategies import Strategy, build_strategy, reference_pass
 from mssr.tasks import Task, load_stream
 from pipelines.console import quiet_env, quiet_library_warnings
+from pipelines.storage import check_durable_storage, train_storage_path
 from pipelines.unstable_ray import session_logs_dir, worker_death_errors
 
 HUB_ENV = ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")  # a private model, a mirror, offline
@@ -332,7 +333,14 @@ def _open_run(
     tags = {"strategy": cfg.replay.strategy, **(tags or {})}
     if continues:  # the lineage: the run it continues, and the first run of the chain
         tags |= {"mssr.continues": continues["mlflow_run_id"], "mssr.lineage": continues["lineage"]}
-    run_id = start_run(uri, cfg.mlflow.experiment, run_dir.name, flatten(resolved), tags=tags)
+    run_id = start_run(
+        uri,
+        cfg.mlflow.experiment,
+        run_dir.name,
+        flatten(resolved),
+        tags=tags,
+        artifact_location=cfg.mlflow.artifact_location,
+    )
     record = {
         "mlflow_run_id": run_id,
         "tracking_uri": redact(uri),
@@ -343,37 +351,6 @@ def _open_run(
     (run_dir / "run.json").write_text(json.dumps(record))
     log(f"run directory {run_dir}\nMLflow run {run_id} in {redact(uri)}")
     return uri, run_id
-
-
-def storage_root(cfg: Config) -> Optional[str]:
-    """The durable storage the config names for checkpoints (``$MSSR_STORAGE_PATH``, else
-    ``train.storage_path``), or None for the run directory on this machine."""
-    return os.environ.get("MSSR_STORAGE_PATH") or cfg.train.storage_path
-
-
-def train_storage_path(cfg: Config, run_dir: Path) -> str:
-    """Where Ray Train keeps the run's checkpoints: ``<storage root>/<run name>`` when
-    ``storage_root`` names one (an ``s3://`` or ``gs://`` URI, or a folder every node mounts:
-    what a run on several machines needs), else ``<run_dir>/ray``. The run directory itself
-    stays on the driver's machine: the workers write no file there.
-
-        mssr run configs/demo.yaml train.storage_path=s3://my-bucket/mssr
-    """
-    root = storage_root(cfg)
-    return f"{root.rstrip('/')}/{run_dir.name}" if root else str(run_dir / "ray")
-
-
-def check_durable_storage(cfg: Config) -> None:
-    """A run whose Ray cluster has more than one node needs checkpoints that every node can
-    reach: refused, before anything is created, when the config names no storage for them."""
-    import ray
-
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    if nodes > 1 and not storage_root(cfg):
-        raise ConfigError(
-            f"train.storage_path: this Ray cluster has {nodes} nodes, and its workers cannot reach checkpoints "
-            "on the driver's disk; give an s3:// or gs:// URI (or a folder every node mounts)"
-        )
 
 
 def _loop_config(

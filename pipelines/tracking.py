@@ -45,23 +45,50 @@ def mlflow_client(uri: str):
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def _experiment_id(client, uri: str, name: str) -> str:
+def _experiment_id(client, uri: str, name: str, artifact_location: Optional[str]) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if "mlflow.experimentKind" not in exp.tags:  # made by an older version, or by hand
             client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
-    artifact_location = None
-    if uri.startswith("sqlite:///"):  # keep artifacts beside the DB, not under the current directory
+    if artifact_location is None and uri.startswith("sqlite:///"):
+        # keep artifacts beside the DB, not under the current directory
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
 
 
-def start_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: Optional[dict] = None) -> str:
+def check_artifact_location(uri: str, experiment: str, artifact_location: Optional[str]) -> None:
+    """An experiment keeps the artifact location it was created with: a run that names another
+    one for an existing experiment is refused (its artifacts would not go where the config says)."""
+    from mssr.errors import ConfigError
+
+    if not artifact_location:
+        return
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return  # a new store: the experiment is made with the run
+    exp = mlflow_client(uri).get_experiment_by_name(experiment)
+    if exp is not None and exp.artifact_location.rstrip("/") != artifact_location.rstrip("/"):
+        raise ConfigError(
+            f"mlflow.artifact_location: experiment {experiment!r} keeps its artifacts at {exp.artifact_location}; "
+            "name another mlflow.experiment for the new location, or leave artifact_location unset"
+        )
+
+
+def start_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    tags: Optional[dict] = None,
+    artifact_location: Optional[str] = None,
+) -> str:
+    """A new MLflow run in ``experiment`` (made on first use, its artifacts at ``artifact_location``
+    or MLflow's default); returns its id."""
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = mlflow_client(uri)
-    run = client.create_run(_experiment_id(client, uri, experiment), run_name=run_name, tags=tags or {})
+    experiment_id = _experiment_id(client, uri, experiment, artifact_location)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
     from mlflow.entities import Param
 
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]

@@ -318,7 +318,14 @@ def _parent_run(sweep: Sweep, space: SearchSpace, base: Config, uri: str, sweep_
         "config": sweep.config_path,
         "overrides": " ".join(sweep.overrides),
     }
-    parent = start_run(uri, base.mlflow.experiment, sweep.name, params, tags={"sweep_id": sweep.name, "kind": "sweep"})
+    parent = start_run(
+        uri,
+        base.mlflow.experiment,
+        sweep.name,
+        params,
+        tags={"sweep_id": sweep.name, "kind": "sweep"},
+        artifact_location=base.mlflow.artifact_location,
+    )
     (sweep_dir / "sweep.json").write_text(json.dumps(sweep.record(parent, redact(uri)), indent=1))
     return parent
 

@@ -183,6 +183,15 @@ def s3_server():
     server.stop()
 
 
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """This process's environment pointed at the ``s3_server`` (pyarrow and boto3 read it)."""
+    _, env = s3_server
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
 def make_bucket(env: dict, name: str):
     """A new bucket on the ``s3_server``; returns a pyarrow filesystem for writing into it."""
     import pyarrow.fs as pafs

@@ -160,44 +160,6 @@ def test_no_open_ports_no_credentials_and_token_authentication():
 # -- the driver's cluster settings ------------------------------------------------------
 
 
-def test_storage_path_from_the_config_and_mssr_storage_path_over_it(monkeypatch, tmp_path):
-    from mssr.config import Config
-    from pipelines.run import train_storage_path
-
-    monkeypatch.delenv("MSSR_STORAGE_PATH", raising=False)
-    run_dir = tmp_path / "runs" / "r1"
-    assert train_storage_path(Config(), run_dir) == str(run_dir / "ray")
-    cfg = Config.model_validate({"train": {"storage_path": "s3://ckpt/mssr"}})
-    assert train_storage_path(cfg, run_dir) == "s3://ckpt/mssr/r1"
-    monkeypatch.setenv("MSSR_STORAGE_PATH", "s3://bucket/mssr/")
-    assert train_storage_path(Config(), run_dir) == train_storage_path(cfg, run_dir) == "s3://bucket/mssr/r1"
-
-
-@pytest.mark.e2e
-def test_a_cluster_of_two_nodes_without_durable_storage_is_refused(monkeypatch):
-    """Two real Ray nodes on this machine (Ray's own test cluster): with the checkpoints left on
-    the driver's disk the run is refused in one line; with a storage path it may go on."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from mssr.config import Config
-    from mssr.errors import ConfigError
-    from pipelines.run import check_durable_storage
-
-    monkeypatch.delenv("MSSR_STORAGE_PATH", raising=False)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    try:
-        ray.init(address=cluster.address)
-        cluster.wait_for_nodes()
-        with pytest.raises(ConfigError, match=r"^train.storage_path: this Ray cluster has 2 nodes"):
-            check_durable_storage(Config())
-        check_durable_storage(Config.model_validate({"train": {"storage_path": "s3://bucket/mssr"}}))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
 def test_use_gpu_needs_local_gpus_only_without_a_cluster(monkeypatch):
     import torch
 

@@ -18,14 +18,6 @@ ROWS = [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(6
 JSONL = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
 
 
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    _, env = s3_server
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return env
-
-
 def test_rows_from_s3_in_every_file_format(s3_env, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
