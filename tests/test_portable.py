@@ -181,6 +181,7 @@ def test_adapter_merged_and_mlflow_models_load_elsewhere_by_hub_id(portable_run,
     assert got["losses"]["merged"] == pytest.approx(got["losses"]["adapter"], rel=0.02)
     assert len(got["answers"]) == 3 and len(got["sampled"]) == 1
     assert got["params"] == {"max_new_tokens": 4, "temperature": 0.0, "batch_size": 24}  # the run's eval settings
-    (requirements,) = (tmp / "runs").rglob("requirements.txt")
+    model_id = model_uri.removeprefix("models:/")  # this run's model (a continuation logs its own)
+    (requirements,) = [p for p in (tmp / "runs").rglob("requirements.txt") if model_id in str(p)]
     lines = requirements.read_text().splitlines()
     assert any(line.startswith("torch==") for line in lines) and not any("+" in line for line in lines)
