@@ -25,21 +25,12 @@ import ray
 import ray.data
 
 from mssr.errors import DataError
+from mssr.sample_ids import sample_id
 from mssr.tasks import Task
 
 # a fraction of a CPU per tokenising task: in a sweep the trials already training hold almost
 # every CPU, and a trial that starts beside them must not wait for them to end to tokenise
 TOKENIZE_CPUS = 0.25
-_ID_STRIDE = 1 << 32  # sample id = task index * 2^32 + row index: unique across the stream
-
-
-def sample_id(task_index: int, row: int) -> int:
-    return task_index * _ID_STRIDE + row
-
-
-def task_and_row(sample: int) -> tuple[int, int]:
-    """The task index and row index of a sample id (``sample_id``'s inverse)."""
-    return divmod(sample, _ID_STRIDE)
 
 
 @functools.lru_cache(maxsize=4)
