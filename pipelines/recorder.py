@@ -35,6 +35,7 @@ from typing import Optional
 
 import ray
 
+from mssr.checkpoint import RestoreRecord
 from mssr.replay import ReplayPlan
 
 
@@ -47,19 +48,6 @@ class WorkerRecord:
     node_id: str
     hostname: str
     actor_pid: Optional[int] = None  # the memory actor's process (rank 0 asks it)
-
-
-@dataclass(frozen=True)
-class RestoreRecord:
-    """One restore from a checkpoint: where training continued, and the memory state's digest
-    in the checkpoint and in the actor after loading it (equal when the restore is exact)."""
-
-    step: int
-    next_task: int
-    task_step: int
-    checkpoint: str
-    memory_digest: str
-    checkpoint_memory_digest: str
 
 
 STOPPED_FILE = "stopped.json"  # in the run directory: why a worker ended the run (one line)

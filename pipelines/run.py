@@ -416,7 +416,7 @@ def _trainer(cfg: Config, loop_config, datasets, run_dir: Path, train_callbacks:
 def _final_progress(result, n_tasks: int):
     """The workers' progress in Ray Train's last checkpoint; KeyboardInterrupt when the run was
     stopped (Ctrl-C) before the last task's checkpoint."""
-    from pipelines.checkpoint import load_progress
+    from mssr.checkpoint import load_progress
 
     if result.error is not None:
         raise result.error
