@@ -45,7 +45,6 @@ from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, se
 from mssr.learner import Learner
 from mssr.metrics import all_metrics, loss_metrics, tasks_to_score
 from mssr.replay import ReplayPlan, StepObservation, reference_subset
-from mssr.sample_ids import sample_id
 from mssr.step_gather import gather_step
 from mssr.tasks import Example
 
@@ -114,12 +113,12 @@ class NullSink:
 
 
 class ListFeed:
-    """Each task's encoded training rows (``(input_ids, prompt_len)``), in order, ``batch`` at a
-    time; any task's rows by sample id. A feed without Ray, for one process."""
+    """Each task's tokenised training rows, ``(sample_id, input_ids, prompt_len)`` in training
+    order, ``batch`` at a time; any task's rows by sample id. A feed without Ray, for one process."""
 
-    def __init__(self, task_rows: list[list[tuple[list[int], int]]], batch: int):
+    def __init__(self, task_rows: list[list[tuple[int, list[int], int]]], batch: int):
         self.task_rows, self.batch = task_rows, batch
-        self.by_id = {sample_id(k, i): row for k, rows in enumerate(task_rows) for i, row in enumerate(rows)}
+        self.by_id = {sid: (ids, plen) for rows in task_rows for sid, ids, plen in rows}
 
     def prefetch(self, task_index: int) -> None:
         pass
@@ -129,9 +128,9 @@ class ListFeed:
         for start in range(0, len(rows), self.batch):
             chunk = rows[start : start + self.batch]
             yield {
-                "sample_id": [sample_id(task_index, start + i) for i in range(len(chunk))],
-                "input_ids": [r[0] for r in chunk],
-                "prompt_len": [r[1] for r in chunk],
+                "sample_id": [r[0] for r in chunk],
+                "input_ids": [r[1] for r in chunk],
+                "prompt_len": [r[2] for r in chunk],
             }
 
     def rows(self, ids: Sequence[int]) -> list[tuple[list[int], int]]:

@@ -58,6 +58,7 @@ from mssr.learner import Learner  # noqa: E402
 from mssr.loop import ContinualLoop, ListFeed, NullSink, StepDone, TaskToTrain  # noqa: E402
 from mssr.memory_service import LocalMemory  # noqa: E402
 from mssr.models import DEFAULT_MODEL, resolve_model_path  # noqa: E402
+from mssr.sample_ids import sample_id  # noqa: E402
 from mssr.strategies import reference_pass  # noqa: E402
 from mssr.tasks import Example  # noqa: E402
 
@@ -203,7 +204,8 @@ def train_stream(learner: Learner, tasks, args, device: torch.device, result: Ca
     counters. Every step's loss must be finite."""
     batch, cfg = args.batch_size, learner.cfg
     memory = LocalMemory(cfg.replay, seed=cfg.seed, total_new_samples=2 * args.steps * batch, replay_steps=args.steps)
-    feed = ListFeed([encode(learner, train)[: args.steps * batch] for _, train, _ in tasks], batch)
+    rows = [encode(learner, train)[: args.steps * batch] for _, train, _ in tasks]
+    feed = ListFeed([[(sample_id(k, i), *row) for i, row in enumerate(r)] for k, r in enumerate(rows)], batch)
     specs = [TaskToTrain(name, "exact_match", args.steps, []) for name, _, _ in tasks]
     timed, tokens, losses = [], 0, []
 
