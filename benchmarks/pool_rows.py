@@ -30,7 +30,7 @@ import ray
 from machine import describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipelines.data import sample_id  # noqa: E402
+from mssr.sample_ids import sample_id  # noqa: E402
 from pipelines.pool import PoolRows, rows_by_index  # noqa: E402
 
 TASKS, FETCH, STEPS, TOKENS = 10, 64, 200, 100

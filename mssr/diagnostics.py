@@ -28,6 +28,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
+from mssr.sample_ids import task_of
+
 
 @dataclass(frozen=True)
 class ReplayRecord:
@@ -162,7 +164,7 @@ def summarise(
         "forgetting": forgetting_fit(replay_log, forgetting_model),
         **events_by_task_phase(replays, task_steps),
         "spend_by_task": spend_by_task(replays, task_steps, budget),
-        "picks_by_task": picks_by_task(replays, task_steps, lambda i: i >> 32),
+        "picks_by_task": picks_by_task(replays, task_steps, task_of),
     }
 
 

@@ -61,6 +61,53 @@ def truncate_prompt(ids: Sequence[int], prompt_len: int, max_length: int) -> tup
     return ids[cut:], prompt_len - cut
 
 
+def training_order(task_index: int, n_rows: int, seed: int) -> np.ndarray:
+    """A task's train rows in their seeded training order: the same on every machine and run."""
+    return np.random.default_rng([seed, task_index]).permutation(n_rows)
+
+
+def encode_rows(
+    encoder: PromptEncoder, prompts: Sequence[str], answers: Sequence[str], truncate_to: int | None = None
+) -> tuple[list[list[int]], list[int], list[bool]]:
+    """Token rows, prompt lengths and which rows were cut. With ``truncate_to``, longer rows have
+    their prompt cut from the left; a row whose answer alone does not fit keeps its full length
+    (and is refused by the caller)."""
+    enc = encoder.encode_many(list(prompts), list(answers))
+    truncated = [False] * len(enc["input_ids"])
+    if truncate_to is not None:
+        for i, (ids, plen) in enumerate(zip(enc["input_ids"], enc["prompt_len"])):
+            fitted = truncate_prompt(ids, plen, truncate_to) if len(ids) > truncate_to else None
+            if fitted is not None:
+                enc["input_ids"][i], enc["prompt_len"][i] = fitted
+                truncated[i] = True
+    return enc["input_ids"], enc["prompt_len"], truncated
+
+
+def row_stats(task, source_rows: Sequence[int], lengths: np.ndarray, truncated: np.ndarray, stream_cfg) -> dict:
+    """A tokenised task's ``{"rows", "tokens", "max_length", "truncated"}``; a DataError naming
+    the file and line of the first row longer than ``stream.max_length``."""
+    from mssr.errors import DataError
+
+    max_length = stream_cfg.max_length
+    if lengths.max() > max_length:
+        bad = int(np.argmax(lengths > max_length))
+        hint = (
+            "its answer alone does not fit"
+            if stream_cfg.too_long == "truncate"
+            else "shorten the row, raise max_length, or set stream.too_long=truncate"
+        )
+        raise DataError(
+            f"{task.train_file}:{source_rows[bad]}: {int(lengths[bad])} tokens, "
+            f"more than stream.max_length={max_length}; {hint}"
+        )
+    return {
+        "rows": int(lengths.size),
+        "tokens": int(lengths.sum()),
+        "max_length": int(lengths.max()),
+        "truncated": int(truncated.sum()),
+    }
+
+
 def collate(input_ids: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest row; labels mask the prompt and the padding."""
     n, width = len(input_ids), max(len(r) for r in input_ids)

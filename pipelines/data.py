@@ -24,22 +24,13 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from mssr.errors import DataError
+from mssr.sample_ids import sample_id
 from mssr.tasks import Task
+from mssr.tokenize import row_stats, training_order
 
 # a fraction of a CPU per tokenising task: in a sweep the trials already training hold almost
 # every CPU, and a trial that starts beside them must not wait for them to end to tokenise
 TOKENIZE_CPUS = 0.25
-_ID_STRIDE = 1 << 32  # sample id = task index * 2^32 + row index: unique across the stream
-
-
-def sample_id(task_index: int, row: int) -> int:
-    return task_index * _ID_STRIDE + row
-
-
-def task_and_row(sample: int) -> tuple[int, int]:
-    """The task index and row index of a sample id (``sample_id``'s inverse)."""
-    return divmod(sample, _ID_STRIDE)
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,24 +47,17 @@ def tokenize_batch(batch: dict, model_json: str, options: dict, truncate_to: int
     """Ray Data UDF: prompt/answer text -> input_ids, prompt_len, length, truncated. With
     ``truncate_to``, longer rows have their prompt cut from the left; a row whose answer alone
     does not fit keeps its full length (and is refused by the caller)."""
-    from mssr.tokenize import PromptEncoder, truncate_prompt
+    from mssr.tokenize import PromptEncoder, encode_rows
 
     encoder = PromptEncoder(_tokenizer(model_json), **options)
-    enc = encoder.encode_many(list(batch["prompt"]), list(batch["answer"]))
-    truncated = [False] * len(enc["input_ids"])
-    if truncate_to is not None:
-        for i, (ids, plen) in enumerate(zip(enc["input_ids"], enc["prompt_len"])):
-            fitted = truncate_prompt(ids, plen, truncate_to) if len(ids) > truncate_to else None
-            if fitted is not None:
-                enc["input_ids"][i], enc["prompt_len"][i] = fitted
-                truncated[i] = True
+    input_ids, prompt_len, truncated = encode_rows(encoder, batch["prompt"], batch["answer"], truncate_to)
     return pa.table(
         {
             "sample_id": pa.array(batch["sample_id"], type=pa.int64()),
             "source_row": pa.array(batch["source_row"], type=pa.int64()),
-            "input_ids": pa.array(enc["input_ids"], type=pa.list_(pa.int64())),
-            "prompt_len": pa.array(enc["prompt_len"], type=pa.int64()),
-            "length": pa.array([len(r) for r in enc["input_ids"]], type=pa.int64()),
+            "input_ids": pa.array(input_ids, type=pa.list_(pa.int64())),
+            "prompt_len": pa.array(prompt_len, type=pa.int64()),
+            "length": pa.array([len(r) for r in input_ids], type=pa.int64()),
             "truncated": pa.array(truncated, type=pa.bool_()),
         }
     )
@@ -81,7 +65,7 @@ def tokenize_batch(batch: dict, model_json: str, options: dict, truncate_to: int
 
 def _rows_table(task_index: int, task: Task, seed: int) -> pa.Table:
     """The task's train rows in a seeded shuffled order (the training order)."""
-    order = np.random.default_rng([seed, task_index]).permutation(len(task.train))
+    order = training_order(task_index, len(task.train), seed)
     return pa.table(
         {
             "sample_id": [sample_id(task_index, int(i)) for i in order],
@@ -108,8 +92,8 @@ def tokenise_tasks(
     """
     from mssr.tokenize import encoder_options
 
-    options, max_length = encoder_options(stream_cfg), stream_cfg.max_length
-    truncate_to = max_length if stream_cfg.too_long == "truncate" else None
+    options = encoder_options(stream_cfg)
+    truncate_to = stream_cfg.max_length if stream_cfg.too_long == "truncate" else None
     datasets, stats = [], []
     for k, task in enumerate(tasks):
         ds = (
@@ -124,27 +108,9 @@ def tokenise_tasks(
             .materialize()
         )
         table = dataset_table(ds.select_columns(["source_row", "length", "truncated"]))
-        length = table.column("length").to_numpy()
-        if length.max() > max_length:
-            bad = int(np.argmax(length > max_length))
-            hint = (
-                "its answer alone does not fit"
-                if truncate_to
-                else "shorten the row, raise max_length, or set stream.too_long=truncate"
-            )
-            raise DataError(
-                f"{task.train_file}:{table.column('source_row')[bad].as_py()}: {int(length[bad])} tokens, "
-                f"more than stream.max_length={max_length}; {hint}"
-            )
+        lengths, truncated = table.column("length").to_numpy(), table.column("truncated").to_numpy()
+        stats.append(row_stats(task, table.column("source_row").to_pylist(), lengths, truncated, stream_cfg))
         datasets.append(ds)
-        stats.append(
-            {
-                "rows": int(length.size),
-                "tokens": int(length.sum()),
-                "max_length": int(length.max()),
-                "truncated": int(table.column("truncated").to_numpy().sum()),
-            }
-        )
     return datasets, stats
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from pipelines.data import dataset_table, task_and_row
+from mssr.sample_ids import task_and_row
+from pipelines.data import dataset_table
 
 # token ids as int32 (every vocabulary fits): half the object-store memory of int64
 POOL_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("prompt_len", pa.int32())])

@@ -30,12 +30,11 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import ray
 
-from mssr.replay import ReplayPlan
+from mssr.run_files import RunFiles
 
 
 @dataclass(frozen=True)
@@ -49,28 +48,16 @@ class WorkerRecord:
     actor_pid: Optional[int] = None  # the memory actor's process (rank 0 asks it)
 
 
-@dataclass(frozen=True)
-class RestoreRecord:
-    """One restore from a checkpoint: where training continued, and the memory state's digest
-    in the checkpoint and in the actor after loading it (equal when the restore is exact)."""
-
-    step: int
-    next_task: int
-    task_step: int
-    checkpoint: str
-    memory_digest: str
-    checkpoint_memory_digest: str
-
-
 STOPPED_FILE = "stopped.json"  # in the run directory: why a worker ended the run (one line)
 RETRY_S = 20.0  # after a failed send to MLflow, the next try waits this long
 
 
-class RunRecorder:
-    """The recorder's code as a plain class (``RecorderActor`` is its Ray actor)."""
+class RunRecorder(RunFiles):
+    """The recorder's code as a plain class (``RecorderActor`` is its Ray actor): the run's
+    files (``mssr.run_files``), plus the step metrics for MLflow and the workers' records."""
 
     def __init__(self, run_dir: str, tracking_uri: Optional[str], run_id: Optional[str]):
-        self.run_dir = Path(run_dir)
+        super().__init__(run_dir)
         self.tracking_uri, self.run_id = tracking_uri, run_id
         self.client = None  # made on the first flush
         self.metrics: list[tuple[dict[str, float], int]] = []  # buffered until sent
@@ -78,42 +65,12 @@ class RunRecorder:
         self.last_error = ""
         self.retry_at = 0.0  # after a failed send, the next try waits until then (time.monotonic)
 
-    def _write(self, relative: str, text: str) -> None:
-        path = self.run_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)  # a reader never sees half a file
-
-    def _append(self, relative: str, line: str) -> None:
-        path = self.run_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as f:
-            f.write(line + "\n")
-
     def worker(self, record: WorkerRecord) -> None:
         self._write(f"workers/rank_{record.rank}.json", json.dumps(asdict(record)))
-
-    def start_plans(self, rank: int, from_step: int) -> None:
-        """Drop rank ``rank``'s plan lines at or after ``from_step``: after a restore those steps
-        are trained again, and their plans come again."""
-        path = self.run_dir / "plans" / f"rank_{rank}.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] < from_step]
-        self._write(f"plans/rank_{rank}.jsonl", "".join(line + "\n" for line in kept))
-
-    def plan(self, rank: int, step: int, plan: ReplayPlan) -> None:
-        self._append(f"plans/rank_{rank}.jsonl", json.dumps({"step": step, **plan.to_json()}))
-
-    def restored(self, record: RestoreRecord) -> None:
-        self._append("restores.jsonl", json.dumps(asdict(record)))
 
     def stopped(self, rank: int, error: str) -> None:
         """A worker ended on an error a restart cannot fix (``pipelines.train_loop.train_loop``)."""
         self._write(STOPPED_FILE, json.dumps({"rank": rank, "error": error}))
-
-    def progress(self, progress_json: dict) -> None:
-        self._write("progress.json", json.dumps(progress_json, indent=1))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.metrics.append((metrics, step))

@@ -30,8 +30,7 @@ from mssr.diagnostics import summarise as summarise_diagnostics
 from mssr.errors import ConfigError, RunFailed, UserError
 from mssr.metrics import LOSS_METRICS, METRICS, all_metrics, format_matrix, format_metric, loss_metrics
 from mssr.models import check_model_structure, is_hub_id, load_tokenizer, pinned_revision
-from mssr.replay import resolve_budget, with_fixed_interval
-from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
+from mssr.run_plan import build_plan, format_plan
 from mssr.strategies import Strategy, build_strategy, reference_pass
 from mssr.tasks import Task, load_stream
 from pipelines.console import quiet_env, quiet_library_warnings
@@ -109,93 +108,6 @@ def validate(cfg: Config) -> Strategy:
         if not cfg.train.use_gpu:
             raise ConfigError("model.finetune=qlora needs train.use_gpu=true: the 4-bit weights live on the GPU")
     return strategy
-
-
-def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Strategy) -> dict:
-    """The resolved plan: tasks and sizes, steps, strategy, workers, replay budget."""
-    world, per_rank = cfg.train.num_workers, cfg.train.batch_size // cfg.train.num_workers
-    rows = []
-    for t, s in zip(tasks, stats):
-        usable = (s["rows"] // world) * world  # the streaming split gives every rank the same rows
-        steps = cfg.train.epochs_per_task * math.ceil((usable // world) / per_rank)
-        rows.append(
-            {
-                "name": t.name,
-                "train": len(t.train),
-                "train_of": t.train_total,  # rows in the file when max_train_rows capped them, else 0
-                "used": usable,
-                "test": len(t.test),
-                "test_of": t.test_total,
-                "scorer": t.scorer,
-                "steps": steps,
-                "mean_tokens": round(s["tokens"] / max(1, s["rows"]), 1),
-                "max_tokens": s["max_length"],
-                "truncated": s["truncated"],
-            }
-        )
-    new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
-    budget = cfg.replay.budget
-    resolved_budget = resolve_budget(budget, new_samples)
-    replays = not isinstance(strategy.scheduler, NeverScheduler)
-    replay_steps = sum(r["steps"] for r in rows[1:])  # the pool is empty during the first task
-    fixed_interval = with_fixed_interval(cfg.replay, resolved_budget, replay_steps).fixed.interval
-    if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and replays:
-        raise ConfigError(
-            f"replay.budget={budget} allows {resolved_budget} replayed samples, fewer than one replay "
-            f"event (replay.samples_per_event={cfg.replay.samples_per_event})"
-        )
-    return {
-        "tasks": rows,
-        "total_steps": sum(r["steps"] for r in rows),
-        "new_samples": new_samples,
-        "strategy": cfg.replay.strategy,
-        "mixes_tasks": strategy.mixes_tasks,
-        "workers": world,
-        "batch_per_worker": per_rank,
-        "use_gpu": cfg.train.use_gpu,
-        "replay_budget": resolved_budget,
-        "replay_steps": replay_steps,
-        "fixed_interval": fixed_interval if isinstance(strategy.scheduler, FixedIntervalScheduler) else None,
-        "pool_per_task": cfg.replay.pool_per_task,
-        "samples_per_event": cfg.replay.samples_per_event,
-        "model": cfg.model.name,
-        "finetune": cfg.model.finetune,
-    }
-
-
-def format_plan(plan: dict) -> str:
-    lines = [
-        f"model {plan['model']} ({plan['finetune']}), strategy {plan['strategy']}, "
-        f"{plan['workers']} worker(s) x {plan['batch_per_worker']} samples/step, "
-        f"{'GPU' if plan['use_gpu'] else 'CPU'}",
-        f"replay: pool {plan['pool_per_task']}/task, {plan['samples_per_event']} samples/event, "
-        f"budget {plan['replay_budget'] if plan['replay_budget'] is not None else 'unlimited'}"
-        + (f", replay every {plan['fixed_interval']:.2f} steps" if plan["fixed_interval"] else ""),
-        f"{'task':<22} {'train':>6} {'used':>6} {'test':>5} {'steps':>6} {'tok/row':>8} {'max':>5}  scorer",
-    ]
-    for r in plan["tasks"]:
-        lines.append(
-            f"{r['name'][:22]:<22} {r['train']:>6} {r['used']:>6} {r['test']:>5} {r['steps']:>6} "
-            f"{r['mean_tokens']:>8} {r['max_tokens']:>5}  {r['scorer']}"
-        )
-    lines.append(f"total: {plan['total_steps']} optimizer steps, {plan['new_samples']} new samples")
-    capped = [
-        f"{r['name']}: {r[k]} of {r[k + '_of']} {k} rows"
-        for r in plan["tasks"]
-        for k in ("train", "test")
-        if r.get(k + "_of")
-    ]
-    if capped:  # max_train_rows / max_test_rows: a seeded sample of the file, said where it is used
-        lines.append("capped by max_train_rows / max_test_rows (a seeded random sample): " + "; ".join(capped))
-    truncated = [f"{r['name']} {r['truncated']}" for r in plan["tasks"] if r["truncated"]]
-    if truncated:
-        lines.append(f"rows truncated to stream.max_length (prompt cut from the left): {', '.join(truncated)}")
-    if plan["mixes_tasks"]:
-        lines.append(
-            "joint: every task's rows are shuffled together and trained in segments of these sizes; "
-            "row k of the matrix is after segment k"
-        )
-    return "\n".join(lines)
 
 
 def _resume_dir(cfg: Config, resume: str) -> Path:
@@ -416,7 +328,7 @@ def _trainer(cfg: Config, loop_config, datasets, run_dir: Path, train_callbacks:
 def _final_progress(result, n_tasks: int):
     """The workers' progress in Ray Train's last checkpoint; KeyboardInterrupt when the run was
     stopped (Ctrl-C) before the last task's checkpoint."""
-    from pipelines.checkpoint import load_progress
+    from mssr.checkpoint import load_progress
 
     if result.error is not None:
         raise result.error

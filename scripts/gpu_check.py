@@ -9,8 +9,9 @@ For each model size and fine-tuning mode it builds the learner (``mssr.learner.L
 worker's own code) on a Llama with random weights, written once to a temporary folder with
 the packaged SmolLM2 tokenizer (or ``--tokenizer DIR``) and loaded through ``model.name`` like
 any local model, wraps it in DDP over a one-process group (NCCL on CUDA, gloo on the CPU),
-and trains two synthetic tasks with the replay planner deciding replay and probes at every
-step; every collective the loop uses runs through that group. Then it checks:
+and trains two synthetic tasks through the continual loop ``mssr run`` trains with
+(``mssr.loop``, the planner in this process), the replay planner deciding replay and probes at
+every step; every collective the loop uses runs through that group. Then it checks:
 
 * every step's losses are finite, the planner's replayed or probed pool rows ran on the device;
 * a checkpoint (``Learner.state_dict``, CPU tensors) loaded into a fresh learner takes the same
@@ -51,12 +52,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mssr.config import load_config  # noqa: E402
-from mssr.distributed import all_gather_objects, all_sum, barrier, rng_state, set_rng_state  # noqa: E402
+from mssr.distributed import all_gather_objects, rng_state, set_rng_state  # noqa: E402
 from mssr.evaluation import evaluate_examples  # noqa: E402
 from mssr.learner import Learner  # noqa: E402
+from mssr.loop import ContinualLoop, ListFeed, NullSink, StepDone, TaskToTrain  # noqa: E402
+from mssr.memory_service import LocalMemory  # noqa: E402
 from mssr.models import DEFAULT_MODEL, resolve_model_path  # noqa: E402
-from mssr.replay import ReplayPlanner, StepObservation, reference_subset  # noqa: E402
-from mssr.step_gather import gather_step  # noqa: E402
+from mssr.sample_ids import sample_id  # noqa: E402
 from mssr.strategies import reference_pass  # noqa: E402
 from mssr.tasks import Example  # noqa: E402
 
@@ -180,6 +182,7 @@ def make_learner(folder: Path, finetune: str, args, device: torch.device, total_
             "replay.pool_per_task=16",
             "replay.samples_per_event=4",
             "replay.budget=8",  # two events in the second task: the paced schedule spends it
+            "train.checkpoint_every=0",  # checked on its own (check_checkpoint), not timed with the steps
         ],
     )
     return Learner(cfg, total_steps, device, wrap_model=ddp_wrapper(device))
@@ -196,53 +199,36 @@ def synchronize(device: torch.device) -> None:
 
 
 def train_stream(learner: Learner, tasks, args, device: torch.device, result: CaseResult) -> list[float]:
-    """Both tasks, replay decided by the planner every step; returns the timed steps' seconds and
-    fills the result's counters. Every step's losses must be finite."""
-    batch = args.batch_size
-    planner = ReplayPlanner(
-        learner.cfg.replay, seed=0, total_new_samples=2 * args.steps * batch, replay_steps=args.steps
-    )
-    pool: dict[int, tuple[list[int], int]] = {}
+    """Both tasks through the continual loop (``mssr.loop``, as ``mssr run`` trains them), replay
+    decided by the planner every step; returns the timed steps' seconds and fills the result's
+    counters. Every step's loss must be finite."""
+    batch, cfg = args.batch_size, learner.cfg
+    memory = LocalMemory(cfg.replay, seed=cfg.seed, total_new_samples=2 * args.steps * batch, replay_steps=args.steps)
+    rows = [encode(learner, train)[: args.steps * batch] for _, train, _ in tasks]
+    feed = ListFeed([[(sample_id(k, i), *row) for i, row in enumerate(r)] for k, r in enumerate(rows)], batch)
+    specs = [TaskToTrain(name, "exact_match", args.steps, []) for name, _, _ in tasks]
     timed, tokens, losses = [], 0, []
-    for k, (_, train, _) in enumerate(tasks):
-        rows = encode(learner, train)
-        planner.start_task(k)
-        learner.start_task(k)
-        for s in range(args.steps):
-            ids = list(range(k * 10**6 + s * batch, k * 10**6 + (s + 1) * batch))
-            new = rows[s * batch : (s + 1) * batch]
-            plan = planner.plan()
-            replay_ids, probe_ids = plan.share(0, 1)
-            synchronize(device)
-            started = time.perf_counter()
-            probe = learner.probe([pool[i] for i in probe_ids])
-            step = learner.train_step(new, [pool[i] for i in replay_ids], update_norm=True)
-            synchronize(device)
-            if result.steps >= WARMUP_STEPS:
-                timed.append(time.perf_counter() - started)
-                tokens += step.new_tokens + step.replay_tokens
-            result.steps += 1
-            if not np.isfinite(step.losses).all():
-                result.failures.append(f"task {k} step {s}: non-finite loss")
-            loss_sum, n_rows = all_sum([float(step.losses.sum()), len(step.losses)])  # the progress line's reduce
-            losses.append(loss_sum / n_rows)
-            observed = gather_step(
-                StepObservation(
-                    ids, step.losses[: len(new)], replay_ids, step.losses[len(new) :],
-                    probe_ids, probe.losses, probe.correct, step.update_norm,
-                ),
-                plan, 0, 1, capacity=batch,
-            )  # fmt: skip
-            planner.observe_step(observed)
-        barrier()  # the workers' task boundary
-        pooled = planner.end_task(k)
-        for i in pooled:
-            pool[i] = rows[(i - k * 10**6)]
-        if reference_pass(learner.cfg.replay):  # the pooled samples' reference losses, as the workers measure them
-            measured = reference_subset(pooled, learner.cfg.replay.reference_samples, learner.cfg.seed, k)
-            planner.set_reference(measured, learner.probe([pool[i] for i in measured]).losses)
+
+    def on_step(done: StepDone) -> None:
+        nonlocal tokens
+        synchronize(device)
+        if result.steps >= WARMUP_STEPS:
+            timed.append(done.seconds)
+            tokens += done.new_tokens + done.replay_tokens
+        result.steps += 1
+        if not np.isfinite(done.loss):
+            result.failures.append(f"task {done.task_index} step {done.step}: non-finite loss")
+        losses.append(done.loss)
+
+    loop = ContinualLoop(
+        cfg, specs, 2 * args.steps, learner, memory, feed, NullSink(),
+        needs_update_norm=True, needs_reference=reference_pass(cfg.replay), evaluate=False, on_step=on_step,
+    )  # fmt: skip
+    loop.restore(None)
+    loop.run()
+    planner = memory.planner
     result.losses_first_last = (round(losses[0], 4), round(losses[-1], 4))
-    result.replayed, result.probed, result.pool = planner.replayed, planner.probed, len(pool)
+    result.replayed, result.probed, result.pool = planner.replayed, planner.probed, len(planner.memory)
     if planner.replayed + planner.probed == 0:
         result.failures.append("the planner neither replayed nor probed during the second task")
     result.train_tokens_per_s = round(tokens / max(sum(timed), 1e-9), 1)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from mssr.checkpoint import Progress, load_checkpoint, save_checkpoint
 from mssr.config import ReplayConfig
 from mssr.replay import ReplayPlanner, StepObservation
-from pipelines.checkpoint import Progress, load_checkpoint, save_checkpoint
 from tests.planner_sim import simulate
 
 

@@ -16,6 +16,7 @@ from mssr.diagnostics import (
     summarise,
     task_of_step,
 )
+from mssr.sample_ids import sample_id, task_of
 
 
 def _records(true_strength, believed_strength, n=400, seed=0):
@@ -75,7 +76,7 @@ def test_calibration_of_too_few_records():
 
 def test_plan_accounting_by_task():
     task_steps = [4, 6, 6]
-    replays = [[]] * 4 + [[], [], [1, 2], [], [], [3]] + [[(1 << 32) + 5, 7], [], [], [], [], [(1 << 32) + 6]]
+    replays = [[]] * 4 + [[], [], [1, 2], [], [], [3]] + [[sample_id(1, 5), 7], [], [], [], [], [sample_id(1, 6)]]
     assert task_of_step(0, task_steps) == (0, 0) and task_of_step(9, task_steps) == (1, 5)
     assert task_of_step(10, task_steps) == (2, 0)
     with pytest.raises(ValueError, match="past the stream"):
@@ -88,7 +89,7 @@ def test_plan_accounting_by_task():
         {"task": 1, "replayed": 3, "budget_left": 7},
         {"task": 2, "replayed": 3, "budget_left": 4},
     ]
-    picks = picks_by_task(replays, task_steps, lambda i: i >> 32)
+    picks = picks_by_task(replays, task_steps, task_of)
     assert picks[1]["replayed_from"] == {0: 3} and picks[2]["replayed_from"] == {1: 2, 0: 1}
 
 
@@ -108,7 +109,7 @@ def test_the_diagnostics_command_tabulates_runs_and_names_a_missing_file(tmp_pat
     from pipelines.cli import main
 
     task_steps = [4, 6, 6]
-    replays = [[]] * 4 + [[], [], [1, 2], [], [], [3]] + [[(1 << 32) + 5, 7], [], [], [], [], [(1 << 32) + 6]]
+    replays = [[]] * 4 + [[], [], [1, 2], [], [], [3]] + [[sample_id(1, 5), 7], [], [], [], [], [sample_id(1, 6)]]
     events = [[s, ids] for s, ids in enumerate(replays) if ids]
     log = [r.to_json() for r in _records(30.0, 30.0, n=40)]
     run = tmp_path / "run-a"

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.data import sample_id, task_and_row
+from mssr.sample_ids import sample_id, task_and_row
 from pipelines.pool import PoolRows, rows_by_index
 
 
@@ -19,11 +19,6 @@ def _task_table(task: int, n: int, rng) -> pa.Table:
             "prompt_len": pa.array([len(rows[i]) // 2 for i in order], type=pa.int64()),
         }
     ), rows
-
-
-def test_ids_number_rows_and_back():
-    assert task_and_row(sample_id(3, 17)) == (3, 17)
-    assert task_and_row(sample_id(0, 0)) == (0, 0)
 
 
 def test_rows_by_index_orders_rows_and_refuses_gaps():

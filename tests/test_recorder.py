@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from mssr.checkpoint import RestoreRecord
 from mssr.replay import ReplayPlan
-from pipelines.recorder import RestoreRecord, RunRecorder, WorkerRecord
+from pipelines.recorder import RunRecorder, WorkerRecord
 
 
 def test_records_land_in_the_run_directory(tmp_path):

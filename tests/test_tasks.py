@@ -220,9 +220,9 @@ def test_shapes_not_supported_are_refused_not_dropped(write_jsonl, row, fragment
 
 def test_caps_on_a_user_task_are_a_seeded_sample_and_the_plan_says_n_of_m(write_jsonl, tmp_path):
     from mssr.config import Config, TaskSpec
+    from mssr.run_plan import build_plan, format_plan
     from mssr.strategies import build_strategy
     from mssr.tasks import load_stream
-    from pipelines.run import build_plan, format_plan
 
     tr = write_jsonl("tr.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(50)])
     te = write_jsonl("te.jsonl", [{"prompt": f"t{i}", "answer": "a"} for i in range(20)])

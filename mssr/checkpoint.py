@@ -155,3 +155,16 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, Progress]:
     # state to the weights' device when loaded)
     trainer_state = torch.load(directory / "trainer.pt", weights_only=True, map_location="cpu")
     return trainable, trainer_state, load_actor_state(directory), load_progress(directory)
+
+
+@dataclass(frozen=True)
+class RestoreRecord:
+    """One restore from a checkpoint: where training continued, and the memory state's digest
+    in the checkpoint and in the actor after loading it (equal when the restore is exact)."""
+
+    step: int
+    next_task: int
+    task_step: int
+    checkpoint: str
+    memory_digest: str
+    checkpoint_memory_digest: str
