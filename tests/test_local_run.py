@@ -19,7 +19,8 @@ TINY = str(ROOT / "configs" / "tiny.yaml")
 
 @pytest.mark.e2e
 def test_a_local_run_trains_as_mssr_run_with_one_worker(tmp_path):
-    ray_run = run_cli("run", TINY, "train.num_workers=1", f"run.output_dir={tmp_path}", "run.name=one", cwd=tmp_path)
+    small = ["train.num_workers=1", "stream.train_size=16"]  # 4 steps a task: the comparison, not the training
+    ray_run = run_cli("run", TINY, *small, f"run.output_dir={tmp_path}", "run.name=one", cwd=tmp_path)
     assert ray_run.returncode == 0, ray_run.stdout[-3000:] + ray_run.stderr[-3000:]
     # a fresh interpreter that never imports Ray (as on a GPU machine without it)
     code = (
@@ -27,7 +28,7 @@ def test_a_local_run_trains_as_mssr_run_with_one_worker(tmp_path):
         "assert not [m for m in sys.modules if m.split('.')[0] == 'ray'], 'imported Ray'; sys.exit(rc)"
     )
     local = subprocess.run(
-        [sys.executable, "-c", code, TINY, "train.num_workers=1", "--out", str(tmp_path / "local")],
+        [sys.executable, "-c", code, TINY, *small, "--out", str(tmp_path / "local")],
         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
