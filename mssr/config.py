@@ -65,8 +65,8 @@ class ModelConfig(_Strict):
     """LoRA: cheap, and what continual fine-tuning mostly uses; qlora: LoRA over 4-bit NF4 base
     weights (bitsandbytes, CUDA GPUs only); full: every weight trains."""
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
-    """fp32: a bf16 base (what auto picks for LoRA on bf16-capable devices) steps 1.2x faster on an AMX
-    CPU but ended paired runs 0.27 nats higher in answer loss (docs/results.md)."""
+    """fp32: a bf16 base (what auto picks for LoRA on bf16-capable devices) steps faster on an AMX
+    CPU but ended paired runs measurably higher in answer loss (docs/results.md has the figures)."""
     trust_remote_code: bool = False
     """never execute code shipped with a model unless asked."""
     lora: LoraConfig = LoraConfig()
@@ -283,10 +283,10 @@ class EvalConfig(_Strict):
     """prompts decoded together per worker (KV cache, left padding)."""
     autocast: Literal["auto", "none", "bf16"] = "auto"
     """auto: bf16 wherever the device has bf16 matrix instructions (CPUs with AMX/AVX512-BF16 too:
-    forced scoring measured 2.2x faster there), fp32 elsewhere; none: always fp32."""
+    forced scoring is faster there, docs/performance.md), fp32 elsewhere; none: always fp32."""
     future_tasks: Literal["next", "none", "all"] = "next"
-    """next: before training every task and after each task also the next one (FWT's cells; 34% less
-    evaluation on 11 tasks than all); none: no task before it is trained (no FWT); all: every task
+    """next: before training every task and after each task also the next one (FWT's cells, at a
+    fraction of all's scorings); none: no task before it is trained (no FWT); all: every task
     after every task, for a full heatmap."""
     seen_tasks: Literal["all", "latest"] = "all"
     """all: after each task score every task trained so far (forgetting over the whole stream, Avg,
@@ -427,8 +427,8 @@ class ReplayConfig(_Strict):
     to; replay logs then record each replay's excess over it), counted as probe cost; false: never."""
     reference_samples: int = Field(16, gt=0)
     """of each finished task's pool samples, how many get their own reference loss (a seeded random
-    choice); the others take the mean of their task's. Half a pool of 32: the pass over all 32 cost
-    9% of training time on the long stream (docs/results.md), over 16 it stays under 5%."""
+    choice); the others take the mean of their task's. Half a pool of 32: the pass's cost is what
+    keeps MSSR's overhead within its target (docs/results.md measures it)."""
     clock: Literal["steps", "update_norm"] = "steps"
     """what "time" is for the memory model and the schedulers: optimizer steps, or "model time", the
     cumulative update norm in units of a typical step (see mssr/clock.py)."""

@@ -17,7 +17,8 @@ these and the run's plan:
 
     records = planner.replay_log                           # list[ReplayRecord]
     calibration(records)                                   # {"spearman": ..., "bins": [...]}
-    spend_by_task(plan_steps, task_steps)                  # from plans/rank_0.jsonl
+    summarise(replay_log, events, task_steps, budget)     # every diagnostic, from the planner's record
+                                                           # (LocalMemory.diagnostics(): its replay log and events)
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ def summarise(
     budget: int | None,
     forgetting_model: str = "rehearsal",
 ) -> dict:
-    """Every diagnostic of a run from the memory actor's record: ``replay_log`` (ReplayRecord
-    dicts) and ``events`` ([step, ids] of each replay event)."""
+    """Every diagnostic of a run from the memory's record (``LocalMemory.diagnostics()``, in
+    the memory actor on Ray): ``replay_log`` (ReplayRecord dicts) and ``events`` ([step, ids]
+    of each replay event)."""
     replays = [[] for _ in range(sum(task_steps))]
     for step, ids in events:
         replays[int(step)] = list(ids)

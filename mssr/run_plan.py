@@ -13,7 +13,7 @@ import math
 from mssr.config import Config
 from mssr.errors import ConfigError
 from mssr.replay import resolve_budget, with_fixed_interval
-from mssr.schedulers import FixedIntervalScheduler, NeverScheduler
+from mssr.schedulers import FixedIntervalScheduler
 from mssr.strategies import Strategy
 from mssr.tasks import Task
 
@@ -43,7 +43,7 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Stra
     new_samples = sum(r["used"] for r in rows) * cfg.train.epochs_per_task
     budget = cfg.replay.budget
     resolved_budget = resolve_budget(budget, new_samples)
-    replays = not isinstance(strategy.scheduler, NeverScheduler)
+    replays = strategy.replays
     replay_steps = sum(r["steps"] for r in rows[1:])  # the pool is empty during the first task
     fixed_interval = with_fixed_interval(cfg.replay, resolved_budget, replay_steps).fixed.interval
     if resolved_budget is not None and resolved_budget < cfg.replay.samples_per_event and replays:

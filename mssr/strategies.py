@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from mssr.errors import ConfigError
 from mssr.registry import Registry
 from mssr.samplers import SAMPLERS, ReplaySampler, TaskBalancedSampler
-from mssr.schedulers import SCHEDULERS, ReplayScheduler
+from mssr.schedulers import SCHEDULERS, NeverScheduler, ReplayScheduler
 
 STRATEGIES = Registry("strategy")
 
@@ -61,6 +61,11 @@ class Strategy:
     balances_tasks: bool = False
     # which of a task's samples join the pool unless replay.storage says otherwise (mssr.replay)
     storage: str = "reservoir"
+
+    @property
+    def replays(self) -> bool:
+        """Whether it ever replays (not the ``never`` scheduler): its runs depend on the budget."""
+        return not isinstance(self.scheduler, NeverScheduler)
 
     @property
     def needs_reference(self) -> bool:

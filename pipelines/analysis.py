@@ -424,11 +424,10 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
 
 def _replays(strategy: str) -> bool:
     from mssr.config import ReplayConfig
-    from mssr.schedulers import NeverScheduler
     from mssr.strategies import build_strategy
 
     try:
-        return not isinstance(build_strategy(strategy, ReplayConfig()).scheduler, NeverScheduler)
+        return build_strategy(strategy, ReplayConfig()).replays
     except Exception:  # a strategy that no longer exists, or a user's class not importable here
         return True
 

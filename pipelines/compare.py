@@ -48,7 +48,6 @@ import yaml
 from mssr.config import Config, config_to_dict, flatten, load_config
 from mssr.errors import ConfigError, UserError
 from mssr.isolation import ISOLATIONS
-from mssr.schedulers import NeverScheduler
 from mssr.strategies import STRATEGIES, build_strategy
 from pipelines.analysis import (
     ANY_BUDGET,
@@ -211,7 +210,7 @@ def plan_runs(
                 if orders > 1:
                     extra.append(f"stream.order_seed={'null' if order_seed is None else order_seed}")
                 cfg = load_config(config_path, [*overrides, *extra])
-                replays = not isinstance(build_strategy(cfg.replay.strategy, cfg.replay).scheduler, NeverScheduler)
+                replays = build_strategy(cfg.replay.strategy, cfg.replay).replays
                 if budget is None:
                     label, run_name = CONFIG_BUDGET, f"{name}-{_safe(entry)}-s{seed}{suffix}"
                 elif not replays:  # its runs do not depend on the budget: once per block
