@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mssr.config import MSSRConfig
+from mssr.config import MSSRConfig, ReplayConfig
 from mssr.memory import MemoryState
 
 
@@ -103,3 +103,16 @@ def test_entry_losses_given_apart_from_the_last_losses():
     assert mem.loss.tolist() == [3.0, 0.2]  # what the surprise sampler ranks by
     assert mem.entry_loss.tolist() == [0.5, 0.5]
     assert mem.strength[0] == mem.strength[1] == pytest.approx(50.0 / 1.5)
+
+
+def test_mean_retention_of_a_huge_pool_is_estimated_closely():
+    from mssr.memory import EXACT_MEAN_LIMIT
+
+    cfg = ReplayConfig()
+    n = EXACT_MEAN_LIMIT + 12345
+    rng = np.random.default_rng(0)
+    mem = MemoryState(cfg.mssr)
+    mem.add(np.arange(n), task=0, losses=rng.gamma(2.0, 0.3, size=n), now=0)
+    mem.update(np.sort(rng.choice(n, n // 3, replace=False)), rng.gamma(2.0, 0.1, size=n // 3), now=60)
+    exact = float(mem.retention(120).mean())
+    assert 0.05 < exact < 0.95 and abs(mem.mean_retention(120) - exact) < 0.005
