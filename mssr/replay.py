@@ -193,11 +193,8 @@ class ReplayPlanner:
         self.replay_log: list[ReplayRecord] = []  # every replayed sample, as the memory model saw it
 
     def _tell_budget(self) -> None:
-        """The scheduler learns this run's budget and steps (``on_budget``, optional: see
-        BaseScheduler)."""
-        on_budget = getattr(self.strategy.scheduler, "on_budget", None)
-        if on_budget is not None:
-            on_budget(self.budget, self.cfg.samples_per_event, self.replay_steps)
+        """The scheduler learns this run's budget and steps."""
+        self.strategy.scheduler.on_budget(self.budget, self.cfg.samples_per_event, self.replay_steps)
 
     @property
     def now(self) -> float:
@@ -214,8 +211,7 @@ class ReplayPlanner:
         if len(self.memory) == 0:
             return ReplayPlan()
         scheduler = self.strategy.scheduler
-        probe = getattr(scheduler, "probe", None)  # optional hooks: see mssr.schedulers.BaseScheduler
-        probe_ids = probe(self.now, self.memory, self.rng) if probe else None
+        probe_ids = scheduler.probe(self.now, self.memory, self.rng)
         probe_ids = [] if probe_ids is None else [int(i) for i in probe_ids]
         self.probed += len(probe_ids)
         return ReplayPlan(replay=self._replay_ids(), probe=probe_ids)
@@ -229,11 +225,11 @@ class ReplayPlanner:
             n = min(n, self.budget - self.replayed)
         if n <= 0:
             return []
-        picked = getattr(scheduler, "pick", lambda n, memory: None)(n, self.memory)
+        picked = scheduler.pick(n, self.memory)
         if picked is not None:
             ids = np.asarray(picked, dtype=np.int64)[:n]
         else:
-            focus = getattr(scheduler, "focus_tasks", lambda: None)()
+            focus = scheduler.focus_tasks()
             candidates = self.memory if not focus else self.memory.of_tasks(focus)
             if len(candidates) == 0:
                 return []
@@ -264,17 +260,15 @@ class ReplayPlanner:
             replay_losses = joined("replay_losses", np.float64)
             self._record_replays(replay_ids, replay_losses, now)
             self.memory.update(replay_ids, replay_losses, now)
-            if hasattr(self.strategy.sampler, "on_replayed"):
-                self.strategy.sampler.on_replayed(now, replay_ids, replay_losses, self.memory)
+            self.strategy.sampler.on_replayed(now, replay_ids, replay_losses, self.memory)
         probe_ids = joined("probe_ids", np.int64)
         probe_losses, probe_correct = joined("probe_losses", np.float64), joined("probe_correct", bool)
         scheduler = self.strategy.scheduler
-        if probe_ids.size and hasattr(scheduler, "on_probe"):
+        if probe_ids.size:
             scheduler.on_probe(now, probe_ids, probe_losses, probe_correct, self.memory)
         if new_losses.size:
             self.task_losses.append(float(np.mean(new_losses)))
-            if hasattr(scheduler, "on_step"):
-                scheduler.on_step(now, self.task_losses[-1])
+            scheduler.on_step(now, self.task_losses[-1])
         self.clock.tick(observations[0].update_norm if observations else 0.0)
 
     def _record_replays(self, ids: np.ndarray, losses: np.ndarray, now: float) -> None:
@@ -320,7 +314,7 @@ class ReplayPlanner:
         return {
             "memory": self.memory.state_dict(),
             "scheduler": self.strategy.scheduler.state_dict(),
-            **({"sampler": self.strategy.sampler.state_dict()} if hasattr(self.strategy.sampler, "state_dict") else {}),
+            **({"sampler": sampler_state} if (sampler_state := self.strategy.sampler.state_dict()) else {}),
             "clock": self.clock.state_dict(),
             "rng": self.rng.bit_generator.state,
             "reservoir": self.reservoir.state_dict(),

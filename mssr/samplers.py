@@ -1,11 +1,12 @@
 """Replay samplers: which pool samples to replay. Registered by name in ``SAMPLERS``.
 
-A sampler is any class with ``__init__(self, params)`` and
+A sampler subclasses ``BaseSampler`` and writes ``__init__(self, params)`` and
 ``sample(memory, now, n, rng) -> np.ndarray`` of pool sample ids (without replacement).
 ``params`` is the ``replay.mssr`` section, or the section named by the class attribute
-``config_section``. Optional: ``on_replayed(now, ids, losses, memory)``, told the losses of
-every replay, and ``state_dict``/``load_state_dict`` for a sampler that keeps state; a class
-attribute ``reads_reference = True`` asks for the pooled samples' reference losses.
+``config_section``. The base class supplies the rest of the protocol, each a no-op until a
+sampler needs it: ``on_replayed(now, ids, losses, memory)``, told the losses of every
+replay; ``state_dict``/``load_state_dict``, for a sampler that keeps state; and the class
+attribute ``reads_reference = True``, which asks for the pooled samples' reference losses.
 
     sampler = SAMPLERS.get("strength")(cfg.replay.mssr)
     ids = sampler.sample(memory, now=120, n=4, rng=np.random.default_rng(0))
@@ -13,7 +14,7 @@ attribute ``reads_reference = True`` asks for the pooled samples' reference loss
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
@@ -24,8 +25,23 @@ from mssr.registry import Registry
 SAMPLERS = Registry("sampler")
 
 
-class ReplaySampler(Protocol):
-    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray: ...
+class BaseSampler:
+    """The sampler protocol; every hook but ``sample`` is a no-op here."""
+
+    config_section = "mssr"  # the replay config's section that __init__ receives
+    reads_reference = False  # True: each finished task's pooled samples get a reference loss
+
+    def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__}.sample")
+
+    def on_replayed(self, now: float, ids: np.ndarray, losses: np.ndarray, memory: MemoryState) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}  # a stateless sampler: nothing in the checkpoint
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 LARGE_POOL = 4096  # from this many samples on, rejection sampling beats one Gumbel number per sample
@@ -108,7 +124,7 @@ def weighted_without_replacement(weights: np.ndarray, n: int, rng: np.random.Gen
 
 
 @SAMPLERS.register("uniform")
-class UniformSampler:
+class UniformSampler(BaseSampler):
     """Every pool sample equally likely (the baselines' sampler)."""
 
     def __init__(self, params=None):
@@ -120,7 +136,7 @@ class UniformSampler:
 
 
 @SAMPLERS.register("strength")
-class StrengthSampler:
+class StrengthSampler(BaseSampler):
     """Favour samples at risk: P(i) proportional to (1 - R_i(t))^kappa + epsilon."""
 
     def __init__(self, params):
@@ -144,7 +160,7 @@ class StrengthSampler:
 
 
 @SAMPLERS.register("at-risk")
-class AtRiskSampler:
+class AtRiskSampler(BaseSampler):
     """Favour the retention about to be lost: with d_i = R_i(t) - R_i(t + h), h = ``horizon``
     steps (about the time to the next replay event), P(i) proportional to
     (d_i / max_j d_j)^kappa + epsilon. The strength sampler's (1 - R)^kappa prefers what is
@@ -177,7 +193,7 @@ class AtRiskSampler:
 
 
 @SAMPLERS.register("surprise")
-class SurpriseSampler:
+class SurpriseSampler(BaseSampler):
     """Surprise-prioritised replay (after SuRe, arXiv 2511.22367): the pool samples with the
     highest loss when last seen (in their own task's training step, or their last replay),
     ties broken at random. A replayed sample's loss usually drops, so the picks rotate. No
@@ -195,17 +211,24 @@ class SurpriseSampler:
         return memory.ids[np.sort(top)]
 
 
-class TaskBalancedSampler:
+class TaskBalancedSampler(BaseSampler):
     """Wraps a sampler: split each draw evenly over the pool's tasks (the remainder goes to
     randomly chosen tasks), then let the wrapped sampler pick within each task.
     Used by mssr and mssr-sampler, and by any strategy with ``replay.balance_tasks: true``."""
 
-    def __init__(self, inner: ReplaySampler):
+    def __init__(self, inner: BaseSampler):
         self.inner = inner
-        self.reads_reference = getattr(inner, "reads_reference", False)
-        for hook in ("on_replayed", "state_dict", "load_state_dict"):  # the wrapped sampler's, if it has them
-            if hasattr(inner, hook):
-                setattr(self, hook, getattr(inner, hook))
+        self.reads_reference = inner.reads_reference
+
+    # the wrapped sampler's hooks and state
+    def on_replayed(self, now: float, ids: np.ndarray, losses: np.ndarray, memory: MemoryState) -> None:
+        self.inner.on_replayed(now, ids, losses, memory)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
 
     def sample(self, memory: MemoryState, now: float, n: int, rng: np.random.Generator) -> np.ndarray:
         bounds = memory.tasks()  # contiguous tasks (as in a run): no pass over the pool
@@ -255,7 +278,7 @@ def counts_from_shares(shares: np.ndarray, n: int, rng: np.random.Generator) -> 
 
 
 @SAMPLERS.register("excess")
-class ExcessSampler:
+class ExcessSampler(BaseSampler):
     """MSSR's sampler: replay where forgetting is predicted, within bounds.
 
     Each draw is split over the pool's tasks by ``allocate_shares``: in proportion to each
@@ -300,7 +323,7 @@ def least_recent(memory: MemoryState, n: int, rng: np.random.Generator) -> np.nd
 
 
 @SAMPLERS.register("leitner")
-class LeitnerSampler:
+class LeitnerSampler(BaseSampler):
     """A Leitner queue (after Amiri et al. 2017, "Repeat before Forgetting"): every pooled
     sample sits in a box, 0 when it joins; a sample in box b is due ``base_interval * 2^b``
     after it was last trained. An event replays the due samples, longest overdue first (then

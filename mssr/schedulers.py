@@ -1,10 +1,10 @@
 """Replay schedulers: when to replay. Registered by name in ``SCHEDULERS``.
 
-A scheduler is any class with ``__init__(self, replay_cfg)`` and the hooks of
-``ReplayScheduler``; the planner calls them in step order, so a scheduler may keep state
-(JSON-friendly, exposed through ``state_dict``/``load_state_dict`` to survive restarts).
-``BaseScheduler`` gives the optional hooks no-op defaults; subclass it and override what
-you need.
+A scheduler subclasses ``BaseScheduler`` and writes ``__init__(self, replay_cfg)`` and
+``is_due(now, memory)``; the base class supplies every other hook of the protocol as a no-op
+(or "no opinion"), and the planner calls each of them in step order, so a scheduler may keep
+state (its plain attributes, JSON-friendly: ``state_dict``/``load_state_dict`` survive
+restarts). Override what you need.
 
     sched = SCHEDULERS.get("adaptive")(cfg.replay)
     sched.on_task_start(task_index=1, now=48)
@@ -29,7 +29,7 @@ Signals a scheduler can use besides time and the memory state:
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Optional
 
 import numpy as np
 
@@ -41,18 +41,23 @@ SCHEDULERS = Registry("scheduler")
 DEFAULT_FIXED_INTERVAL = 4.0  # replay.fixed.interval without a budget to derive it from
 
 
-class ReplayScheduler(Protocol):
-    def on_task_start(self, task_index: int, now: float) -> None: ...
-    def is_due(self, now: float, memory: MemoryState) -> bool: ...
-    def on_replay(self, now: float) -> None: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-
-    # optional (see BaseScheduler): on_step, probe, on_probe, focus_tasks
-
-
 class BaseScheduler:
-    """No-op optional hooks; state is the instance's plain (JSON-friendly) attributes."""
+    """The scheduler protocol; every hook but ``is_due`` is a no-op here, and the state is the
+    instance's plain (JSON-friendly) attributes."""
+
+    reads_reference = False  # True: each finished task's pooled samples get a reference loss
+
+    def is_due(self, now: float, memory: MemoryState) -> bool:
+        raise NotImplementedError(f"{type(self).__name__}.is_due")
+
+    def on_task_start(self, task_index: int, now: float) -> None:
+        pass
+
+    def on_replay(self, now: float) -> None:
+        pass
+
+    def pick(self, n: int, memory: MemoryState) -> Optional[np.ndarray]:
+        return None
 
     def on_step(self, now: float, train_loss: float) -> None:
         pass

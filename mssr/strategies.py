@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from mssr.errors import ConfigError
 from mssr.registry import Registry
-from mssr.samplers import SAMPLERS, ReplaySampler, TaskBalancedSampler
-from mssr.schedulers import SCHEDULERS, NeverScheduler, ReplayScheduler
+from mssr.samplers import SAMPLERS, BaseSampler, TaskBalancedSampler
+from mssr.schedulers import SCHEDULERS, BaseScheduler, NeverScheduler
 
 STRATEGIES = Registry("strategy")
 
@@ -52,8 +52,8 @@ STRATEGIES = Registry("strategy")
 @dataclass
 class Strategy:
     name: str
-    sampler: ReplaySampler
-    scheduler: ReplayScheduler
+    sampler: BaseSampler
+    scheduler: BaseScheduler
     # train on a shuffled mix of every task's data, cut into as many segments as there are
     # tasks (same sizes, same evaluation after each): the "joint" reference
     mixes_tasks: bool = False
@@ -72,14 +72,31 @@ class Strategy:
         """Whether the sampler or the scheduler reads the pooled samples' reference losses (a
         class attribute ``reads_reference = True``): then, unless ``replay.reference_pass``
         says otherwise, the workers measure them in a no-grad pass when each task ends."""
-        return any(getattr(part, "reads_reference", False) for part in (self.sampler, self.scheduler))
+        return self.sampler.reads_reference or self.scheduler.reads_reference
 
 
 def build_sampler(name: str, replay_cfg):
     """A sampler by name or import path, given its settings: ``replay.mssr``, or the section of
     the replay config its class names in ``config_section``."""
     cls = SAMPLERS.get(name)
-    return cls(getattr(replay_cfg, getattr(cls, "config_section", "mssr")))
+    _check_protocol(cls, BaseSampler, "sampler", name)
+    return cls(getattr(replay_cfg, cls.config_section))
+
+
+def build_scheduler(name: str, replay_cfg):
+    """A scheduler by name or import path, given the replay config."""
+    cls = SCHEDULERS.get(name)
+    _check_protocol(cls, BaseScheduler, "scheduler", name)
+    return cls(replay_cfg)
+
+
+def _check_protocol(cls, base: type, kind: str, name: str) -> None:
+    """The planner calls every hook of the protocol: a class must get them from its base."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(
+            f"{kind} {name!r}: {getattr(cls, '__name__', cls)} must subclass {base.__module__}.{base.__name__} "
+            "(it supplies the hooks a class does not write)"
+        )
 
 
 def _combo(
@@ -91,7 +108,7 @@ def _combo(
     storage: str = "reservoir",
 ):
     def make(replay_cfg) -> Strategy:
-        sampler_, scheduler_ = build_sampler(sampler, replay_cfg), SCHEDULERS.get(scheduler)(replay_cfg)
+        sampler_, scheduler_ = build_sampler(sampler, replay_cfg), build_scheduler(scheduler, replay_cfg)
         return Strategy(name, sampler_, scheduler_, mixes_tasks, balances_tasks, storage)
 
     make.__doc__ = f"{name}: {sampler} sampler, {scheduler} scheduler"
@@ -141,9 +158,11 @@ def build_strategy(name: str, replay_cfg) -> Strategy:
     if replay_cfg.sampler:
         strategy.sampler = build_sampler(replay_cfg.sampler, replay_cfg)
     if replay_cfg.scheduler:
-        strategy.scheduler = SCHEDULERS.get(replay_cfg.scheduler)(replay_cfg)
+        strategy.scheduler = build_scheduler(replay_cfg.scheduler, replay_cfg)
     if replay_cfg.storage:
         strategy.storage = replay_cfg.storage
+    _check_protocol(type(strategy.sampler), BaseSampler, "sampler of strategy", name)
+    _check_protocol(type(strategy.scheduler), BaseScheduler, "scheduler of strategy", name)
     balance = strategy.balances_tasks if replay_cfg.balance_tasks is None else replay_cfg.balance_tasks
     if balance:
         strategy.sampler = TaskBalancedSampler(strategy.sampler)
