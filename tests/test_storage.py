@@ -3,6 +3,7 @@ moto's S3 server on localhost, and the refusal of a multi-node run without durab
 two real Ray nodes."""
 
 import pytest
+from pydantic import ValidationError
 
 from mssr.config import Config
 from mssr.errors import ConfigError
@@ -23,7 +24,7 @@ def test_storage_path_from_the_config_and_mssr_storage_path_over_it(monkeypatch,
 
 def test_storage_locations_must_be_folders_or_object_storage():
     for field in ({"train": {"storage_path": "https://host/ckpt"}}, {"mlflow": {"artifact_location": "ftp://x"}}):
-        with pytest.raises(Exception, match="expected a folder or a URI starting with s3://"):
+        with pytest.raises(ValidationError, match="expected a folder or a URI starting with s3://"):
             Config.model_validate(field)
     Config.model_validate({"train": {"storage_path": "gs://b/p"}, "mlflow": {"artifact_location": "s3://b/m"}})
 
