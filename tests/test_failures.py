@@ -109,7 +109,11 @@ def test_memory_actor_killed_is_recreated_from_the_snapshot(tiny_run, tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])  # SIGTERM: a preemption
+# SIGTERM: a preemption. Ctrl-C takes the same path, and the multi-node rehearsal stops its
+# driver with it (`ray job stop`) and resumes: slow
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM], ids=["ctrl-c", "sigterm"]
+)
 def test_interrupted_run_resumes_into_the_same_run(tiny_run, tmp_path, sig):
     proc = start_cli(
         "run", TINY, f"run.output_dir={tmp_path}", "run.name=intr", cwd=tmp_path, log_path=tmp_path / "log.txt"
@@ -233,6 +237,7 @@ def test_tracking_server_away_mid_run_loses_no_metric(tmp_path, mlflow_server_pr
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a run resumed inside: the interrupted-run drills; finished runs kept: test_compare
 def test_compare_interrupted_inside_a_run_continues_where_it_stopped(tmp_path, tiny_run):
     """Ctrl-C in the second run of a comparison: exit 130 with how to go on; the same command
     again keeps the first run and resumes the second from its checkpoint, which ends as the

@@ -191,6 +191,7 @@ def test_a_trial_stopped_by_tune_gives_its_cpus_back(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # Tune's own restore; the sweep itself: the browser-checked sweep
 def test_interrupted_sweep_resumes(tmp_path):
     out = tmp_path / "out"
     args = [
