@@ -8,6 +8,7 @@ nearest valid key; wrong types and out-of-range values name the dotted key.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -412,8 +413,17 @@ class LeitnerConfig(_Strict):
 
 
 class ReplayConfig(_Strict):
+    plugins: list[str] = []
+    """modules imported before the rest is checked, which register strategies, samplers, schedulers
+    or forgetting models of your own by name (e.g. [my_pkg.strategies]); none by default: the
+    built-in ones need no import."""
     strategy: str = "mssr"
-    """a registered name (none, fixed, mssr, ...) or "package.module:Class"."""
+    """a registered name (none, fixed, mssr, ...) or "package.module:NAME" (a StrategySpec or a
+    factory; docs/strategies.md)."""
+    settings: dict[str, dict[str, Any]] = {}
+    """each strategy's own settings, by its registered name (e.g. {every-k: {every: 3}}), checked
+    against the settings class it registered; empty by default: the built-in strategies read the
+    sections below."""
     sampler: Optional[str] = None
     """replaces the strategy's sampler: a name or "package.module:Class"."""
     scheduler: Optional[str] = None
@@ -451,10 +461,27 @@ class ReplayConfig(_Strict):
     leitner: LeitnerConfig = LeitnerConfig()
     mssr: MSSRConfig = MSSRConfig()
 
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, modules: list[str]) -> list[str]:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise ValueError(f"cannot import {module!r}: {e}") from None
+        return modules
+
     @model_validator(mode="after")
     def _budget_positive(self) -> ReplayConfig:
         if self.budget is not None and self.budget <= 0:
             raise ValueError("budget: must be positive (or null for no cap)")
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_settings(self) -> ReplayConfig:
+        from mssr.strategies import check_settings
+
+        check_settings(self)
         return self
 
 
@@ -557,6 +584,9 @@ def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     return cls
 
 
+_FIELD_FIRST = re.compile(r"^[a-z_][\w-]*(\.[\w-]+)*: ")  # "settings.every-k.every: ..."
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -571,7 +601,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
             msg = e["msg"].removeprefix("Value error, ")
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{source}: {key or 'config'}: {msg}{shown}")
+            if key and isinstance(got, dict) and _FIELD_FIRST.match(msg):
+                lines.append(f"{source}: {key}.{msg}")  # a section's check that names its field
+            else:
+                lines.append(f"{source}: {key or 'config'}: {msg}{shown}")
     return "\n".join(lines)
 
 

@@ -125,5 +125,8 @@ def load_space(
                 build_strategy(cfg.replay.strategy, cfg.replay)  # the strategy, sampler and scheduler names
             except ConfigError as e:
                 detail = str(e).splitlines()[0].split(": ", 1)[-1]  # drop the "<source> + overrides" prefix
-                raise ConfigError(f"{where[key]}: {json.dumps(value)} is not accepted: {detail}") from None
+                # another key's first value may be the one refused: name that key's line
+                culprit = next((k for k in params if detail.startswith(f"{k}:")), key)
+                refused = value if culprit == key else first[culprit]
+                raise ConfigError(f"{where[culprit]}: {json.dumps(refused)} is not accepted: {detail}") from None
     return SearchSpace(str(p), params)

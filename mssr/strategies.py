@@ -1,10 +1,16 @@
 """Named replay strategies: a sampler (which samples) and a scheduler (when).
 
-    build_strategy("mssr", cfg.replay)           # -> Strategy(sampler, scheduler)
-    build_strategy("my_pkg.mod:make", cfg.replay)  # a user factory: (replay_cfg) -> Strategy
+    build_strategy("mssr", cfg.replay)             # -> Strategy(sampler, scheduler)
+    build_strategy("my_pkg.mod:EVERY_K", cfg.replay)  # a user's StrategySpec, by import path
 
-A user strategy is a factory function or class taking the replay config and returning a
-``Strategy``; it plugs in by import path without editing this module. ``replay.sampler`` and
+A strategy is registered as a ``StrategySpec``: its name, the factory that builds it and its
+own settings class (a pydantic model), the way peft registers a method's config class beside
+its model class. Its settings are read from ``replay.settings.<name>`` and checked when the
+config is loaded. A user strategy plugs in without editing this module: by import path in
+``replay.strategy`` (a ``StrategySpec``, or a bare factory ``make(replay_cfg, settings)``
+that takes no settings), or registered by name with ``register_strategy`` in a module listed
+in ``replay.plugins`` (which a comparison of several strategies with settings needs: their
+sections are checked whichever one runs). ``replay.sampler`` and
 ``replay.scheduler`` (a registered name or an import path) replace one half of any strategy,
 and ``replay.balance_tasks`` (true or false) overrides whether every draw is split evenly over
 the pool's tasks (by default mssr-strength and mssr-sampler split them, the others do not).
@@ -40,8 +46,11 @@ The built-in strategies:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from mssr.errors import ConfigError
+from pydantic import BaseModel, ValidationError
+
+from mssr.errors import ConfigError, did_you_mean
 from mssr.registry import Registry
 from mssr.samplers import SAMPLERS, BaseSampler, TaskBalancedSampler
 from mssr.schedulers import SCHEDULERS, BaseScheduler, NeverScheduler
@@ -73,6 +82,91 @@ class Strategy:
         class attribute ``reads_reference = True``): then, unless ``replay.reference_pass``
         says otherwise, the workers measure them in a no-grad pass when each task ends."""
         return self.sampler.reads_reference or self.scheduler.reads_reference
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """What a strategy registers: its name, its factory and its own settings.
+
+        class EveryKSettings(pydantic.BaseModel, extra="forbid"):
+            every: int = pydantic.Field(2, gt=0)
+
+        def make_every_k(replay_cfg, settings: EveryKSettings) -> Strategy: ...
+
+        EVERY_K = StrategySpec("every-k", make_every_k, EveryKSettings)
+
+    ``make(replay_cfg, settings)`` gets the replay config (budget, pool, the built-in
+    components' sections) and its settings: ``replay.settings.<name>`` validated by the
+    settings class, defaults for what is left out; ``None`` for a strategy without one.
+    """
+
+    name: str
+    make: Callable[[Any, Optional[BaseModel]], Strategy]
+    settings: Optional[type[BaseModel]] = None
+
+    def parse_settings(self, replay_cfg) -> Optional[BaseModel]:
+        """The strategy's settings from ``replay.settings.<name>``; a ``ValueError`` naming the
+        key (``settings.every-k.every: ...``) for a wrong or unknown one."""
+        raw = replay_cfg.settings.get(self.name, {})
+        if self.settings is None:
+            if raw:
+                raise ValueError(f"settings.{self.name}: strategy {self.name!r} takes no settings")
+            return None
+        try:
+            return self.settings.model_validate(raw)
+        except ValidationError as e:
+            raise ValueError(_settings_error(self.name, self.settings, e)) from None
+
+
+def _settings_error(name: str, cls: type[BaseModel], err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(["settings", name, *(str(p) for p in e["loc"])])
+    if e["type"] == "extra_forbidden":
+        fields = list(cls.model_fields)
+        return f"{key}: unknown key{did_you_mean(str(e['loc'][-1]), fields, otherwise=f'; valid keys: {fields}')}"
+    return f"{key}: {e['msg']} (got {e.get('input')!r})"
+
+
+def register_strategy(name: str, settings: Optional[type[BaseModel]] = None):
+    """Register ``make(replay_cfg, settings) -> Strategy`` under ``name`` with its settings class:
+
+    @register_strategy("every-k", settings=EveryKSettings)
+    def make_every_k(replay_cfg, settings): ...
+    """
+
+    def deco(make):
+        STRATEGIES.register(name)(StrategySpec(name, make, settings))
+        return make
+
+    return deco
+
+
+def strategy_spec(name: str) -> StrategySpec:
+    """The spec of a registered name or an import path (a bare factory by import path: a spec
+    without settings)."""
+    found = STRATEGIES.get(name)
+    return found if isinstance(found, StrategySpec) else StrategySpec(name, found)
+
+
+def check_settings(replay_cfg) -> None:
+    """Every section of ``replay.settings`` names a strategy (registered, or the one
+    ``replay.strategy`` names by import path) and passes its settings class; a
+    ``ValueError`` naming the key otherwise. Called when the config is loaded."""
+    specs = {n: STRATEGIES.get(n) for n in STRATEGIES.names()}
+    if ":" in replay_cfg.strategy:
+        try:
+            active = strategy_spec(replay_cfg.strategy)
+        except ConfigError as e:
+            raise ValueError(f"strategy: {e}") from None
+        specs[active.name] = active
+    for name in replay_cfg.settings:
+        if name not in specs:
+            hint = did_you_mean(name, specs)
+            raise ValueError(
+                f"settings.{name}: no strategy of that name{hint} (a strategy with settings is found by "
+                "name once replay.plugins registers it, or when replay.strategy names it by import path)"
+            )
+        specs[name].parse_settings(replay_cfg)
 
 
 def build_sampler(name: str, replay_cfg):
@@ -107,12 +201,12 @@ def _combo(
     balances_tasks: bool = False,
     storage: str = "reservoir",
 ):
-    def make(replay_cfg) -> Strategy:
+    def make(replay_cfg, settings=None) -> Strategy:
         sampler_, scheduler_ = build_sampler(sampler, replay_cfg), build_scheduler(scheduler, replay_cfg)
         return Strategy(name, sampler_, scheduler_, mixes_tasks, balances_tasks, storage)
 
     make.__doc__ = f"{name}: {sampler} sampler, {scheduler} scheduler"
-    STRATEGIES.register(name)(make)
+    register_strategy(name)(make)
 
 
 _combo("none", "uniform", "never")
@@ -135,8 +229,8 @@ _combo("mssr-scheduler", "uniform", "paced")
 _combo("mssr-expanding", "strength", "adaptive")
 
 
-@STRATEGIES.register("observed-loss")
-def observed_loss(replay_cfg) -> Strategy:
+@register_strategy("observed-loss")
+def observed_loss(replay_cfg, settings=None) -> Strategy:
     """observed-loss: the excess sampler fed the last observed excess of each task (no model of
     forgetting over time), on the fixed schedule: the ablation of mssr's forgetting model."""
     params = replay_cfg.mssr.model_copy(update={"forgetting_model": "last-excess"})
@@ -152,7 +246,14 @@ def reference_pass(replay_cfg) -> bool:
 
 
 def build_strategy(name: str, replay_cfg) -> Strategy:
-    strategy = STRATEGIES.get(name)(replay_cfg)
+    """The strategy ``name`` (registered, or an import path) with its settings from
+    ``replay_cfg.settings`` and the replay config's overrides of its parts."""
+    spec = strategy_spec(name)
+    try:
+        settings = spec.parse_settings(replay_cfg)
+    except ValueError as e:
+        raise ConfigError(f"replay.{e}") from None
+    strategy = spec.make(replay_cfg, settings)
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"strategy {name!r} must return an mssr.strategies.Strategy, got {type(strategy).__name__}")
     if replay_cfg.sampler:

@@ -1,12 +1,17 @@
 """Strategies (mssr/strategies.py): built by name or import path, a user's sampler, scheduler
 and strategy included; MSSR's task balance."""
 
+from pathlib import Path
+
 import pytest
 
 from mssr.config import ReplayConfig
 from mssr.errors import ConfigError
 from mssr.samplers import StrengthSampler, TaskBalancedSampler
 from mssr.strategies import STRATEGIES, build_strategy
+
+ROOT = Path(__file__).resolve().parents[1]
+USER = "tests.user_strategy:EVERY_K"  # tests/user_strategy.py
 
 
 def test_user_sampler_and_scheduler_by_import_path():
@@ -19,9 +24,69 @@ def test_user_sampler_and_scheduler_by_import_path():
 
 
 def test_user_strategy_by_import_path():
-    s = build_strategy("tests.user_strategy:make", ReplayConfig())
-    assert s.name == "every-step"
-    assert "mssr" in STRATEGIES.names()
+    s = build_strategy("tests.user_strategy:EVERY_K", ReplayConfig())
+    assert s.name == "every-k" and s.scheduler.every == 2  # its settings' default
+    assert "mssr" in STRATEGIES.names() and "every-k" not in STRATEGIES.names()
+
+
+def _events(every: int) -> int:
+    from mssr.replay import ReplayPlanner
+    from tests.planner_sim import simulate
+
+    cfg = ReplayConfig(
+        strategy="tests.user_strategy:EVERY_K",
+        settings={"every-k": {"every": every}},
+        pool_per_task=8,
+        samples_per_event=2,
+    )
+    planner = ReplayPlanner(cfg, seed=0, total_new_samples=3 * 12 * 4)
+    plans = simulate(planner, tasks=3, steps=12, batch=4)
+    assert all(len(p.replay) == 2 for p in plans if p.replay)
+    return planner.events
+
+
+def test_a_user_strategys_own_settings_reach_it_and_change_its_plan():
+    """replay.settings.every-k reaches the user's factory as its typed settings: every 2 steps
+    replays 6 times in each of the two tasks with a pool, every 3 steps 4 times."""
+    assert _events(2) == 2 * 6 and _events(3) == 2 * 4
+
+
+def test_a_user_strategys_settings_are_checked_when_the_config_is_loaded():
+    from mssr.config import load_config
+
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        ["replay.strategy=tests.user_strategy:EVERY_K", "replay.settings.every-k.every=5"],
+    )
+    assert build_strategy(cfg.replay.strategy, cfg.replay).scheduler.every == 5
+    bad = ["replay.strategy=tests.user_strategy:EVERY_K"]
+    with pytest.raises(ConfigError, match=r"replay.settings.every-k.evry: unknown key; did you mean 'every'"):
+        load_config(ROOT / "configs" / "tiny.yaml", [*bad, "replay.settings.every-k.evry=5"])
+    with pytest.raises(ConfigError, match=r"replay.settings.every-k.every: Input should be greater than 0"):
+        load_config(ROOT / "configs" / "tiny.yaml", [*bad, "replay.settings.every-k.every=0"])
+    with pytest.raises(ConfigError, match=r"settings.every-j: no strategy of that name; did you mean 'every-k'"):
+        load_config(ROOT / "configs" / "tiny.yaml", [*bad, "replay.settings.every-j.every=2"])
+    with pytest.raises(ConfigError, match=r"settings.fixed: strategy 'fixed' takes no settings"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["replay.settings.fixed.every=2"])
+
+
+def test_a_plugin_module_registers_a_strategy_by_name_with_its_settings(tmp_path, monkeypatch):
+    """replay.plugins imports a module that registers its strategy; its settings section is
+    then checked whichever strategy runs (as in a comparison of several)."""
+    from mssr.config import load_config
+
+    (tmp_path / "my_plugin.py").write_text(
+        "from mssr.strategies import register_strategy\n"
+        "from tests.user_strategy import EveryKSettings, make_every_k\n"
+        "register_strategy('every-k-plugin', settings=EveryKSettings)(make_every_k)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = ["replay.plugins=[my_plugin]", "replay.settings.every-k-plugin.every=4"]
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [*plugin, "replay.strategy=every-k-plugin"])
+    assert build_strategy("every-k-plugin", cfg.replay).scheduler.every == 4
+    assert load_config(ROOT / "configs" / "tiny.yaml", [*plugin, "replay.strategy=fixed"]).replay.strategy == "fixed"
+    with pytest.raises(ConfigError, match=r"replay.plugins: cannot import 'no_such_plugin'"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["replay.plugins=[no_such_plugin]"])
 
 
 def test_mssr_splits_its_draws_over_tasks_unless_the_config_says_otherwise():
@@ -74,3 +139,16 @@ def test_a_user_scheduler_gets_every_hook_from_the_base_and_replays():
     state = planner.state_dict()
     assert "sampler" not in state  # a stateless sampler adds nothing to the checkpoint
     planner.load_state_dict(state)
+
+
+def test_a_user_strategys_settings_are_a_search_space_like_any_key(tmp_path):
+    from mssr.search_space import load_space
+
+    space = tmp_path / "every_k.yaml"
+    space.write_text("replay.strategy: tests.user_strategy:EVERY_K\nreplay.settings.every-k.every: {grid: [2, 3]}\n")
+    assert load_space(str(space), base_config=str(ROOT / "configs" / "tiny.yaml")).params[
+        "replay.settings.every-k.every"
+    ]
+    space.write_text("replay.strategy: tests.user_strategy:EVERY_K\nreplay.settings.every-k.every: {grid: [0, 3]}\n")
+    with pytest.raises(ConfigError, match=r"every_k.yaml:2: .*greater than 0"):
+        load_space(str(space), base_config=str(ROOT / "configs" / "tiny.yaml"))
