@@ -121,6 +121,22 @@ def init_ray(tries: int = 5) -> None:
                 raise
 
 
+def _measure(actor, sender, ranks: int, args, first_task: int) -> dict:
+    """``args.repeats`` runs at ``ranks`` ranks (each a task of its own): their medians."""
+    runs = [run_once(actor, sender, ranks, args, first_task + i) for i in range(args.repeats)]
+    med = {key: float(np.median([x[key] for x in runs])) for key in runs[0]}
+    sec = med["seconds"]
+    updates = ranks * args.steps * (args.per_rank + args.replayed)
+    return {
+        "ranks": ranks,
+        **med,
+        "updates_per_s": updates / sec,
+        "steps_per_s": args.steps / sec,
+        "bookkeeping_fraction": med["bookkeeping_s"] / sec,
+        "runs": runs,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, nargs="+", default=[8, 32, 128])
@@ -139,24 +155,9 @@ def main() -> None:
         sender = Rank0.remote()
         rows, task_index = [], 10
         for r in args.ranks:
-            runs = []
-            for _ in range(args.repeats):
-                runs.append(run_once(actor, sender, r, args, task_index))
-                task_index += 1
-            med = {key: float(np.median([x[key] for x in runs])) for key in runs[0]}
-            sec = med["seconds"]
-            updates = r * args.steps * (args.per_rank + args.replayed)
-            rows.append(
-                {
-                    "ranks": r,
-                    **med,
-                    "updates_per_s": updates / sec,
-                    "steps_per_s": args.steps / sec,
-                    "bookkeeping_fraction": med["bookkeeping_s"] / sec,
-                    "runs": runs,
-                }
-            )
-            print(f"{r} ranks: {updates / sec:,.0f} updates/s", flush=True)
+            rows.append(_measure(actor, sender, r, args, task_index))
+            task_index += args.repeats
+            print(f"{r} ranks: {rows[-1]['updates_per_s']:,.0f} updates/s", flush=True)
         stats = ray.get(actor.stats.remote())
     finally:
         ray.shutdown()

@@ -128,6 +128,36 @@ def score_point(point: str, model, encoder, tasks, cfg, record: dict) -> None:
                     )
 
 
+def _print_agreement(record: dict, per_row: dict, precision: str) -> None:
+    """Each method's correct rows and speed, the rows where it differs from fp32 generation
+    (the first 20 shown), and how far the eval precision moves the loss matrix's cells."""
+    for name in METHODS:
+        print(
+            f"{name:<16} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
+            f"(median over points and tasks)  generate fp32 / this: {per_row['generate fp32'] / per_row[name]:5.1f}x"
+        )
+    for name in METHODS[1:]:
+        d = record["differ"][name]
+        kinds = {}
+        for row in d:
+            kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
+        print(
+            f"{name} vs generate fp32: {record['rows'] - len(d)} of {record['rows']} rows agree "
+            f"({100 * (1 - len(d) / record['rows']):.2f}%); differ: {kinds or 'none'}"
+        )
+        for row in d[:20]:
+            print(
+                f"   {row['point']}, {row['task']}: reference {row['reference']!r}, generated {row['generated']!r}, "
+                f"forced {'right' if row['forced'] else 'wrong'} ({row['kind']})"
+            )
+    shifts = [abs(c["eval_autocast"] - c["fp32"]) for c in record["loss_cells"]]
+    ratios = [abs(c["eval_autocast"] - c["fp32"]) / c["standard_error"] for c in record["loss_cells"]]
+    print(
+        f"loss matrix cells, {precision} against fp32: median shift {statistics.median(shifts):.4f}, "
+        f"largest {max(shifts):.4f} nats; largest shift / the cell's standard error {max(ratios):.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/demo.yaml")
@@ -161,31 +191,7 @@ def main() -> None:
         f"{record['rows']} rows scored ({len(cfg.stream.tasks) or 5} tasks x test rows x "
         f"{1 + (len(cfg.stream.tasks) or 5)} points); forced at eval.autocast={cfg.eval.autocast} -> {precision}"
     )
-    for name in METHODS:
-        print(
-            f"{name:<16} correct {record['correct'][name]:>5}  {1000 * per_row[name]:8.1f} ms per row "
-            f"(median over points and tasks)  generate fp32 / this: {per_row['generate fp32'] / per_row[name]:5.1f}x"
-        )
-    for name in METHODS[1:]:
-        d = record["differ"][name]
-        kinds = {}
-        for row in d:
-            kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
-        print(
-            f"{name} vs generate fp32: {record['rows'] - len(d)} of {record['rows']} rows agree "
-            f"({100 * (1 - len(d) / record['rows']):.2f}%); differ: {kinds or 'none'}"
-        )
-        for row in d[:20]:
-            print(
-                f"   {row['point']}, {row['task']}: reference {row['reference']!r}, generated {row['generated']!r}, "
-                f"forced {'right' if row['forced'] else 'wrong'} ({row['kind']})"
-            )
-    shifts = [abs(c["eval_autocast"] - c["fp32"]) for c in record["loss_cells"]]
-    ratios = [abs(c["eval_autocast"] - c["fp32"]) / c["standard_error"] for c in record["loss_cells"]]
-    print(
-        f"loss matrix cells, {precision} against fp32: median shift {statistics.median(shifts):.4f}, "
-        f"largest {max(shifts):.4f} nats; largest shift / the cell's standard error {max(ratios):.2f}"
-    )
+    _print_agreement(record, per_row, precision)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

@@ -64,6 +64,20 @@ def measure(model, enc, prompts, max_new: int, batch: int, repeats: int) -> tupl
     }, answers
 
 
+def _print_runs(runs: list[dict], nocache_batch: int) -> None:
+    """One line per batch size and cache setting; the KV cache's gain where both ran."""
+    print(f"  {'batch':>5} {'cache':>5} {'median s':>9} {'p90 s':>7} {'tokens/s':>9} {'s/example':>10} {'differ':>7}")
+    for r in runs:
+        print(
+            f"  {r['batch_size']:5d} {'on' if r['kv_cache'] else 'off':>5} {r['median_s']:9.2f} {r['p90_s']:7.2f} "
+            f"{r['tokens_per_s']:9.1f} {r['s_per_example']:10.3f} {r['answers_differing_from_batch_1']:7d}"
+        )
+    if nocache_batch:
+        on = next(r for r in runs if r["kv_cache"] and r["batch_size"] == nocache_batch)
+        gain = runs[-1]["median_s"] / on["median_s"]
+        print(f"KV cache at batch {nocache_batch}: {gain:.2f}x faster than without")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/compare.yaml")
@@ -109,32 +123,12 @@ def main() -> None:
         f"{len(prompts)} prompts from {len(tasks)} tasks, max_new_tokens {max_new}, {args.threads} threads, "
         f"{describe()}"
     )
-    print(f"  {'batch':>5} {'cache':>5} {'median s':>9} {'p90 s':>7} {'tokens/s':>9} {'s/example':>10} {'differ':>7}")
-    for r in runs:
-        print(
-            f"  {r['batch_size']:5d} {'on' if r['kv_cache'] else 'off':>5} {r['median_s']:9.2f} {r['p90_s']:7.2f} "
-            f"{r['tokens_per_s']:9.1f} {r['s_per_example']:10.3f} {r['answers_differing_from_batch_1']:7d}"
-        )
-    if args.nocache_batch and args.nocache_batch in answers:
-        on = next(r for r in runs if r["kv_cache"] and r["batch_size"] == args.nocache_batch)
-        gain = runs[-1]["median_s"] / on["median_s"]
-        print(f"KV cache at batch {args.nocache_batch}: {gain:.2f}x faster than without")
+    _print_runs(runs, args.nocache_batch if args.nocache_batch in answers else 0)
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "machine": describe(),
-                "threads": args.threads,
-                "prompts": len(prompts),
-                "max_new_tokens": max_new,
-                "runs": runs,
-                "answers_batch_1": answers[1],
-            },
-            indent=1,
-        )
-    )
+    record = {"machine": describe(), "threads": args.threads, "prompts": len(prompts), "max_new_tokens": max_new}
+    out.write_text(json.dumps({**record, "runs": runs, "answers_batch_1": answers[1]}, indent=1))
     print(f"written to {out}")
 
 

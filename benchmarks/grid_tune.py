@@ -59,7 +59,8 @@ def trial_name(name: str, strategy: str, k: int) -> str:
 
 def run_trial(config: str, overrides: list[str], values: dict, run_name: str, out: Path, keep: Path) -> dict:
     """The trial's summary: kept from an earlier invocation, else run now and kept."""
-    from pipelines.run import run_stream, validate
+    from pipelines.run import run_stream
+    from pipelines.startup import validate
 
     kept = keep / run_name
     if (kept / "summary.json").exists():

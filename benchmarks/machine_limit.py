@@ -157,6 +157,32 @@ class Trainer:
         }
 
 
+def _train_modes(cfgs: dict, init_state: dict, batches: list, check, peak: dict, flops_per_token):
+    """Every way trained from the same adapter on the same batches, taking turns; their
+    speed, share of the matmul peak, and losses against fp32's."""
+    trainers = {mode: Trainer(c, init_state, len(batches)) for mode, c in cfgs.items()}
+    with torch.no_grad():  # forward-only accuracy: same adapter, same batch
+        per = {}
+        for mode, t in trainers.items():
+            t.model.eval()
+            per[mode] = t.losses_of(check)
+            t.model.train()
+    fwd_diff = {mode: float((per["fp32"] - per[mode]).abs().mean()) for mode in MODES}
+    modes = list(MODES)
+    for i, b in enumerate(batches):  # the ways take turns, first one then the next
+        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+            trainers[mode].step(b, flops_per_token)
+    train_res = {mode: t.result(check) for mode, t in trainers.items()}
+    for mode in MODES:
+        matmul = peak["fp32" if mode == "fp32" else "bf16"]
+        train_res[mode]["fraction_of_peak"] = train_res[mode]["gflops"] / matmul["gflops"]
+        train_res[mode]["speedup"] = train_res[mode]["tokens_per_s"] / train_res["fp32"]["tokens_per_s"]
+        f32, other = train_res["fp32"]["final_check_loss"], train_res[mode]["final_check_loss"]
+        train_res[mode]["final_loss_rel_diff"] = abs(other - f32) / abs(f32)
+        train_res[mode]["forward_loss_abs_diff"] = fwd_diff[mode]
+    return train_res, fwd_diff
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/compare.yaml")
@@ -190,30 +216,16 @@ def main() -> None:
         return 4 * n_base + 6 * n_lora + 3 * (2 * 2 * layers * seq * d_attn)
 
     *batches, check = make_batches(cfg, tok, WARMUP_STEPS + args.steps + 1, args.batch)
-    trainers = {mode: Trainer(c, init_state, len(batches)) for mode, c in cfgs.items()}
-    with torch.no_grad():  # forward-only accuracy: same adapter, same batch
-        per = {}
-        for mode, t in trainers.items():
-            t.model.eval()
-            per[mode] = t.losses_of(check)
-            t.model.train()
-    fwd_diff = {mode: float((per["fp32"] - per[mode]).abs().mean()) for mode in MODES}
-    modes = list(MODES)
-    for i, b in enumerate(batches):  # the ways take turns, first one then the next
-        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
-            trainers[mode].step(b, flops_per_token)
-    train_res = {mode: t.result(check) for mode, t in trainers.items()}
-    for mode in MODES:
-        matmul = peak["fp32" if mode == "fp32" else "bf16"]
-        train_res[mode]["fraction_of_peak"] = train_res[mode]["gflops"] / matmul["gflops"]
-        train_res[mode]["speedup"] = train_res[mode]["tokens_per_s"] / train_res["fp32"]["tokens_per_s"]
-        f32, other = train_res["fp32"]["final_check_loss"], train_res[mode]["final_check_loss"]
-        train_res[mode]["final_loss_rel_diff"] = abs(other - f32) / abs(f32)
-        train_res[mode]["forward_loss_abs_diff"] = fwd_diff[mode]
+    train_res, fwd_diff = _train_modes(cfgs, init_state, batches, check, peak, flops_per_token)
+    shape = {"n_base": n_base, "n_lora": n_lora, "layers": layers, "d_attn": d_attn}
+    _print_report(args, shape, peak, train_res, fwd_diff)
+    _write_json(args, shape, peak, train_res)
 
+
+def _print_report(args, shape: dict, peak: dict, train_res: dict, fwd_diff: dict) -> None:
     print(
-        f"{describe()}, {args.threads} threads, {args.batch} rows a step; N_base {n_base / 1e6:.1f}M, "
-        f"N_lora {n_lora / 1e6:.2f}M, {layers} layers, d_attn {d_attn}"
+        f"{describe()}, {args.threads} threads, {args.batch} rows a step; N_base {shape['n_base'] / 1e6:.1f}M, "
+        f"N_lora {shape['n_lora'] / 1e6:.2f}M, {shape['layers']} layers, d_attn {shape['d_attn']}"
     )
     print(f"matmul peak: fp32 {peak['fp32']['gflops']:.0f} GFLOP/s, bf16 {peak['bf16']['gflops']:.0f} GFLOP/s")
     head = ("train tok/s", "GFLOP/s", "of peak", "step s", "vs fp32")
@@ -229,26 +241,13 @@ def main() -> None:
         + ", ".join(f"{m} {d:.4f}" for m, d in fwd_diff.items() if m != "fp32")
     )
 
+
+def _write_json(args, shape: dict, peak: dict, train_res: dict) -> None:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "machine": describe(),
-                "threads": args.threads,
-                "batch": args.batch,
-                "steps": args.steps,
-                "warmup_steps": WARMUP_STEPS,
-                "n_base": n_base,
-                "n_lora": n_lora,
-                "layers": layers,
-                "d_attn": d_attn,
-                "matmul_peak": peak,
-                "train": train_res,
-            },
-            indent=1,
-        )
-    )
+    record = {"machine": describe(), "threads": args.threads, "batch": args.batch, "steps": args.steps}
+    record |= {"warmup_steps": WARMUP_STEPS, **shape, "matmul_peak": peak, "train": train_res}
+    out.write_text(json.dumps(record, indent=1))
     print(f"written to {out}")
 
 

@@ -153,6 +153,15 @@ def main() -> None:
         f"\n{cfg.model.name}, LoRA, batch {cfg.train.batch_size}, {args.train_size} rows x 5 tasks, "
         f"{args.repeats} repeats\n{describe()}"
     )
+    _print_table(runs, medians, ratios, [(name, base) for name, _, base in plan])
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"machine": describe(), "cores": cores, "config": args.config, "overrides": overrides}
+    out.write_text(json.dumps({**record, "medians_tokens_per_s": medians, "ratios": ratios, "runs": runs}, indent=1))
+    print(f"written to {out}")
+
+
+def _print_table(runs: dict, medians: dict, ratios: dict, bases: list[tuple[str, str]]) -> None:
     print(f"{'':<34}{'tok/s (median)':>15}{'x bare':>8}{'data wait':>11}{'plan wait':>11}{'train s':>9}")
     for k, v in runs.items():
         waits = [f"{statistics.median(x.get(w, 0.0) for x in v):10.1f}s" for w in ("data_wait_s", "plan_wait_s")]
@@ -160,27 +169,10 @@ def main() -> None:
             f"{k:<34}{medians[k]:>15.0f}{ratios[k]:>8.3f} {' '.join(waits)}"
             f"{statistics.median(x['seconds'] for x in v):>9.1f}"
         )
-    for name, _, base in plan:
+    for name, base in bases:
         if name.startswith("pipeline"):
             verdict = "meets" if ratios[name] >= TARGET else "misses"
             print(f"{name}: {ratios[name]:.3f} x the {base} ({verdict} the {TARGET} target)")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "machine": describe(),
-                "cores": cores,
-                "config": args.config,
-                "overrides": overrides,
-                "medians_tokens_per_s": medians,
-                "ratios": ratios,
-                "runs": runs,
-            },
-            indent=1,
-        )
-    )
-    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _registered(registry, name: str) -> str:
 
 class _Strict(BaseModel):
     # the docstring under each field is its description (``docs/configuration.md`` is made from them)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class LoraConfig(_Strict):
@@ -695,8 +695,27 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         raise ConfigError(_format_errors(e, source)) from None
 
 
+def with_setting(cfg: Config, section: str, **values: Any) -> Config:
+    """``cfg`` with settings of one section replaced; a config is frozen once validated (it
+    crosses process boundaries as it is):  with_setting(cfg, "model", revision=sha)."""
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=values)})
+
+
 def config_to_dict(cfg: Config) -> dict:
     return cfg.model_dump(mode="json")
+
+
+def config_differences(saved: dict, current: dict, ignore: tuple[str, ...] = ("run.output_dir",)) -> list[str]:
+    """The settings in which a run's saved config and ``current`` differ, as ``key: saved ->
+    current``, keys starting with ``ignore`` aside (where a run's directory lies is not part of
+    what it ran, so a comparison moved elsewhere keeps its finished runs). Nor is a setting
+    added after the run was made that ``current`` leaves at its default, which keeps the
+    behaviour from before it existed."""
+    old, new, default = flatten(saved), flatten(current), flatten(config_to_dict(Config()))
+    added_at_default = {k for k in set(new) - set(old) if new[k] == default.get(k)}
+    keys = sorted(k for k in (set(old) | set(new)) - added_at_default if not k.startswith(ignore))
+    pairs = [(k, old.get(k, "(not set)"), new.get(k, "(not set)")) for k in keys]
+    return [f"{k}: {before} -> {after}" for k, before, after in pairs if before != after]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

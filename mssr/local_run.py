@@ -28,14 +28,14 @@ import torch
 from mssr.config import Config, load_config
 from mssr.errors import ConfigError, UserError
 from mssr.learner import Learner
-from mssr.loop import ContinualLoop, ListFeed, TaskToTrain, seed_rank
+from mssr.loop import ContinualLoop, ListFeed, seed_rank
 from mssr.memory_service import LocalMemory
 from mssr.metrics import all_metrics, format_matrix, loss_metrics
 from mssr.models import load_tokenizer
 from mssr.run_files import RunFiles
-from mssr.run_plan import build_plan, format_plan
+from mssr.run_plan import build_plan, format_plan, tasks_to_train
 from mssr.sample_ids import sample_id
-from mssr.strategies import build_strategy, reference_pass
+from mssr.strategies import build_strategy
 from mssr.tasks import Task, load_stream
 from mssr.tokenize import PromptEncoder, encode_rows, encoder_options, row_stats, training_order
 
@@ -101,22 +101,19 @@ def run_local(cfg: Config, out: Path, log=print) -> dict:
     log(format_plan(plan))
     torch.set_num_threads(max(1, int(round(cfg.train.cpus_per_worker))))
     device = torch.device("cuda" if cfg.train.use_gpu else "cpu")
-    learner = Learner(cfg, plan["total_steps"], device)
+    learner = Learner(cfg, plan.total_steps, device)
     seed_rank(cfg, 0)
-    specs = [
-        TaskToTrain(t.name, t.scorer, p["steps"], [(e.prompt, e.answer) for e in t.test])
-        for t, p in zip(tasks, plan["tasks"])
-    ]
+    memory = LocalMemory(plan.replay, cfg.seed, plan.new_samples, plan.replay_steps)
     loop = ContinualLoop(
         cfg,
-        specs,
-        plan["total_steps"],
+        tasks_to_train(tasks, plan),
+        plan.total_steps,
         learner,
-        LocalMemory(cfg.replay, cfg.seed, plan["new_samples"], plan["replay_steps"]),
+        memory,
         ListFeed(rows, cfg.train.batch_size),
         FolderSink(out),
         needs_update_norm=cfg.replay.clock == "update_norm",
-        needs_reference=reference_pass(cfg.replay),
+        needs_reference=memory.needs_reference,
     )
     loop.restore(None)
     progress = loop.run()

@@ -30,7 +30,7 @@ class LocalMemory:
         self.planner = ReplayPlanner(
             replay_cfg, seed=seed, total_new_samples=total_new_samples, replay_steps=replay_steps
         )
-        self.needs_reference = reference_pass(replay_cfg)
+        self.needs_reference = reference_pass(replay_cfg, self.planner.strategy)
         self.pending: dict[int, list[StepObservation]] = {}  # step -> every rank's observation
         self.applied_through = -1  # every step <= this has been applied
         self.plans: dict[int, ReplayPlan] = {}

@@ -45,6 +45,7 @@ The built-in strategies:
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -139,6 +140,16 @@ def register_strategy(name: str, settings: Optional[type[BaseModel]] = None):
         return make
 
     return deco
+
+
+def import_plugins(replay_cfg) -> None:
+    """Import ``replay.plugins`` in this process (loading the config does it where the config
+    is loaded; a config passed to another process arrives already checked, without them)."""
+    for module in replay_cfg.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"replay.plugins: cannot import {module!r}: {e}") from None
 
 
 def strategy_spec(name: str) -> StrategySpec:
@@ -237,17 +248,18 @@ def observed_loss(replay_cfg, settings=None) -> Strategy:
     return Strategy("observed-loss", SAMPLERS.get("excess")(params), SCHEDULERS.get("fixed")(replay_cfg))
 
 
-def reference_pass(replay_cfg) -> bool:
+def reference_pass(replay_cfg, strategy: Strategy) -> bool:
     """Whether a run measures its pooled samples' reference losses: ``replay.reference_pass``,
-    or when null, whether its strategy reads them."""
+    or when null, whether its strategy (built from ``replay_cfg``) reads them."""
     if replay_cfg.reference_pass is not None:
         return replay_cfg.reference_pass
-    return build_strategy(replay_cfg.strategy, replay_cfg).needs_reference
+    return strategy.needs_reference
 
 
 def build_strategy(name: str, replay_cfg) -> Strategy:
     """The strategy ``name`` (registered, or an import path) with its settings from
     ``replay_cfg.settings`` and the replay config's overrides of its parts."""
+    import_plugins(replay_cfg)
     spec = strategy_spec(name)
     try:
         settings = spec.parse_settings(replay_cfg)

@@ -30,13 +30,16 @@ from pathlib import Path
 from mssr.errors import UserError
 
 
+def _tracking_override(args: argparse.Namespace) -> list[str]:
+    """``--tracking-uri`` as the override it stands for."""
+    return [f"mlflow.tracking_uri={args.tracking_uri}"] if args.tracking_uri else []
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from mssr.config import load_config
     from pipelines.run import run_stream
 
-    cfg = load_config(args.config, args.overrides)
-    if args.tracking_uri:
-        cfg.mlflow.tracking_uri = args.tracking_uri
+    cfg = load_config(args.config, [*args.overrides, *_tracking_override(args)])
     run_stream(
         cfg,
         dry_run=args.dry_run,
@@ -466,9 +469,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from mssr.config import load_config
     from pipelines.model_eval import evaluate_source
 
-    cfg = load_config(args.config, args.overrides)
-    if args.tracking_uri:
-        cfg.mlflow.tracking_uri = args.tracking_uri
+    cfg = load_config(args.config, [*args.overrides, *_tracking_override(args)])
     evaluate_source(args.source, cfg, after_task=args.after_task, json_path=args.json)
     return 0
 

@@ -45,7 +45,7 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from mssr.config import Config, config_to_dict, flatten, load_config
+from mssr.config import Config, config_differences, config_to_dict, load_config
 from mssr.errors import ConfigError, UserError
 from mssr.isolation import ISOLATIONS
 from mssr.strategies import STRATEGIES, build_strategy
@@ -183,7 +183,7 @@ def plan_runs(
     (``load_tuned``), applied after the shared overrides (the budget's derived interval still
     wins). ``orders``: order 0 is the listed order, order o >= 1 ``stream.order_seed=o``; run
     names gain ``-o<o>`` when there are several."""
-    from pipelines.run import validate
+    from pipelines.startup import validate
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1 (got {seeds})")
@@ -226,18 +226,6 @@ def plan_runs(
                 _check_same_config(cfg, name)
                 planned.append(PlannedRun(cfg, entry, label, order_seed if orders > 1 else cfg.stream.order_seed))
     return planned
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """The settings in which a run's saved config and ``current`` differ, as ``key: saved ->
-    current``. Where a run's directory lies (``run.output_dir``) is not part of what it ran, so a
-    comparison moved elsewhere keeps its finished runs; nor is a setting added to MSSR after the
-    run that ``current`` leaves at its default, which keeps the behaviour from before it existed."""
-    old, new, default = flatten(saved), flatten(current), flatten(config_to_dict(Config()))
-    added_at_default = {k for k in set(new) - set(old) if new[k] == default.get(k)}
-    keys = sorted((set(old) | set(new)) - added_at_default - {"run.output_dir"})
-    pairs = [(k, old.get(k, "(not set)"), new.get(k, "(not set)")) for k in keys]
-    return [f"{k}: {before} -> {after}" for k, before, after in pairs if before != after]
 
 
 def _check_same_config(cfg: Config, name: str) -> None:
@@ -355,12 +343,7 @@ def compare(
     of its test prompts. Run again with the same ``name`` after an interruption, it keeps the
     runs that finished and continues the one that was cut off."""
     strategies = strategies or DEFAULT_STRATEGIES
-    if reference is not None and reference not in strategies:
-        raise ConfigError(f"--reference {reference!r} is not among --strategies ({', '.join(strategies)})")
-    reference = reference or ("fixed" if "fixed" in strategies else None)  # None: no paired differences
-    paired_metrics(primary)  # an unknown --primary: refused before anything runs
-    if detect is not None and detect <= 0:
-        raise ConfigError(f"--detect: the difference to detect must be positive (got {detect:g})")
+    reference = _checked_reference(strategies, reference, primary, detect)
     name = _safe(name or f"cmp-{datetime.now():%Y%m%d-%H%M%S}")
     if tuned_on:
         overrides = [*_evaluation_part(config_path, overrides, log), *overrides]
@@ -380,34 +363,47 @@ def compare(
         block = block_label((p.cfg.seed, p.order))
         left = time_left(walls, len(planned) - i + 1)
         log(f"\n=== comparison {name}: run {i}/{len(planned)}: strategy {p.entry}, {block}{at} ==={left}")
-        try:
-            summary = _finished_or_run(p, name, log)
-            run_dir = Path(p.cfg.run.output_dir) / p.cfg.run.name  # planned, not summary's: runs can move
-            runs.append(run_row(summary, p.entry, p.budget, run_dir, p.order))
-            walls.append(float(summary["wall_seconds"]))
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is kept, the cut-off run resumes
-            log(
-                f"comparison {name} stopped in run {i}/{len(planned)}; run the same mssr compare command "
-                f"again: the {i - 1} finished run(s) are kept and {p.cfg.run.name} continues from its last checkpoint"
-            )
-            raise
-        except UserError:
-            raise
-        except Exception as e:  # a crashed run is reported in the table; the others still run
-            log(f"run {p.cfg.run.name} failed: {type(e).__name__}: {e}")
-            runs.append(
-                {
-                    "strategy": p.entry,
-                    "seed": p.cfg.seed,
-                    "order": p.order,
-                    "budget": p.budget,
-                    "error": f"{type(e).__name__}: {e}",
-                }
-            )
+        runs.append(_run_row(p, name, f"{i}/{len(planned)}", log))
+        if "error" not in runs[-1]:
+            walls.append(float(runs[-1]["wall s"]))
         markdown = write_outputs(out, runs, reference, primary, detect, allow_mixed)
     log(f"\ncomparison {name} ({len(planned)} runs, MLflow tag comparison_id={name}):\n\n{markdown}")
     log(f"written to {out.resolve()}/table.md, table.csv, runs.csv, intervals.csv")
     return {"name": name, "runs": runs, "dir": str(out.resolve()), "markdown": markdown}
+
+
+def _checked_reference(strategies: list[str], reference: Optional[str], primary: str, detect: Optional[float]):
+    """The strategy the others are paired against (``fixed`` when compared, else none), once
+    ``--reference``, ``--primary`` and ``--detect`` are checked, before anything runs."""
+    if reference is not None and reference not in strategies:
+        raise ConfigError(f"--reference {reference!r} is not among --strategies ({', '.join(strategies)})")
+    paired_metrics(primary)  # an unknown --primary: refused
+    if detect is not None and detect <= 0:
+        raise ConfigError(f"--detect: the difference to detect must be positive (got {detect:g})")
+    return reference or ("fixed" if "fixed" in strategies else None)  # None: no paired differences
+
+
+def _run_row(p: PlannedRun, name: str, position: str, log) -> dict:
+    """One planned run, kept or run now, as its row of the tables; a run that crashed is a row
+    with its error, and the comparison goes on. Ctrl-C (or SIGTERM) stops the comparison:
+    what finished is kept, and the run cut off resumes when the command is run again."""
+    try:
+        summary = _finished_or_run(p, name, log)
+        run_dir = Path(p.cfg.run.output_dir) / p.cfg.run.name  # planned, not summary's: runs can move
+        return run_row(summary, p.entry, p.budget, run_dir, p.order)
+    except KeyboardInterrupt:
+        done = int(position.split("/")[0]) - 1
+        log(
+            f"comparison {name} stopped in run {position}; run the same mssr compare command again: "
+            f"the {done} finished run(s) are kept and {p.cfg.run.name} continues from its last checkpoint"
+        )
+        raise
+    except UserError:
+        raise
+    except Exception as e:
+        log(f"run {p.cfg.run.name} failed: {type(e).__name__}: {e}")
+        error = f"{type(e).__name__}: {e}"
+        return {"strategy": p.entry, "seed": p.cfg.seed, "order": p.order, "budget": p.budget, "error": error}
 
 
 def _evaluation_part(config_path: str, overrides: list[str], log) -> list[str]:

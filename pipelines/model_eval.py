@@ -65,6 +65,26 @@ def load_source(source: str, cfg: Config, after_task: Optional[int]):
     return model, load_tokenizer(model_cfg), source
 
 
+def _log_evaluation(cfg: Config, source: str, described: str, scores: dict, losses: dict, mean: float) -> str:
+    """An MLflow run of its own for the evaluation (the stream and eval settings as params, a
+    score and a loss per task); returns its id."""
+    from pipelines.tracking import finish_run, resolve_tracking_uri, start_run
+
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir))
+    settings = {k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("stream.", "eval."))}
+    run_id = start_run(
+        uri,
+        cfg.mlflow.experiment,
+        f"eval {described}",
+        {"source": source, **settings},
+        tags={"mssr.kind": "evaluation"},
+        artifact_location=cfg.mlflow.artifact_location,
+    )
+    metrics = {**{f"score/{k}": v for k, v in scores.items()}, **{f"loss/{k}": v for k, v in losses.items()}}
+    finish_run(uri, run_id, {**metrics, "score/mean": mean}, artifacts=[])
+    return run_id
+
+
 def evaluate_source(
     source: str, cfg: Config, after_task: Optional[int] = None, json_path: Optional[str] = None, log=print
 ) -> dict:
@@ -75,7 +95,6 @@ def evaluate_source(
     from mssr.evaluation import evaluate_examples
     from mssr.optim import autocast_context
     from mssr.tokenize import PromptEncoder, encoder_options
-    from pipelines.tracking import finish_run, resolve_tracking_uri, start_run
 
     transformers.utils.logging.disable_progress_bar()
     tasks = load_stream(cfg.stream)
@@ -106,20 +125,7 @@ def evaluate_source(
         "mean_score": float(np.mean(list(scores.values()))),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.run.output_dir))
-    run_id = start_run(
-        uri,
-        cfg.mlflow.experiment,
-        f"eval {described}",
-        {
-            "source": source,
-            **{k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("stream.", "eval."))},
-        },
-        tags={"mssr.kind": "evaluation"},
-        artifact_location=cfg.mlflow.artifact_location,
-    )
-    metrics = {**{f"score/{k}": v for k, v in scores.items()}, **{f"loss/{k}": v for k, v in losses.items()}}
-    finish_run(uri, run_id, {**metrics, "score/mean": out["mean_score"]}, artifacts=[])
+    run_id = _log_evaluation(cfg, source, described, scores, losses, out["mean_score"])
     out["mlflow_run_id"] = run_id
     log(f"{described}: mean score {out['mean_score']:.3f} over {len(tasks)} tasks (MLflow run {run_id})")
     if json_path:

@@ -16,7 +16,7 @@ checkpointed position (the streaming split repeats the same order), so the run c
 as if nothing had happened. ``restores.jsonl`` in the run directory records each restore.
 
 Workers write no file; the final accuracy matrix reaches the driver in Ray Train's last
-checkpoint. The driver (``pipelines.run``) builds the ``TorchTrainer`` that calls ``train_loop``.
+checkpoint. The driver (``pipelines.trainer``) builds the ``TorchTrainer`` that calls ``train_loop``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from mssr.errors import UserError
 from mssr.learner import Learner
 from mssr.loop import ContinualLoop, TaskToTrain, seed_rank
 from mssr.replay import ReplayPlan, StepObservation
+from mssr.run_plan import RunPlan
 from pipelines.console import quiet_library_warnings
 from pipelines.pool import PoolRows
 from pipelines.recorder import WorkerRecord
@@ -78,8 +79,8 @@ class ReadAhead:
 class LoopConfig:
     """What the driver hands every worker (``TorchTrainer(train_loop_config={"loop": ...})``)."""
 
-    cfg: dict  # the validated config, as JSON (validated again on the worker)
-    total_steps: int
+    cfg: Config  # the validated config, as it is
+    plan: RunPlan  # the resolved plan (steps, budget, ...)
     actor_name: str  # the memory actor, found by name
     recorder_name: str  # the run recorder (pipelines.recorder), found by name
     needs_update_norm: bool  # the replay clock runs on the weights' update norm
@@ -206,20 +207,20 @@ def _restore(loop: ContinualLoop, continue_from: Optional[str]) -> None:
 
 def run_worker(config: LoopConfig) -> None:
     """Build this worker's loop from Ray Train's context and the run's actors, and run it."""
-    cfg = Config.model_validate(config.cfg)
+    cfg, total_steps = config.cfg, config.plan.total_steps
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(round(cfg.train.cpus_per_worker))))
     device = ray.train.torch.get_device()
     # model, optimizer, schedule, isolation, the step and evaluation (DDP-wrapped by Ray Train)
-    learner = Learner(cfg, config.total_steps, device, wrap_model=ray.train.torch.prepare_model)
+    learner = Learner(cfg, total_steps, device, wrap_model=ray.train.torch.prepare_model)
     seed_rank(cfg, rank)
     actor, recorder = ray.get_actor(config.actor_name), ray.get_actor(config.recorder_name)
     _record_worker(rank, actor, recorder)
     loop = ContinualLoop(
         cfg,
         config.tasks,
-        config.total_steps,
+        total_steps,
         learner,
         RayMemory(actor),
         RayFeed(cfg.train.batch_size // world, config.task_rows, len(config.tasks)),

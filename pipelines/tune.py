@@ -251,15 +251,9 @@ def tune_sweep(
     space = load_space(space_path, config_path, overrides)
     sweep_dir = _sweep_dir(base, sweep.name, resume)
     from pipelines.console import quiet_env
-    from pipelines.run import init_ray, validate
+    from pipelines.startup import init_ray
 
-    for values in _corner_trials(space):  # the run-level checks (strategy, batch split, GPU) of every corner
-        corner = _trial_config(config_path, overrides, values)
-        if corner.stream.split != "tune":
-            raise ConfigError(
-                f"{space_path}: stream.split: a sweep runs on stream.split=tune; leave it out of the space"
-            )
-        validate(corner)
+    _check_corners(config_path, overrides, space, space_path)
     if split:
         log("stream.split=tune: the trials train and test on the tune part of every task's prompts (docs/sweeps.md)")
     tasks = len(load_stream(base.stream))  # bad rows, or a task the split leaves empty: refused before the sweep
@@ -290,6 +284,20 @@ def tune_sweep(
         )
         raise KeyboardInterrupt
     return _finish(sweep, space, base, list(grid), tasks, uri, parent, sweep_dir, log)
+
+
+def _check_corners(config_path: str, overrides: list[str], space, space_path: str) -> None:
+    """The run-level checks (strategy, batch split, GPU) of every corner of the space, and no
+    trial off the tune part of the prompts, before the sweep starts."""
+    from pipelines.startup import validate
+
+    for values in _corner_trials(space):
+        corner = _trial_config(config_path, overrides, values)
+        if corner.stream.split != "tune":
+            raise ConfigError(
+                f"{space_path}: stream.split: a sweep runs on stream.split=tune; leave it out of the space"
+            )
+        validate(corner)
 
 
 def _sweep_dir(base: Config, name: str, resume: bool) -> Path:

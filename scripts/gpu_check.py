@@ -59,7 +59,6 @@ from mssr.loop import ContinualLoop, ListFeed, NullSink, StepDone, TaskToTrain  
 from mssr.memory_service import LocalMemory  # noqa: E402
 from mssr.models import DEFAULT_MODEL, resolve_model_path  # noqa: E402
 from mssr.sample_ids import sample_id  # noqa: E402
-from mssr.strategies import reference_pass  # noqa: E402
 from mssr.tasks import Example  # noqa: E402
 
 # Llama shapes: "tiny" is the test model's, "1b" Llama-3.2-1B's body with the tokenizer's vocabulary
@@ -222,7 +221,7 @@ def train_stream(learner: Learner, tasks, args, device: torch.device, result: Ca
 
     loop = ContinualLoop(
         cfg, specs, 2 * args.steps, learner, memory, feed, NullSink(),
-        needs_update_norm=True, needs_reference=reference_pass(cfg.replay), evaluate=False, on_step=on_step,
+        needs_update_norm=True, needs_reference=memory.needs_reference, evaluate=False, on_step=on_step,
     )  # fmt: skip
     loop.restore(None)
     loop.run()

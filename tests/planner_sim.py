@@ -22,7 +22,7 @@ def reference_loss(sample_id: int) -> float:
 
 def simulate(planner: ReplayPlanner, tasks=3, steps=40, batch=4, first_task=0, ranks=1):
     noise = np.random.default_rng(first_task + 17)
-    references = reference_pass(planner.cfg)
+    references = reference_pass(planner.cfg, planner.strategy)
     ended: dict[int, float] = {}
     plans = []
     for k in range(first_task, first_task + tasks):

@@ -1,5 +1,5 @@
 """A Tune trial that fits a ``TorchTrainer`` and is stopped by Tune (as ASHA stops one),
-in a Ray started by ``pipelines.run.init_ray``, with the orphan removal ``mssr tune`` runs. Prints, as
+in a Ray started by ``pipelines.startup.init_ray``, with the orphan removal ``mssr tune`` runs. Prints, as
 JSON, the cluster's CPUs and how many are free again after the stop.
 
     python tests/stopped_trial.py STORAGE_DIR
@@ -17,7 +17,7 @@ from ray import tune  # noqa: E402
 
 from mssr.config import load_config  # noqa: E402
 from pipelines.placement_groups import removing_orphaned_placement_groups  # noqa: E402
-from pipelines.run import init_ray  # noqa: E402
+from pipelines.startup import init_ray  # noqa: E402
 
 STORAGE = sys.argv[1]
 

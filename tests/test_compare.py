@@ -433,9 +433,9 @@ def test_a_kept_run_must_hold_the_same_config_but_may_lack_settings_added_at_the
     a setting added since, left at its default; any other change is refused, naming it."""
     import yaml
 
-    from mssr.config import config_to_dict
+    from mssr.config import config_differences, config_to_dict
     from mssr.errors import ConfigError
-    from pipelines.compare import config_differences, plan_runs
+    from pipelines.compare import plan_runs
 
     def plan(*overrides):
         args = [f"run.output_dir={tmp_path}", *overrides]

@@ -112,11 +112,16 @@ def test_the_excess_schedule_has_no_signal_before_a_replay_observed_one():
 
 def test_the_reference_pass_runs_where_the_strategy_reads_it_unless_configured():
     assert build_strategy("mssr", ReplayConfig()).needs_reference
-    assert reference_pass(ReplayConfig(strategy="mssr")) and reference_pass(ReplayConfig(strategy="observed-loss"))
-    assert not reference_pass(ReplayConfig(strategy="fixed"))
-    assert reference_pass(ReplayConfig(strategy="fixed", reference_pass=True))
-    assert not reference_pass(ReplayConfig(strategy="mssr", reference_pass=False))
-    assert reference_pass(ReplayConfig(strategy="fixed", sampler="excess"))  # the sampler reads it
+
+    def measured(**cfg) -> bool:
+        replay = ReplayConfig(**cfg)
+        return reference_pass(replay, build_strategy(replay.strategy, replay))
+
+    assert measured(strategy="mssr") and measured(strategy="observed-loss")
+    assert not measured(strategy="fixed")
+    assert measured(strategy="fixed", reference_pass=True)
+    assert not measured(strategy="mssr", reference_pass=False)
+    assert measured(strategy="fixed", sampler="excess")  # the sampler reads it
 
 
 def test_mir_replays_the_candidates_whose_loss_the_probed_update_raised():
