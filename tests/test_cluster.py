@@ -199,16 +199,9 @@ def test_use_gpu_needs_local_gpus_only_without_a_cluster(monkeypatch):
 # -- multi-node rehearsal ----------------------------------------------------------------
 
 
-@pytest.mark.e2e
-def test_multinode_rehearsal_in_s3_survives_a_killed_worker_and_a_stopped_driver(tmp_path, tiny_run):
-    """Two Ray nodes that share only an S3 bucket (moto's server); node 2's worker is SIGKILLed
-    mid-task, then the driver gets Ctrl-C and a second job resumes it. The run finishes with the
-    matrices and plans of the single-node run of the same seed; checkpoints and MLflow artifacts
-    are in the bucket, the model is exported from it, and nothing is written elsewhere."""
-    import psutil
-    from mlflow import MlflowClient
-
-    out = tmp_path / "shared"
+def _rehearse(out: Path) -> tuple[int, str, str]:
+    """Run scripts/rehearse_multinode.sh into ``out``: its exit status, its stdout, and the
+    tail of both streams for assertion messages."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSSR_STORAGE", "MLFLOW_"))}
     env |= {"PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     # its own process group: on a timeout, SIGTERM reaches the script (whose trap stops both
@@ -227,9 +220,13 @@ def test_multinode_rehearsal_in_s3_survives_a_killed_worker_and_a_stopped_driver
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
         stdout = "TIMED OUT after 1500 s\n" + stdout
-    log = stdout[-6000:] + stderr[-4000:]
+    return proc.returncode, stdout, stdout[-6000:] + stderr[-4000:]
 
-    # the cluster and the S3 server are gone, whatever happened
+
+def _check_nothing_left_running(out: Path, log: str) -> None:
+    """The cluster and the S3 server are gone, whatever happened."""
+    import psutil
+
     assert (out / "ray_temp_dir").is_file(), log
     ray_dir = (out / "ray_temp_dir").read_text().strip()
 
@@ -241,7 +238,34 @@ def test_multinode_rehearsal_in_s3_survives_a_killed_worker_and_a_stopped_driver
             break
         time.sleep(1)
     assert left_running() == [], f"Ray processes left running: {left_running()}"
-    assert proc.returncode == 0, log
+
+
+def _check_bucket(out: Path, summary: dict) -> None:
+    """Checkpoints and MLflow's artifacts in the bucket, under the run's prefixes and nowhere else."""
+    from mlflow import MlflowClient
+
+    keys = [k for k in (out / "bucket.txt").read_text().split() if not k.endswith("/")]  # no folder markers
+    assert {k.split("/")[0] for k in keys} == {"storage", "mlflow"}, keys
+    assert all(k.startswith(("storage/rehearsal/train/", "mlflow/")) for k in keys), keys
+    assert any(k.startswith("storage/rehearsal/train/task_04/") for k in keys)
+    run = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics["ap"] == pytest.approx(summary["ap"])
+    assert run.info.artifact_uri == f"s3://rehearsal/mlflow/{run.info.run_id}/artifacts"
+    artifacts = {k.removeprefix(f"mlflow/{run.info.run_id}/artifacts/") for k in keys if k.startswith("mlflow/")}
+    assert {"accuracy_matrix.png", "loss_matrix.json"} <= artifacts, artifacts
+    assert any(k.startswith("mlflow/") and k.endswith("/MLmodel") for k in keys), keys  # the logged model
+
+
+@pytest.mark.e2e
+def test_multinode_rehearsal_in_s3_survives_a_killed_worker_and_a_stopped_driver(tmp_path, tiny_run):
+    """Two Ray nodes that share only an S3 bucket (moto's server); node 2's worker is SIGKILLed
+    mid-task, then the driver gets Ctrl-C and a second job resumes it. The run finishes with the
+    matrices and plans of the single-node run of the same seed; checkpoints and MLflow artifacts
+    are in the bucket, the model is exported from it, and nothing is written elsewhere."""
+    out = tmp_path / "shared"
+    returncode, stdout, log = _rehearse(out)
+    _check_nothing_left_running(out, log)
+    assert returncode == 0, log
     assert "rehearsal: OK" in stdout and "rehearsal: cluster stopped" in stdout
     assert "node 2 sees none of" in stdout and "rehearsal: killed rank 1" in stdout, log
     assert "Ctrl-C to the driver" in stdout and "a second job resumes it" in stdout, log
@@ -264,17 +288,7 @@ def test_multinode_rehearsal_in_s3_survives_a_killed_worker_and_a_stopped_driver
     single = (tiny_run[0] / "tiny" / "plans" / "rank_0.jsonl").read_text()
     assert (run_dir / "plans" / "rank_0.jsonl").read_text() == single
 
-    # checkpoints and MLflow's artifacts in the bucket, under the run's prefixes and nowhere else
-    keys = [k for k in (out / "bucket.txt").read_text().split() if not k.endswith("/")]  # no folder markers
-    assert {k.split("/")[0] for k in keys} == {"storage", "mlflow"}, keys
-    assert all(k.startswith(("storage/rehearsal/train/", "mlflow/")) for k in keys), keys
-    assert any(k.startswith("storage/rehearsal/train/task_04/") for k in keys)
-    run = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db").get_run(summary["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.data.metrics["ap"] == pytest.approx(summary["ap"])
-    assert run.info.artifact_uri == f"s3://rehearsal/mlflow/{run.info.run_id}/artifacts"
-    artifacts = {k.removeprefix(f"mlflow/{run.info.run_id}/artifacts/") for k in keys if k.startswith("mlflow/")}
-    assert {"accuracy_matrix.png", "loss_matrix.json"} <= artifacts, artifacts
-    assert any(k.startswith("mlflow/") and k.endswith("/MLmodel") for k in keys), keys  # the logged model
+    _check_bucket(out, summary)
     # on the head's disk: the run directory, the MLflow store and what the script itself writes
     assert sorted(p.name for p in out.iterdir()) == [
         "bucket.txt",

@@ -142,6 +142,27 @@ def test_compare_runs_every_strategy_and_writes_one_table(tmp_path):
     assert list(csv.DictReader((moved / "comparisons" / "cmp" / "table.csv").open())) == table
 
 
+def _check_paired_within_blocks(intervals: list[dict], summaries: dict) -> None:
+    """The budget sweep's intervals: every paired metric but the anytime loss, finite, and the
+    mean of none - fixed in each order (block), not across orders."""
+    assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
+        ("none", "0.1", "AP"),
+        ("none", "0.25", "final loss"),
+        ("none", "0.1", "forgetting"),
+        ("none", "0.25", "loss forgetting"),
+    }
+    assert not any(i["metric"] == "anytime loss" for i in intervals)  # its cells were not scored
+    assert all(math.isfinite(float(i[k])) for i in intervals for k in ("mean", "low", "high"))
+    # paired within blocks: the mean of none - fixed in each order, not across orders
+    for budget in ("0.1", "0.25"):
+        (row,) = [i for i in intervals if (i["budget"], i["metric"]) == (budget, "final loss")]
+        per_block = [
+            summaries[f"bud-none-s0-o{o}"]["loss_final"] - summaries[f"bud-fixed-b{budget}-s0-o{o}"]["loss_final"]
+            for o in (0, 1)
+        ]
+        assert row["blocks"] == "2" and float(row["mean"]) == pytest.approx(np.mean(per_block))
+
+
 @pytest.mark.e2e
 def test_a_budget_sweep_over_two_task_orders_spends_each_budget_and_pairs_within_blocks(tmp_path):
     """A strategy at two budgets on the tiny model, beside one that never replays, in two task
@@ -152,27 +173,10 @@ def test_a_budget_sweep_over_two_task_orders_spends_each_budget_and_pairs_within
     (eval.seen_tasks=latest, future_tasks=none): each task right after its training and every
     task at the end, which every paired metric but the anytime loss can read."""
     out = tmp_path / "out"
-    proc = run_cli(
-        "compare",
-        str(ROOT / "configs" / "tiny.yaml"),
-        f"run.output_dir={out}",
-        "stream.train_size=16",
-        "eval.seen_tasks=latest",
-        "eval.future_tasks=none",
-        "--strategies",
-        "none,fixed",
-        "--budgets",
-        "0.1,0.25",
-        "--seeds",
-        "1",
-        "--orders",
-        "2",
-        "--detect",
-        "0.5",
-        "--name",
-        "bud",
-        cwd=tmp_path,
-    )
+    scored = ["stream.train_size=16", "eval.seen_tasks=latest", "eval.future_tasks=none"]
+    sweep = ["--strategies", "none,fixed", "--budgets", "0.1,0.25", "--seeds", "1", "--orders", "2", "--detect", "0.5"]
+    config = str(ROOT / "configs" / "tiny.yaml")
+    proc = run_cli("compare", config, f"run.output_dir={out}", *scored, *sweep, "--name", "bud", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = list(csv.DictReader((out / "comparisons" / "bud" / "runs.csv").open()))
     assert sorted((r["strategy"], r["budget"], r["order"]) for r in runs) == [
@@ -201,23 +205,7 @@ def test_a_budget_sweep_over_two_task_orders_spends_each_budget_and_pairs_within
     curves = (out / "comparisons" / "bud" / "curves.md").read_text()
     assert "| final loss at 10% | Δ final loss at 10% | AP at 10% | Δ AP at 10% | final loss at 25% |" in curves
     assert curves in md and "| fixed | 2 |" in curves and "| none | 2 |" in curves
-    intervals = list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open()))
-    assert {(i["strategy"], i["budget"], i["metric"]) for i in intervals} >= {
-        ("none", "0.1", "AP"),
-        ("none", "0.25", "final loss"),
-        ("none", "0.1", "forgetting"),
-        ("none", "0.25", "loss forgetting"),
-    }
-    assert not any(i["metric"] == "anytime loss" for i in intervals)  # its cells were not scored
-    assert all(math.isfinite(float(i[k])) for i in intervals for k in ("mean", "low", "high"))
-    # paired within blocks: the mean of none - fixed in each order, not across orders
-    for budget in ("0.1", "0.25"):
-        (row,) = [i for i in intervals if (i["budget"], i["metric"]) == (budget, "final loss")]
-        per_block = [
-            summaries[f"bud-none-s0-o{o}"]["loss_final"] - summaries[f"bud-fixed-b{budget}-s0-o{o}"]["loss_final"]
-            for o in (0, 1)
-        ]
-        assert row["blocks"] == "2" and float(row["mean"]) == pytest.approx(np.mean(per_block))
+    _check_paired_within_blocks(list(csv.DictReader((out / "comparisons" / "bud" / "intervals.csv").open())), summaries)
     m = np.asarray(summaries["bud-fixed-b0.1-s0-o0"]["accuracy_matrix"])
     lean = np.full((6, 5), False)
     lean[range(1, 6), range(5)] = True  # each task right after its training
