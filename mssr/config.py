@@ -344,6 +344,10 @@ class MSSRConfig(_Strict):
     and two tenths)."""
     cap: float = Field(0.5, gt=0, le=1)
     """excess sampler: no task gets more than this share of a draw (2 of 4 samples an event)."""
+    pace_floor: float = Field(0.25, ge=0, le=1)
+    """paced schedules: the least share of the even pace kept when predicted forgetting is nil, so
+    that replays go on measuring it (at zero, a schedule that predicts no excess never replays
+    again to see it return); a quarter: one event where an even spend would make four."""
 
     @field_validator("forgetting_model")
     @classmethod

@@ -241,9 +241,15 @@ class PacedScheduler(BaseScheduler):
     scores, is left with little. So the events done never run more than ``PACE_LEAD`` ahead of
     an even spend (``events_total * steps_seen / replay_steps``): forgetting decides when
     within that allowance replay comes, and can defer events, which the base rate then spreads
-    over the steps left."""
+    over the steps left.
+
+    Nor does the rate fall below ``replay.mssr.pace_floor`` times the base rate: a signal that
+    only replays can measure (the excess loss of ``paced-excess``) would otherwise stop the
+    schedule for good once it predicted no forgetting, and with it the replays that would show
+    the forgetting coming back."""
 
     def __init__(self, replay_cfg):
+        self.pace_floor = replay_cfg.mssr.pace_floor
         self.events_total: Optional[int] = None
         self.replay_steps: Optional[int] = None
         self.steps_seen = 0  # steps with a pool so far
@@ -278,7 +284,7 @@ class PacedScheduler(BaseScheduler):
             self.p_sum += p
             self.p_steps += 1
             p_bar = self.p_sum / self.p_steps
-            ratio = p / p_bar if p_bar > 0 else 1.0
+            ratio = max(self.pace_floor, p / p_bar) if p_bar > 0 else 1.0
         self.credit += min(1.0, self._base_rate() * ratio)
         if self.credit < 1.0 - 1e-9:
             return False

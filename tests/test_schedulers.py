@@ -188,3 +188,30 @@ def test_the_paced_schedule_without_a_budget_replays_at_the_default_rate():
     plans = simulate(planner, tasks=3, steps=40, batch=4)
     n = sum(bool(p.replay) for p in plans)
     assert abs(n - 80 / DEFAULT_FIXED_INTERVAL) <= 6  # 80 steps with a pool, about one event in four
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.25])
+def test_the_paced_schedule_keeps_replaying_at_its_floor_when_it_predicts_no_forgetting(floor):
+    """A signal that only replays can measure (the excess loss a forgetting model fits to
+    them) can predict none: without a floor the schedule then never replays again, so never
+    sees forgetting return; with one it keeps a share of the even pace."""
+
+    class Pool:
+        forgotten = 0.0
+
+        def mean_retention(self, now):
+            return 1.0 - self.forgotten
+
+    sched = PacedScheduler(ReplayConfig(mssr={"pace_floor": floor}))
+    sched.on_budget(budget=80, samples_per_event=4, replay_steps=100)  # 20 events
+    pool, events = Pool(), []
+    for t in range(100):
+        pool.forgotten = 0.3 if t < 10 else 0.0  # forgetting seen early, then predicted nil
+        if sched.is_due(t, pool):
+            sched.on_replay(t)
+            events.append(t)
+    later = sum(t >= 20 for t in events)
+    if floor == 0:
+        assert later == 0, events  # starved for the rest of the stream
+    else:
+        assert later >= 0.25 * 20 * 80 / 100 * 0.8, events  # about a quarter of an even spend
