@@ -3,7 +3,8 @@ directory and its MLflow run created or reopened (``pipelines.run`` calls them i
 
     strategy = validate(cfg)            # before anything is created
     init_ray(cfg)
-    uri, run_id = open_run(cfg, new_run_dir(cfg), datasets, resume=False, tags=None, log=print)
+    opened = open_run(cfg, new_run_dir(cfg), datasets, resume=False, tags=None, log=print)
+    opened.run_dir, opened.uri, opened.run_id   # the run directory, the tracking URI, the MLflow run
 """
 
 from __future__ import annotations
