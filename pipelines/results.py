@@ -52,8 +52,8 @@ def finish(
     summary["diagnostics"]["forgetting_fit"] = diagnostics["forgetting"]
     artifacts = write_results(run_dir, summary, progress, {**diagnostics, **record})
     model_line = log_model(cfg, run_dir, opened.uri, opened.run_id, register)
+    tags = provenance.tags(summary["provenance"])
     try:
-        tags = provenance.tags(summary["provenance"])
         finish_run(opened.uri, opened.run_id, final_metrics(summary), artifacts, tags=tags)
     except Exception as e:  # the results are on disk: a tracking server that is away costs the run nothing
         first = str(e).splitlines()[0] if str(e) else ""
