@@ -320,6 +320,26 @@ def check_kept_runs_pair(planned: list[PlannedRun], allow_mixed: bool, log) -> N
             log(f"{block_label(block)} mixes processor kinds or precisions (--allow-mixed): {where}")
 
 
+def note_kept_commits(planned: list[PlannedRun], log, commit: Optional[str] = None) -> None:
+    """One line when runs kept from an earlier invocation were made at another commit than
+    this code's (``commit``, default the checkout's): a setting added since at its default
+    leaves their config unchanged, yet may change what a strategy does, so a comparison's runs
+    are best made by one version of the code (run it from a checkout of theirs)."""
+    from mssr.provenance import git_state
+
+    commit = commit or git_state()[0]
+    kept: dict[str, int] = {}
+    for p in planned:
+        summary = Path(p.cfg.run.output_dir) / p.cfg.run.name / "summary.json"
+        if summary.exists():
+            made_at = json.loads(summary.read_text()).get("provenance", {}).get("commit")
+            if made_at and commit and made_at != commit:
+                kept[made_at] = kept.get(made_at, 0) + 1
+    if kept:
+        at = ", ".join(f"{n} at {c[:7]}" for c, n in kept.items())
+        log(f"kept runs made by other code than this ({commit[:7]}): {at}; the runs still to make use this code")
+
+
 def compare(
     config_path: str,
     overrides: list[str],
@@ -351,6 +371,7 @@ def compare(
     if tuned_on:
         check_tuning_disjoint(tuned_on, planned[0].cfg, log)
     check_kept_runs_pair(planned, allow_mixed, log)
+    note_kept_commits(planned, log)
     unused = sorted(set(tuned or {}) - set(strategies))
     if unused:  # one file of tuned settings serves comparisons of different strategies
         log(f"--tuned: the settings for {', '.join(unused)} are not used (not in --strategies)")

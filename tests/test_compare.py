@@ -582,3 +582,17 @@ def test_a_kept_run_from_another_processor_kind_is_refused_before_anything_runs(
         check_kept_runs_pair(plan(), False, said.append)
     check_kept_runs_pair(plan(), True, said.append)
     assert "mixes processor kinds or precisions (--allow-mixed)" in said[-1]
+
+    # made by another version of the code: said, not refused
+    from pipelines.compare import note_kept_commits
+
+    said.clear()
+    note_kept_commits(plan(), said.append, commit="b" * 40)
+    assert said == []  # the kept run's provenance names no commit
+    provenance["commit"] = "a" * 40
+    (tmp_path / kept.run.name / "summary.json").write_text(json.dumps({"provenance": provenance}))
+    note_kept_commits(plan(), said.append, commit="a" * 40)
+    assert said == []  # the same commit
+    note_kept_commits(plan(), said.append, commit="b" * 40)
+    (line,) = said
+    assert line.startswith("kept runs made by other code than this (bbbbbbb): 1 at aaaaaaa;"), line
