@@ -42,6 +42,7 @@ class RunPlan:
     total_steps: int
     new_samples: int
     strategy: str
+    replays: bool  # the strategy ever replays: its spend is measured against the budget
     mixes_tasks: bool
     workers: int
     batch_per_worker: int
@@ -92,6 +93,7 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Stra
         total_steps=sum(r.steps for r in rows),
         new_samples=new_samples,
         strategy=cfg.replay.strategy,
+        replays=strategy.replays,
         mixes_tasks=strategy.mixes_tasks,
         workers=world,
         batch_per_worker=per_rank,

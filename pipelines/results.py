@@ -62,9 +62,19 @@ def finish(
             f"metrics and artifacts are in {run_dir} only, and the MLflow run is left RUNNING"
         )
     print_results(summary, diagnostics, cfg, log)
+    if warning := underspent(plan, summary["replay_samples"]):
+        log(warning)
     if model_line.strip():
         log(model_line.strip())
     return summary
+
+
+def underspent(plan: RunPlan, replayed: int) -> Optional[str]:
+    """A line when a replaying strategy spent less than half its budget: a schedule that
+    stopped, or a trigger that never fired, which the final numbers alone do not show."""
+    if not plan.replays or not plan.replay_budget or replayed >= plan.replay_budget / 2:
+        return None
+    return f"the strategy replayed {replayed} of its budget of {plan.replay_budget} samples"
 
 
 def run_summary(
