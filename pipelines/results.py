@@ -1,7 +1,7 @@
 """A finished run's results: its summary (``summary.json``), the result files and MLflow
 artifacts, the final model logged to MLflow, and what the console shows at the end.
 
-    summary = finish(cfg, plan, tasks, trained, opened, started, register=None, log=print)
+    summary = finish(trained, opened, started, register=None, log=print)
 
 The results are written to the run directory before MLflow is told: a tracking server that
 is away at the end costs the run nothing but a line saying so.
@@ -26,19 +26,11 @@ from pipelines.startup import OpenedRun
 from pipelines.trainer import Trained
 
 
-def finish(
-    cfg: Config,
-    plan: RunPlan,
-    tasks: list[Task],
-    trained: Trained,
-    opened: OpenedRun,
-    started: float,
-    register: Optional[str] = None,
-    log=print,
-) -> dict:
+def finish(trained: Trained, opened: OpenedRun, started: float, register: Optional[str] = None, log=print) -> dict:
     """Write, log and print a trained run's results; returns its summary."""
     from pipelines.tracking import finish_run
 
+    cfg, plan, tasks = trained.cfg, trained.plan, trained.tasks
     run_dir, progress = opened.run_dir, trained.progress
     summary = run_summary(cfg, tasks, plan, progress, trained.stats, opened.run_id, run_dir, started)
     summary["mlflow_unlogged_entries"] = trained.unlogged

@@ -77,7 +77,7 @@ def run_stream(
     try:
         needs_reference = reference_pass(cfg.replay, strategy)
         trained = train(cfg, plan, tasks, datasets, task_rows, opened, needs_reference, train_callbacks, log)
-        summary = finish(cfg, plan, tasks, trained, opened, started, register, log)
+        summary = finish(trained, opened, started, register, log)
     except BaseException as e:
         fail_run(opened.uri, opened.run_id)
         if isinstance(e, RunFailed) or not isinstance(e, UserError):  # a user error: resuming meets it again

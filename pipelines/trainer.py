@@ -27,10 +27,13 @@ from pipelines.unstable_ray import session_logs_dir, worker_death_errors
 
 @dataclass
 class Trained:
-    """What training leaves for the results: the workers' final progress (matrices, tokens,
-    times), the memory actor's counts and its replay record, and the step-metric entries
-    MLflow did not get."""
+    """What training leaves for the results: what was trained (the config, the plan, the
+    tasks), the workers' final progress (matrices, tokens, times), the memory actor's counts
+    and its replay record, and the step-metric entries MLflow did not get."""
 
+    cfg: Config
+    plan: RunPlan
+    tasks: list[Task]
     progress: object  # mssr.checkpoint.Progress
     stats: dict
     record: dict
@@ -87,7 +90,7 @@ def train(
     progress = final_progress(result, len(tasks))
     stats, record = ray.get(actor.stats.remote()), ray.get(actor.diagnostics.remote())
     ray.kill(actor)
-    return Trained(progress, stats, record, unlogged)
+    return Trained(cfg, plan, tasks, progress, stats, record, unlogged)
 
 
 def loop_config(
