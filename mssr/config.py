@@ -8,7 +8,6 @@ nearest valid key; wrong types and out-of-range values name the dotted key.
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -468,11 +467,12 @@ class ReplayConfig(_Strict):
     @field_validator("plugins")
     @classmethod
     def _import_plugins(cls, modules: list[str]) -> list[str]:
-        for module in modules:
-            try:
-                importlib.import_module(module)
-            except ImportError as e:
-                raise ValueError(f"cannot import {module!r}: {e}") from None
+        from mssr.registry import import_modules
+
+        try:
+            import_modules(modules, "plugin")
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("plugin: ")) from None
         return modules
 
     @model_validator(mode="after")

@@ -32,6 +32,16 @@ def load_by_path(path: str) -> Any:
         raise ConfigError(f"{path!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
+def import_modules(modules: list[str], what: str) -> None:
+    """Import each module (a user's plugins register their components when imported); a
+    ``ConfigError`` naming ``what`` for one that cannot be."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"{what}: cannot import {module!r}: {e}") from None
+
+
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind

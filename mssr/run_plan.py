@@ -41,20 +41,33 @@ class RunPlan:
     tasks: tuple[TaskPlan, ...]
     total_steps: int
     new_samples: int
-    strategy: str
     replays: bool  # the strategy ever replays: its spend is measured against the budget
     mixes_tasks: bool
     workers: int
     batch_per_worker: int
     use_gpu: bool
-    replay_budget: int | None  # replayed samples allowed, resolved from replay.budget
     replay_steps: int  # steps that can replay: the pool is empty during the first task
     fixed_interval: float | None  # the fixed schedule's interval, where the strategy uses it
-    pool_per_task: int
-    samples_per_event: int
     model: str
     finetune: str
-    replay: ReplayConfig  # resolved: budget=replay_budget, fixed.interval derived from it
+    replay: ReplayConfig  # resolved: budget a count of samples, fixed.interval derived from it
+
+    @property
+    def strategy(self) -> str:
+        return self.replay.strategy
+
+    @property
+    def replay_budget(self) -> int | None:
+        """Replayed samples allowed, resolved from ``replay.budget``."""
+        return self.replay.budget
+
+    @property
+    def pool_per_task(self) -> int:
+        return self.replay.pool_per_task
+
+    @property
+    def samples_per_event(self) -> int:
+        return self.replay.samples_per_event
 
 
 def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Strategy) -> RunPlan:
@@ -92,17 +105,13 @@ def build_plan(cfg: Config, tasks: list[Task], stats: list[dict], strategy: Stra
         tasks=tuple(rows),
         total_steps=sum(r.steps for r in rows),
         new_samples=new_samples,
-        strategy=cfg.replay.strategy,
         replays=strategy.replays,
         mixes_tasks=strategy.mixes_tasks,
         workers=world,
         batch_per_worker=per_rank,
         use_gpu=cfg.train.use_gpu,
-        replay_budget=budget,
         replay_steps=replay_steps,
         fixed_interval=replay.fixed.interval if uses_fixed else None,
-        pool_per_task=cfg.replay.pool_per_task,
-        samples_per_event=cfg.replay.samples_per_event,
         model=cfg.model.name,
         finetune=cfg.model.finetune,
         replay=replay,

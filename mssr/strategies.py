@@ -45,14 +45,13 @@ The built-in strategies:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ValidationError
 
 from mssr.errors import ConfigError, did_you_mean
-from mssr.registry import Registry
+from mssr.registry import Registry, import_modules
 from mssr.samplers import SAMPLERS, BaseSampler, TaskBalancedSampler
 from mssr.schedulers import SCHEDULERS, BaseScheduler, NeverScheduler
 
@@ -140,16 +139,6 @@ def register_strategy(name: str, settings: Optional[type[BaseModel]] = None):
         return make
 
     return deco
-
-
-def import_plugins(replay_cfg) -> None:
-    """Import ``replay.plugins`` in this process (loading the config does it where the config
-    is loaded; a config passed to another process arrives already checked, without them)."""
-    for module in replay_cfg.plugins:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(f"replay.plugins: cannot import {module!r}: {e}") from None
 
 
 def strategy_spec(name: str) -> StrategySpec:
@@ -259,7 +248,9 @@ def reference_pass(replay_cfg, strategy: Strategy) -> bool:
 def build_strategy(name: str, replay_cfg) -> Strategy:
     """The strategy ``name`` (registered, or an import path) with its settings from
     ``replay_cfg.settings`` and the replay config's overrides of its parts."""
-    import_plugins(replay_cfg)
+    # loading the config imports them where it is loaded; a config passed to another process
+    # arrives checked, without them
+    import_modules(replay_cfg.plugins, "replay.plugins")
     spec = strategy_spec(name)
     try:
         settings = spec.parse_settings(replay_cfg)

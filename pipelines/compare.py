@@ -264,9 +264,9 @@ def _finished_or_run(p: PlannedRun, name: str, log) -> dict:
 
     run_dir = Path(p.cfg.run.output_dir) / p.cfg.run.name
     if run_dir.exists():  # the same config (checked by plan_runs)
-        if (run_dir / "summary.json").exists():
+        if (summary := _kept_summary(p)) is not None:
             log(f"{run_dir.name} finished in an earlier invocation: kept")
-            return json.loads((run_dir / "summary.json").read_text())
+            return summary
         log(f"{run_dir.name} was cut off: continuing it from its last checkpoint")
         return run_stream(p.cfg, log=log, resume="")
     return run_stream(p.cfg, log=log, tags={"comparison_id": name, "budget": p.budget})
@@ -292,6 +292,12 @@ def this_machine(cfg: Config) -> Optional[str]:
     return " / ".join(pairing_key(key))
 
 
+def _kept_summary(p: PlannedRun) -> Optional[dict]:
+    """The summary of a planned run that an earlier invocation finished, else None."""
+    path = Path(p.cfg.run.output_dir) / p.cfg.run.name / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def check_kept_runs_pair(planned: list[PlannedRun], allow_mixed: bool, log) -> None:
     """Before anything runs: a block whose kept runs (from an earlier invocation, perhaps on
     another machine) and the runs still to make here would differ in processor kind or
@@ -301,9 +307,8 @@ def check_kept_runs_pair(planned: list[PlannedRun], allow_mixed: bool, log) -> N
     here = this_machine(planned[0].cfg)
     machines: dict[tuple, dict[str, str]] = {}
     for p in planned:
-        summary = Path(p.cfg.run.output_dir) / p.cfg.run.name / "summary.json"
-        if summary.exists():
-            machine = " / ".join(pairing_key(summary_provenance(json.loads(summary.read_text()))))
+        if (summary := _kept_summary(p)) is not None:
+            machine = " / ".join(pairing_key(summary_provenance(summary)))
         elif here is not None:
             machine = here
         else:
@@ -330,9 +335,8 @@ def note_kept_commits(planned: list[PlannedRun], log, commit: Optional[str] = No
     commit = commit or git_state()[0]
     kept: dict[str, int] = {}
     for p in planned:
-        summary = Path(p.cfg.run.output_dir) / p.cfg.run.name / "summary.json"
-        if summary.exists():
-            made_at = json.loads(summary.read_text()).get("provenance", {}).get("commit")
+        if (summary := _kept_summary(p)) is not None:
+            made_at = summary.get("provenance", {}).get("commit")
             if made_at and commit and made_at != commit:
                 kept[made_at] = kept.get(made_at, 0) + 1
     if kept:
