@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from mssr.config import config_to_dict, load_config  # noqa: E402
 from mssr.errors import ConfigError  # noqa: E402
 from mssr.search_space import load_space, trial_overrides  # noqa: E402
+from pipelines.analysis import overhead_percent  # noqa: E402
 
 KEPT_FILES = ("config.yaml", "summary.json", "eval_rows.json", "diagnostics.json")
 METRIC = "loss_final"  # what a comparison leads with: the mean final answer loss, lower is better
@@ -86,7 +87,7 @@ def write_results(keep: Path, trials: list[dict], tuned_on: dict) -> None:
     best: dict[str, dict] = {}
     for t in done:
         s = t["summary"]
-        overhead = 100 * (s["probe_seconds"] + s["bookkeeping_seconds"]) / max(s["train_seconds"], 1e-9)
+        overhead = overhead_percent(s)
         settings = ", ".join(f"{k}={v}" for k, v in t["swept"].items())
         lines.append(
             f"| {t['name']} | {t['strategy']} | {settings} | {s[METRIC]:.3f} | {s['ap']:.3f} | "

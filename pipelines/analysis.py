@@ -42,7 +42,7 @@ DEFAULT_PRIMARY = "loss_final"  # the mean final answer loss: far less noisy tha
 SECONDARY = ("ap", "loss_final", "loss_anytime", "bwt", "forgetting", "loss_forgetting")
 
 
-def _overhead_percent(summary: dict) -> float:
+def overhead_percent(summary: dict) -> float:
     """What a strategy spends besides training on replayed rows: its probes' seconds per worker
     (``probe_seconds`` sums the workers') and the memory model's, as a percentage of the run's
     training seconds (rank 0's; NaN for a run that did not record them)."""
@@ -69,7 +69,7 @@ COLUMNS: list[tuple[str, Callable[[dict], float], str]] = [
     ("step s (median)", lambda s: s["median_step_seconds"], ".3f"),
     ("probe s", lambda s: s["probe_seconds"], ".1f"),
     ("bookkeeping s", lambda s: s["bookkeeping_seconds"], ".3f"),
-    ("overhead %", _overhead_percent, ".2f"),
+    ("overhead %", overhead_percent, ".2f"),
     ("wall s", lambda s: s["wall_seconds"], ".0f"),
 ]
 SPREAD_COLUMNS = ("AP", "BWT", "FWT", "forgetting", "Avg", "final loss", "anytime loss", "loss forgetting")

@@ -60,11 +60,11 @@ def test_aggregate_means_stds_and_step_time_relative_to_fixed():
 
 
 def test_overhead_is_probe_and_bookkeeping_seconds_as_a_share_of_training():
-    from pipelines.analysis import _overhead_percent
+    from pipelines.analysis import overhead_percent
 
     summary = {"probe_seconds": 1.0, "bookkeeping_seconds": 0.5, "train_seconds": 100.0}
-    assert _overhead_percent(summary) == pytest.approx(1.5)
-    assert math.isnan(_overhead_percent({**summary, "train_seconds": None}))  # a run that did not record it
+    assert overhead_percent(summary) == pytest.approx(1.5)
+    assert math.isnan(overhead_percent({**summary, "train_seconds": None}))  # a run that did not record it
 
 
 def test_per_row_results_fill_unscored_cells_with_nan():

@@ -35,7 +35,7 @@ def test_a_space_that_samples_is_refused(tmp_path):
 def test_the_tuned_file_holds_each_strategys_best_trial_for_compare(tmp_path):
     def trial(name, strategy, spe, loss):
         summary = {"loss_final": loss, "ap": 0.3, "train_seconds": 100.0, "probe_seconds": 2.0}
-        summary |= {"bookkeeping_seconds": 0.1}
+        summary |= {"bookkeeping_seconds": 0.1, "workers": 2}
         return {"name": name, "strategy": strategy, "swept": {"replay.samples_per_event": spe}, "summary": summary}
 
     trials = [trial("a", "fixed", 2, 0.9), trial("b", "fixed", 8, 0.7), trial("c", "mssr", 4, 0.8)]
@@ -48,3 +48,5 @@ def test_the_tuned_file_holds_each_strategys_best_trial_for_compare(tmp_path):
     assert tuned_on_streams(path)[path]["split"] == "tune"
     table = (tmp_path / "trials.md").read_text()
     assert table.index("| b |") < table.index("| c |") < table.index("| a |")  # by loss_final, lower first
+    # overhead: the probe seconds per worker (the summary sums both) and the bookkeeping, of training
+    assert "| 100 | 1.10 |" in table
