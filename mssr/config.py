@@ -432,8 +432,9 @@ class ReplayConfig(_Strict):
     scheduler: Optional[str] = None
     """replaces the strategy's scheduler: a name or "package.module:Class"."""
     balance_tasks: Optional[bool] = None
-    """null: the strategy decides (mssr and mssr-sampler split draws over tasks, the others do not);
-    true: split each draw evenly over the pool's tasks; false: the sampler alone decides."""
+    """null: the strategy decides (mssr-strength and mssr-sampler split draws evenly over tasks; mssr's
+    sampler splits them by predicted excess itself; the others do not); true: split each draw evenly
+    over the pool's tasks; false: the sampler alone decides."""
     reference_pass: Optional[bool] = None
     """null: the strategy decides (those fitted to excess loss need it); true: when a task ends, its
     pooled samples' loss is measured in a no-grad pass (their reference, the level they were learned

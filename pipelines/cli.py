@@ -242,7 +242,8 @@ def _add_compare(sub) -> None:
         "--strategies",
         metavar="A,B,...",
         help="comma-separated strategy names or import paths, each optionally +ISOLATION "
-        "(e.g. mssr+epi); default: every built-in strategy",
+        "(e.g. mssr+epi); default: none, joint, fixed, loss, accuracy, surprise, mssr, "
+        "mssr-sampler, mssr-scheduler",
     )
     cmp.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     cmp.add_argument("--name", metavar="ID", help="comparison id (default cmp-<timestamp>)")
