@@ -342,7 +342,8 @@ class MSSRConfig(_Strict):
     keeps being replayed and its forgetting measured (a tenth of a draw's worth per task at 10 tasks
     and two tenths)."""
     cap: float = Field(0.5, gt=0, le=1)
-    """excess sampler: no task gets more than this share of a draw (2 of 4 samples an event)."""
+    """excess sampler: no task's share of a draw exceeds this (2 of 4 samples an event; a share
+    that is not a whole number of samples is rounded at random, so it holds on average)."""
     pace_floor: float = Field(0.25, ge=0, le=1)
     """paced schedules: the least share of the even pace kept when predicted forgetting is nil, so
     that replays go on measuring it (at zero, a schedule that predicts no excess never replays

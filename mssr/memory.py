@@ -149,8 +149,9 @@ class MemoryState:
         self._observe_excess(pos, losses, now)
 
     def _observe_excess(self, pos: np.ndarray, losses: np.ndarray, now: float) -> None:
-        """One excess observation per task among the replayed samples that have a reference."""
-        known = ~np.isnan(self.reference[pos])
+        """One excess observation per task among the replayed samples that have a reference (and a
+        finite loss: one NaN would make every later fit of the forgetting model NaN)."""
+        known = np.isfinite(self.reference[pos]) & np.isfinite(losses)
         if not known.any():
             return
         tasks, excess = self.task[pos][known], (losses - self.reference[pos])[known]

@@ -214,7 +214,7 @@ class SurpriseSampler(BaseSampler):
 class TaskBalancedSampler(BaseSampler):
     """Wraps a sampler: split each draw evenly over the pool's tasks (the remainder goes to
     randomly chosen tasks), then let the wrapped sampler pick within each task.
-    Used by mssr and mssr-sampler, and by any strategy with ``replay.balance_tasks: true``."""
+    Used by mssr-strength and mssr-sampler, and by any strategy with ``replay.balance_tasks: true``."""
 
     def __init__(self, inner: BaseSampler):
         self.inner = inner

@@ -246,7 +246,9 @@ class PacedScheduler(BaseScheduler):
     Nor does the rate fall below ``replay.mssr.pace_floor`` times the base rate: a signal that
     only replays can measure (the excess loss of ``paced-excess``) would otherwise stop the
     schedule for good once it predicted no forgetting, and with it the replays that would show
-    the forgetting coming back."""
+    the forgetting coming back. And once the events left are as many as the steps left, every
+    step replays: events deferred late in the stream would otherwise be lost (a step earns at
+    most one), and a comparison at equal budget would not be one."""
 
     def __init__(self, replay_cfg):
         self.pace_floor = replay_cfg.mssr.pace_floor
@@ -286,12 +288,21 @@ class PacedScheduler(BaseScheduler):
             p_bar = self.p_sum / self.p_steps
             ratio = max(self.pace_floor, p / p_bar) if p_bar > 0 else 1.0
         self.credit += min(1.0, self._base_rate() * ratio)
+        if self._must_replay_every_step():
+            return True
         if self.credit < 1.0 - 1e-9:
             return False
         if self.events_done + 1 > self._allowance():  # would run ahead of an even spend: wait, without banking more
             self.credit = 1.0
             return False
         return True
+
+    def _must_replay_every_step(self) -> bool:
+        """Whether only an event at this step and every one after spends the budget."""
+        if self.events_total is None or self.replay_steps is None:
+            return False
+        left = self.events_total - self.events_done
+        return left > 0 and left >= self.replay_steps - self.steps_seen + 1
 
     def _allowance(self) -> float:
         """The events an even spend would have done by this step (of the budget, or at the default
@@ -323,13 +334,15 @@ class ExcessPacedScheduler(PacedScheduler):
         self.model = replay_cfg.mssr.forgetting_model
 
     def signal(self, now: float, memory: MemoryState) -> Optional[float]:
-        """The mean predicted excess over the pool's tasks; None before any replay observed one
-        (a model fitted to nothing predicts nothing, and zeros would drag the mean so far down
-        that the first observation looked like a burst of forgetting)."""
+        """The mean predicted excess over the pool's tasks, each clipped at zero; None before any
+        replay observed one (a model fitted to nothing predicts nothing, and zeros would drag the
+        mean so far down that the first observation looked like a burst of forgetting)."""
         if memory.obs_step.size == 0:
             return None
         predicted = forecast(self.model, memory, now)
-        return max(0.0, float(np.mean(list(predicted.values())))) if predicted else None
+        # a task predicted below its reference (later tasks helped it) has forgotten nothing; it
+        # must not cancel another task's forgetting (the sampler clips the same way)
+        return float(np.mean(np.maximum(list(predicted.values()), 0.0))) if predicted else None
 
     def state_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "model"}

@@ -30,8 +30,9 @@ The built-in strategies:
     leitner         a Leitner queue (boxes with doubling intervals) on the fixed schedule
     mssr            draws split over tasks by the excess loss a forgetting model fitted to the
                     replays' observations predicts (floor and cap per task, least recently
-                    trained first within a task) + a replay rate that follows the predicted
-                    total, paced to spend the budget by the end of the stream
+                    trained first within a task) + a replay rate that follows the mean
+                    predicted excess over tasks, paced to spend the budget by the end of the
+                    stream
     observed-loss   ablation: mssr's draws from each task's last observed excess (no forgetting
                     model), on the fixed schedule
     mssr-strength   the formulation before: memory-strength sampler (retention from a strength per
@@ -219,7 +220,7 @@ _combo("sure", "uniform", "fixed", storage="surprise")  # SuRe as published: sur
 _combo("mir", "uniform", "mir")
 _combo("leitner", "leitner", "fixed")
 # draws follow the excess loss predicted by a forgetting model fitted to what replays observed,
-# paced by its predicted total (floor and cap: replay.mssr.floor, replay.mssr.cap)
+# paced by their mean over tasks (floor and cap: replay.mssr.floor, replay.mssr.cap)
 _combo("mssr", "excess", "paced-excess")
 # the formulation before: draws split evenly over tasks keep the task learned last from being
 # starved (its samples are the freshest, highest retention, yet the next task overwrites them first)
@@ -239,7 +240,14 @@ def observed_loss(replay_cfg, settings=None) -> Strategy:
 
 def reference_pass(replay_cfg, strategy: Strategy) -> bool:
     """Whether a run measures its pooled samples' reference losses: ``replay.reference_pass``,
-    or when null, whether its strategy (built from ``replay_cfg``) reads them."""
+    or when null, whether its strategy (built from ``replay_cfg``) reads them. A strategy that
+    reads them cannot run without: with no reference there is no excess loss to observe, and it
+    would replay blind (evenly, at the base pace) while appearing to work."""
+    if replay_cfg.reference_pass is False and strategy.needs_reference:
+        raise ConfigError(
+            f"replay.reference_pass: false, but strategy {strategy.name!r} replays from the excess loss "
+            "over each sample's reference loss; leave replay.reference_pass null (or true)"
+        )
     if replay_cfg.reference_pass is not None:
         return replay_cfg.reference_pass
     return strategy.needs_reference

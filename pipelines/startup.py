@@ -22,7 +22,7 @@ import yaml
 
 from mssr.config import Config, config_differences, config_to_dict, flatten, with_setting
 from mssr.errors import ConfigError
-from mssr.strategies import Strategy, build_strategy
+from mssr.strategies import Strategy, build_strategy, reference_pass
 from pipelines.console import quiet_library_warnings
 from pipelines.storage import train_storage_path
 
@@ -95,6 +95,7 @@ def validate(cfg: Config) -> Strategy:
             f"train.num_workers={cfg.train.num_workers} (each worker takes an equal share)"
         )
     strategy = build_strategy(cfg.replay.strategy, cfg.replay)  # unknown strategy/sampler/scheduler -> ConfigError
+    reference_pass(cfg.replay, strategy)  # a strategy that reads reference losses without them -> ConfigError
     # a local run needs its GPU here; on a cluster ($RAY_ADDRESS) the driver may run on a CPU
     # head node, and Ray places the GPU workers on GPU nodes (the autoscaler starts them)
     local = not os.environ.get("RAY_ADDRESS")

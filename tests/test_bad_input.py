@@ -55,6 +55,11 @@ CASES = {
     "unknown scorer": (dict(tasks=(("a", "train.jsonl", "exact_mach"),)), [], "did you mean 'exact_match'"),
     "unknown strategy": ({}, ["replay.strategy=fixd"], "unknown strategy 'fixd'; did you mean 'fixed'"),
     "unknown config key": ({}, ["train.lr_schedul=cosine"], "did you mean 'lr_schedule'"),
+    "mssr without its reference losses": (
+        {},
+        ["replay.strategy=mssr", "replay.reference_pass=false"],
+        "replay.reference_pass: false, but strategy 'mssr' replays from the excess loss",
+    ),
     "unknown key in the YAML": (dict(extra="replay:\n  stratgy: mssr\n"), [], "did you mean 'strategy'"),
     "a list where a number goes": (dict(extra="seed: [1, 2]\n"), [], "seed"),
     "batch not split evenly over workers": (

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mssr.config import ReplayConfig
+from mssr.errors import ConfigError
 from mssr.forgetting import forecast
 from mssr.memory import MemoryState
 from mssr.replay import ReplayPlanner
@@ -34,6 +35,8 @@ def test_a_replay_of_referenced_samples_adds_one_excess_observation_per_task():
     assert unreferenced.history() == []  # no reference, nothing to measure the excess against
     one_task = mem.of_tasks([1])
     assert one_task.history() == [(30.0, 1, 10.0, pytest.approx(0.1))]  # a view keeps its task's observations
+    mem.update([2, 101], losses=[float("nan"), 0.8], now=35.0)  # a non-finite loss is no observation
+    assert [h[1] for h in mem.history()] == [0, 1, 1] and np.isfinite([h[3] for h in mem.history()]).all()
 
 
 def test_the_excess_observations_survive_a_state_round_trip_and_older_states_load():
@@ -110,6 +113,17 @@ def test_the_excess_schedule_has_no_signal_before_a_replay_observed_one():
     assert sched.signal(40.0, mem) > 0
 
 
+def test_a_task_predicted_below_its_reference_does_not_cancel_another_tasks_forgetting():
+    """Task 0's replays fall below its reference (later tasks helped it), task 1's rise above:
+    the schedule's signal is the mean of the predictions clipped at zero, not zero."""
+    sched, mem = ExcessPacedScheduler(ReplayConfig(strategy="mssr")), pool(tasks=2)
+    for t in range(20, 80, 5):
+        mem.update([0, 100], losses=[0.5 - 0.004 * t, 0.5 + 0.003 * t], now=float(t))
+    predicted = forecast("rehearsal", mem, 90.0)
+    assert predicted[0] < 0 < predicted[1] and predicted[0] + predicted[1] < 0
+    assert sched.signal(90.0, mem) == pytest.approx(predicted[1] / 2)
+
+
 def test_the_reference_pass_runs_where_the_strategy_reads_it_unless_configured():
     assert build_strategy("mssr", ReplayConfig()).needs_reference
 
@@ -120,7 +134,8 @@ def test_the_reference_pass_runs_where_the_strategy_reads_it_unless_configured()
     assert measured(strategy="mssr") and measured(strategy="observed-loss")
     assert not measured(strategy="fixed")
     assert measured(strategy="fixed", reference_pass=True)
-    assert not measured(strategy="mssr", reference_pass=False)
+    with pytest.raises(ConfigError, match="replay.reference_pass: false, but strategy 'mssr'"):
+        measured(strategy="mssr", reference_pass=False)  # it would replay blind
     assert measured(strategy="fixed", sampler="excess")  # the sampler reads it
 
 
