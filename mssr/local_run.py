@@ -136,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("config", help="the run's config (YAML)")
     parser.add_argument("overrides", nargs="*", help="key=value settings over the config")
     parser.add_argument("--out", required=True, type=Path, help="a new or empty folder for the run's files")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # settings before or after --out, as in the docstring
     try:
         run_local(load_config(args.config, args.overrides), args.out)
     except UserError as e:

@@ -62,3 +62,12 @@ def test_a_local_run_wants_a_new_folder(tmp_path):
     (tmp_path / "out" / "x").write_text("")
     with pytest.raises(ConfigError, match="not empty"):
         run_local(load_config(TINY, ["train.num_workers=1"]), tmp_path / "out")
+
+
+def test_the_command_takes_settings_after_out_and_refuses_bad_ones_in_one_line(tmp_path, capsys):
+    from mssr.local_run import main
+
+    assert main([TINY, "--out", str(tmp_path / "out"), "train.num_workers=2"]) == 2
+    err = capsys.readouterr().err
+    assert "a local run trains one worker" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
