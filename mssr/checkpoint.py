@@ -50,7 +50,7 @@ class Progress:
     row_scores: list[list[list[float]]] = field(default_factory=list)  # [k][j][test row], for intervals
     row_losses: list[list[list[float]]] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=_zero_tokens)  # summed over ranks
-    train_seconds: float = 0.0  # rank 0's time in training steps
+    train_seconds: float = 0.0  # rank 0's time in training steps, less its probes within them
     probe_seconds: float = 0.0  # worker-seconds spent in the strategy's probes, all ranks
     reference_seconds: float = 0.0  # of which in reference passes at task ends (mssr.strategies)
     step_seconds: list[float] = field(default_factory=list)  # rank 0's wall time of every step

@@ -429,10 +429,13 @@ class ContinualLoop:
         self.progress.pipeline["train_wall"] += time.perf_counter() - started
 
     def _one_step(self, k: int, batch: dict, started: float) -> None:
+        probed_before = self.window.probe_seconds
         loss, new_tok, replay_tok, replayed = self.train_step(batch)
         seconds = time.perf_counter() - started
         self.progress.step_seconds.append(round(seconds, 4))
-        self.progress.train_seconds += self.progress.step_seconds[-1]
+        # training time leaves out the step's probes (counted in probe_seconds): the overhead
+        # of a probing strategy is probe time against training time, not against both
+        self.progress.train_seconds += round(seconds - (self.window.probe_seconds - probed_before), 4)
         self.window.add_step(loss, new_tok, replay_tok, replayed)
         self.progress.step += 1
         if self.on_step is not None:

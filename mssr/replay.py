@@ -207,14 +207,16 @@ class ReplayPlanner:
         self.strategy.scheduler.on_task_start(task_index, self.now)
 
     def plan(self) -> ReplayPlan:
-        """This step's plan: pool ids to replay, and pool ids to probe (both may be empty)."""
+        """This step's plan: pool ids to replay, and pool ids to probe (both may be empty). The
+        replay is decided first: a probe chosen at an event's step measures for the next event
+        (lagged MIR's first probe can fall on the step of the event before)."""
         if len(self.memory) == 0:
             return ReplayPlan()
-        scheduler = self.strategy.scheduler
-        probe_ids = scheduler.probe(self.now, self.memory, self.rng)
+        replay = self._replay_ids()
+        probe_ids = self.strategy.scheduler.probe(self.now, self.memory, self.rng)
         probe_ids = [] if probe_ids is None else [int(i) for i in probe_ids]
         self.probed += len(probe_ids)
-        return ReplayPlan(replay=self._replay_ids(), probe=probe_ids)
+        return ReplayPlan(replay=replay, probe=probe_ids)
 
     def _replay_ids(self) -> list[int]:
         scheduler = self.strategy.scheduler

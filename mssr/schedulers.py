@@ -139,8 +139,10 @@ class LaggedMIRScheduler(FixedIntervalScheduler):
     ``replay.mir.candidates`` pool samples is probed (a no-grad pass), the step before the
     event the same set again; the difference is what that step's update did to each
     candidate. The event replays the ``samples_per_event`` candidates with the largest rise
-    (``pick``); where the grid leaves no room for both probes (an interval under two steps), the
-    sampler draws instead. The probes are this baseline's cost."""
+    (``pick``); where the grid leaves no room for both probes (events one step apart, at an
+    interval under two steps), the sampler draws instead. The planner asks for probes after the
+    step's replay, so that the first probe may fall on the step of the event before (events two
+    steps apart). The probes are this baseline's cost."""
 
     def __init__(self, replay_cfg):
         super().__init__(replay_cfg)

@@ -45,7 +45,8 @@ SECONDARY = ("ap", "loss_final", "loss_anytime", "bwt", "forgetting", "loss_forg
 def overhead_percent(summary: dict) -> float:
     """What a strategy spends besides training on replayed rows: its probes' seconds per worker
     (``probe_seconds`` sums the workers') and the memory model's, as a percentage of the run's
-    training seconds (rank 0's; NaN for a run that did not record them)."""
+    training seconds (rank 0's, less the probes run within its steps; NaN for a run that did
+    not record them)."""
     train = summary.get("train_seconds") or float("nan")
     return 100 * (summary["probe_seconds"] / summary.get("workers", 1) + summary["bookkeeping_seconds"]) / train
 

@@ -169,6 +169,31 @@ def test_mir_runs_in_the_planner_within_its_budget_and_probes_twice_per_event():
     assert len(probed) == 2 * len(events) and all(e - 1 in probed and e - 2 in probed for e in events)
 
 
+def test_mir_picks_its_candidates_when_events_are_two_steps_apart():
+    """At an interval between two and three steps (2 samples an event at 10% on the long
+    stream), the first probe for an event falls on the step of the event before: every event
+    but the first replays candidates the two probes before it measured, none a plain draw."""
+    cfg = ReplayConfig(strategy="mir", fixed={"interval": 2.25}, samples_per_event=2, pool_per_task=16)
+    planner = ReplayPlanner(cfg, seed=0)
+    plans = simulate(planner, tasks=3, steps=40, batch=4)
+    events = [i for i, p in enumerate(plans) if p.replay]
+    gaps = {b - a for a, b in zip(events, events[1:])}
+    assert gaps == {2, 3} and len(events) > 30
+    measured = [e for e in events[1:] if set(plans[e].replay) <= set(plans[e - 1].probe)]
+    assert measured == events[1:]
+
+
+def test_leitner_draws_among_the_due_so_a_backlog_does_not_starve_the_newest_tasks():
+    """Under a budget the queue always has a backlog: every sample of four tasks is due. The
+    draws reach every task, not only the oldest (which serving the longest overdue first did)."""
+    from mssr.samplers import LeitnerSampler
+
+    sampler, mem = LeitnerSampler(ReplayConfig().leitner), pool(tasks=4, per_task=8)  # tasks end at 0, 10, 20, 30
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([sampler.sample(mem, 100.0, 4, rng) for _ in range(100)]) // 100
+    assert (np.bincount(drawn, minlength=4) / drawn.size > 0.15).all()
+
+
 def test_leitner_boxes_move_up_on_recall_and_back_on_a_lapse():
     from mssr.samplers import LeitnerSampler
 
