@@ -333,7 +333,7 @@ class LeitnerSampler(BaseSampler):
 
     The queue reviews every due item; under a replay budget far fewer than the due samples can
     be replayed, so the queue is never emptied, and serving the longest overdue first would
-    replay the oldest tasks only (on the 11-task stream at 10%, tasks 1 to 4 took every replay
+    replay the oldest tasks only (on the 11-task stream's shape at 10%, tasks 1 to 4 took every replay
     and tasks 5 to 11 none, in a simulation). The draw among the due keeps the queue's spacing
     (a sample recalled waits longer before it is due again) without that starvation."""
 

@@ -269,12 +269,18 @@ class PacedScheduler(BaseScheduler):
     def on_task_start(self, task_index: int, now: float) -> None:
         pass
 
+    def _left(self) -> Optional[tuple[int, int]]:
+        """(events left, steps left, this one included); None without a budget."""
+        if self.events_total is None or self.replay_steps is None:
+            return None
+        return self.events_total - self.events_done, self.replay_steps - self.steps_seen + 1
+
     def _base_rate(self) -> float:
         """Events per step if forgetting ran at its usual level for the rest of the stream."""
-        if self.events_total is None or self.replay_steps is None:
+        if (left := self._left()) is None:
             return 1.0 / DEFAULT_FIXED_INTERVAL
-        left = self.events_total - self.events_done
-        return left / max(1, self.replay_steps - self.steps_seen + 1)
+        events, steps = left
+        return events / max(1, steps)
 
     def signal(self, now: float, memory: MemoryState) -> Optional[float]:
         """The pool's predicted forgetting now: 1 - mean retention (None: no prediction yet)."""
@@ -301,10 +307,10 @@ class PacedScheduler(BaseScheduler):
 
     def _must_replay_every_step(self) -> bool:
         """Whether only an event at this step and every one after spends the budget."""
-        if self.events_total is None or self.replay_steps is None:
+        if (left := self._left()) is None:
             return False
-        left = self.events_total - self.events_done
-        return left > 0 and left >= self.replay_steps - self.steps_seen + 1
+        events, steps = left
+        return events > 0 and events >= steps
 
     def _allowance(self) -> float:
         """The events an even spend would have done by this step (of the budget, or at the default
