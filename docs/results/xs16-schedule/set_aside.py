@@ -17,10 +17,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from reuse_fixed import machine_of
+
 from mssr.config import load_config
 from pipelines.compare import this_machine
-
-from reuse_fixed import machine_of
 
 RUNS = Path("runs")
 
@@ -31,7 +31,7 @@ def main(name: str, strategies: list[str]) -> None:
         m = re.fullmatch(rf"{re.escape(name)}-(.+)-b0\.1-s(\d+)(?:-o(\d+))?", run.name)
         if m and m.group(1) in strategies:
             blocks[(m.group(2), m.group(3))][m.group(1)] = run
-    for block, runs in sorted(blocks.items()):
+    for _, runs in sorted(blocks.items()):
         finished = {s: r for s, r in runs.items() if (r / "summary.json").exists()}
         if len(finished) == len(strategies):
             continue
