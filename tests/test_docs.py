@@ -58,3 +58,22 @@ def test_the_drift_check_can_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(published_tables, "PAGES", (page,))
     monkeypatch.setattr(published_tables, "FILES", ())
     assert published_tables.drifted() == [f"{page}: table long16"]
+
+
+def test_the_drift_check_reads_csv_numbers_to_nine_digits(tmp_path):
+    """Another processor's last digits are not drift; a changed figure is."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from published_tables import _same_file
+
+    kept = tmp_path / "x-intervals.csv"
+    kept.write_text("strategy,mean\nmssr,0.00025508900071780923\n")
+    assert _same_file(kept, "strategy,mean\nmssr,0.0002550890007178093\n")
+    assert not _same_file(kept, "strategy,mean\nmssr,0.000255\n")
+    assert not _same_file(kept, "strategy,mean\nfixed,0.00025508900071780923\n")
+    assert not _same_file(kept, "strategy,mean\nmssr,0.00025508900071780923\nfixed,1\n")
+    assert not _same_file(kept, "strategy,mean\nmssr,nan\n")
+    kept.write_text("strategy,mean\nmssr,nan\n")
+    assert _same_file(kept, "strategy,mean\nmssr,nan\n")
+    assert not _same_file(tmp_path / "missing.csv", "strategy,mean\n")
