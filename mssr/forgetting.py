@@ -146,24 +146,22 @@ class RehearsalModel:
         ``prior_weight`` more observations of it."""
         if not self.rows:
             return 0.5, {}, 0.0
-        task = np.array([r[0] for r in self.rows])
-        prev = np.array([r[1] for r in self.rows])
-        time = np.array([r[2] for r in self.rows])
-        x = np.array([r[3] for r in self.rows])
+        rows = np.array(self.rows, dtype=np.float64)
+        tasks, at = np.unique(rows[:, 0].astype(np.int64), return_inverse=True)  # at: each row's task index
+        prev, time, x = rows[:, 1], rows[:, 2], rows[:, 3]
         weight = self.prior_weight * float(np.mean(time * time))
-        keep, rates, pooled = 0.5, {}, 0.0
+        time_sq = np.bincount(at, weights=time * time, minlength=tasks.size)  # one sum per task: O(rows)
+        keep, rate, pooled = 0.5, np.zeros(tasks.size), 0.0
         for _ in range(10):
             y = x - keep * prev
             pooled = float((time * y).sum() / max((time * time).sum(), 1e-12))
-            rates = {}
-            for k in np.unique(task):
-                at = task == k
-                rates[int(k)] = float(
-                    ((time * y)[at].sum() + weight * pooled) / max((time * time)[at].sum() + weight, 1e-12)
-                )
+            rate = (np.bincount(at, weights=time * y, minlength=tasks.size) + weight * pooled) / np.maximum(
+                time_sq + weight, 1e-12
+            )
             if (prev * prev).sum() > 0:
-                rest = x - np.array([rates[int(k)] for k in task]) * time
+                rest = x - rate[at] * time
                 keep = float(np.clip((prev * rest).sum() / (prev * prev).sum(), 0.0, 1.0))
+        rates = {int(k): float(r) for k, r in zip(tasks, rate)}
         return keep, rates, pooled
 
     def predict(self, task: int, step: float, entry_step: float) -> float:
