@@ -150,11 +150,8 @@ def test_the_precisions_are_what_the_learner_resolved(overrides, expected):
     cfg = load_config(ROOT / "configs" / "tiny.yaml", overrides)
     learner = Learner(cfg, total_steps=2, device=torch.device("cpu"))
     got = precisions(learner.weights_dtype, learner.precision, learner.eval_precision, cfg.model.finetune)
-    if (
-        expected is None
-    ):  # CPUs train in fp32 unless asked; LoRA keeps its frozen base and evaluates in bf16 where it has bf16 matmuls
-        bf16 = has_bf16_matmul("cpu")
-        expected = ("bf16-weights", "bf16-weights+autocast") if bf16 else ("fp32", "fp32")
+    if expected is None:  # CPUs train in fp32 weights unless asked, and evaluate in bf16 where they have bf16 matmuls
+        expected = ("fp32", "bf16-autocast") if has_bf16_matmul("cpu") else ("fp32", "fp32")
     assert got == expected
     assert next(learner.core.parameters()).dtype == (torch.bfloat16 if "bf16-weights" in got[0] else torch.float32)
 
