@@ -112,12 +112,25 @@ def block_label(block: tuple) -> str:
 
 
 def blocks_text(runs: list[dict]) -> str:
-    """``seeds 0, 1, 2`` or ``seeds 0, 1 x orders listed, 1``: what the blocks are."""
+    """``seeds 0, 1, 2`` or ``seeds 0, 1 x orders listed, 1``: what the blocks are; where they
+    ran on more than one machine, how many ran on each (``; machines: AMD EPYC / fp32 / fp32
+    7 blocks, ...``; ``mixed``: a block whose runs ran on different machines)."""
     seeds = sorted({r["seed"] for r in runs})
     orders = sorted({r.get("order") for r in runs}, key=lambda o: -1 if o is None else o)
     text = f"seeds {', '.join(map(str, seeds))}"
     if orders != [None]:
         text += f" x orders {', '.join('listed' if o is None else str(o) for o in orders)}"
+    machines: dict[tuple, set] = {}
+    for r in runs:
+        machines.setdefault(block_of(r), set()).add(r.get("machine", ""))
+    counts: dict[str, int] = {}
+    for kinds in machines.values():
+        where = next(iter(kinds)) if len(kinds) == 1 else "mixed"
+        counts[where] = counts.get(where, 0) + 1
+    if len(counts) > 1:
+        text += "; machines: " + ", ".join(
+            f"{m or 'unknown'} {n} block{'s' if n > 1 else ''}" for m, n in sorted(counts.items())
+        )
     return text
 
 

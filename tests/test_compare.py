@@ -391,6 +391,11 @@ def test_blocks_pair_by_seed_and_task_order():
     (row,) = paired_differences(runs, "fixed", ["ap"])
     assert row["seeds"] == 2 and row["ap"].mean == pytest.approx(0.3 / 2)
     assert blocks_text(runs) == "seeds 0 x orders listed, 1"
+    amd, xeon = "AMD EPYC / fp32 / fp32", "Intel Xeon / fp32 / fp32"  # blocks on two machines are counted
+    ran = [{**r, "machine": amd if r["order"] is None else xeon} for r in runs]
+    assert blocks_text(ran) == f"seeds 0 x orders listed, 1; machines: {amd} 1 block, {xeon} 1 block"
+    ran[-1]["machine"] = amd
+    assert blocks_text(ran) == f"seeds 0 x orders listed, 1; machines: {amd} 1 block, mixed 1 block"
     # the second block trains the tasks the other way round: the same data, laid out reversed
     moved = runs[:2] + [{**r, "eval_rows": reordered(r["eval_rows"])} for r in runs[2:]]
     (again,) = paired_differences(moved, "fixed", ["loss_final"])
