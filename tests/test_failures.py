@@ -277,21 +277,33 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(where)])
 
 
+def _fill(filler) -> None:
+    """Write ``filler`` until its disk is full: the run may still be writing its last checkpoint,
+    so the free space measured a moment before is not the space left (fallocate of it fails)."""
+    import errno
+
+    with open(filler, "wb", buffering=0) as f:
+        for chunk in (b"\0" * (1 << 20), b"\0" * 4096):
+            try:
+                while True:
+                    f.write(chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+
+
 @pytest.mark.e2e
 def test_a_full_checkpoint_disk_stops_the_run_clearly_and_it_resumes_once_freed(tmp_path, tiny_run, small_disk):
     """Checkpoints go to a small disk (MSSR_STORAGE_PATH) that fills up mid-run: the run stops
     with one line naming the error and exit code 1; the last checkpoint written is intact, and
     once space is freed ``--resume`` finishes the run as an uninterrupted one."""
-    import shutil
-    import subprocess
 
     env = {"MSSR_STORAGE_PATH": str(small_disk)}
     args = ["run", TINY, f"run.output_dir={tmp_path}", "run.name=full", "train.checkpoint_every=6"]
     proc = start_cli(*args, cwd=tmp_path, log_path=tmp_path / "log.txt", env=env)
     run_dir = tmp_path / "full"
     _wait_until(lambda: _last_step(run_dir, 1) >= 13, proc, "step 13")  # after step 12's checkpoint
-    free = shutil.disk_usage(small_disk).free
-    subprocess.run(["fallocate", "-l", str(free), str(small_disk / "filler")], check=True)
+    _fill(small_disk / "filler")
     assert proc.wait(timeout=600) == 1
     log = (tmp_path / "log.txt").read_text()
     errors = [line for line in log.splitlines() if line.startswith("mssr: error:")]
